@@ -1,0 +1,190 @@
+"""`ptalign` command line: parse, load the config, call one stage.
+
+    ptalign run      [--config F] [--out DIR] [--resume] [--from-stage S]   synth → train → eval → report
+    ptalign synth    [--stage topics|instructions|constraints|pairs|all] [--export trl|hf]
+    ptalign train    [--data triplets.jsonl] [--model M] [--out DIR] [--resume]
+    ptalign merge    --adapter DIR --out DIR [--model M]
+    ptalign eval     [--model M] [--adapter A] [--baseline M] [--out DIR] [--show-unsafe]
+    ptalign report   RUN_DIR
+    ptalign sweep    lambda=0.2,0.4,0.6,0.8 | samples=50,100,200 | fine_grained=true,false
+    ptalign config show
+
+Every command takes --config FILE and --set section.key=value (repeatable). Bad input ends with one
+line on stderr naming the problem and the fix, exit code 2; nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ptalign.config import ConfigError, RunConfig, load_config
+from ptalign.errors import UserError, user_message
+from ptalign.io import DataError
+
+STAGES = ("synth", "train", "eval", "report")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config (e.g. configs/quick.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lam=0.6 (repeatable)")
+    p.add_argument("--no-cache", action="store_true", help="bypass the LLM-call cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ptalign", description="PT-ALIGN dual safety self-alignment")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="the whole method end to end: synth → train → eval → report")
+    _common(p)
+    p.add_argument("--out", "-o", help="run directory (default: run_dir from the config)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--from-stage", choices=STAGES, help="rerun from this stage on (earlier outputs kept)")
+
+    p = sub.add_parser("synth", help="generate topics, instructions, constraints and polarized triplets")
+    _common(p)
+    p.add_argument("--out", "-o", help="run directory")
+    p.add_argument("--stage", default="all", choices=["topics", "instructions", "constraints", "pairs", "all"])
+    p.add_argument("--export", choices=["trl", "hf"], help="also export triplets (TRL prompt/chosen/rejected or HF datasets)")
+
+    p = sub.add_parser("train", help="fine-grained dual tuning (MLE on pos + λ·masked UT on tox)")
+    _common(p)
+    p.add_argument("--data", help="triplets.jsonl (default: RUN_DIR/data/triplets.jsonl)")
+    p.add_argument("--model", help="base model spec (overrides model.name)")
+    p.add_argument("--out", "-o", help="output directory for the adapter and logs")
+    p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --out")
+
+    p = sub.add_parser("merge", help="merge a LoRA adapter into its base model (HF safetensors dir)")
+    _common(p)
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--out", "-o", required=True)
+    p.add_argument("--model", help="base model spec (default: the adapter's base / model.name)")
+
+    p = sub.add_parser("eval", help="evaluate a model (+ adapter), optionally against a baseline")
+    _common(p)
+    p.add_argument("--model", help="model spec (default: model.name)")
+    p.add_argument("--adapter", help="PEFT adapter dir to apply on --model")
+    p.add_argument("--baseline", help="model spec to compare against (deltas with bootstrap CIs)")
+    p.add_argument("--out", "-o", help="output directory (default: RUN_DIR/eval)")
+    p.add_argument("--show-unsafe", action="store_true", help="print harmful generations unredacted")
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html")
+    _common(p)
+    p.add_argument("run_dir")
+    p.add_argument("--show-unsafe", action="store_true")
+
+    p = sub.add_parser("sweep", help="paper experiments: λ sweep, sample-count scaling, fine_grained ablation")
+    _common(p)
+    p.add_argument("spec", help="lambda=0.2,0.4 | samples=50,100 | fine_grained=true,false")
+    p.add_argument("--out", "-o", help="sweep directory (default: RUN_DIR/sweeps/<name>)")
+
+    p = sub.add_parser("config", help="show the resolved config")
+    p.add_argument("action", choices=["show"])
+    _common(p)
+    return ap
+
+
+def _load(args: argparse.Namespace, **top) -> RunConfig:
+    overrides = list(args.overrides)
+    if getattr(args, "no_cache", False):
+        overrides.append("backend.cache=false")
+    return load_config(args.config, overrides, **top)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "config":
+        cfg = _load(args)
+        print(cfg.to_yaml(), end="")
+        return 0
+
+    if args.cmd == "run":
+        from ptalign.pipeline import run_pipeline
+
+        cfg = _load(args, run_dir=args.out)
+        run_pipeline(cfg, Path(cfg.run_dir), resume=args.resume, from_stage=args.from_stage)
+        return 0
+
+    if args.cmd == "synth":
+        from ptalign import synth
+
+        cfg = _load(args, run_dir=args.out)
+        synth.run(cfg, Path(cfg.run_dir), stage=args.stage)
+        if args.export:
+            from ptalign.synth.export import export
+
+            data = Path(cfg.run_dir) / "data"
+            out = export(data / "triplets.jsonl", args.export, data / f"export_{args.export}")
+            print(f"exported {args.export} → {out}")
+        return 0
+
+    if args.cmd == "train":
+        from ptalign import train
+
+        over = [f"model.name={args.model}"] if args.model else []
+        args.overrides = over + list(args.overrides)
+        cfg = _load(args)
+        out = Path(args.out) if args.out else None
+        train.run(cfg, Path(cfg.run_dir), data=Path(args.data) if args.data else None, out=out, resume=args.resume)
+        return 0
+
+    if args.cmd == "merge":
+        from ptalign.train import merge
+
+        cfg = _load(args)
+        out = merge(Path(args.adapter), Path(args.out), args.model or None, cfg)
+        print(f"merged model → {out}")
+        return 0
+
+    if args.cmd == "eval":
+        from ptalign import eval as ev
+
+        if args.show_unsafe:
+            args.overrides = list(args.overrides) + ["eval.show_unsafe=true"]
+        cfg = _load(args)
+        out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
+        ev.cli_eval(cfg, out, model=args.model or cfg.model.name, adapter=args.adapter, baseline=args.baseline)
+        return 0
+
+    if args.cmd == "report":
+        from ptalign import report
+
+        if args.show_unsafe:
+            args.overrides = list(args.overrides) + ["report.show_unsafe=true"]
+        cfg = _load(args, run_dir=args.run_dir)
+        path = report.run(cfg, Path(args.run_dir))
+        print(f"report → {path}")
+        return 0
+
+    if args.cmd == "sweep":
+        from ptalign.pipeline import run_sweep
+
+        cfg = _load(args)
+        run_sweep(cfg, args.spec, Path(args.out) if args.out else None)
+        return 0
+
+    raise UserError(f"unknown command {args.cmd!r}; see ptalign --help")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, DataError, UserError) as e:
+        print(f"ptalign: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ptalign: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as e:  # the CLI boundary: one line for known user-fixable failures, trace otherwise
+        msg = user_message(e)
+        if msg is None or os.environ.get("PTALIGN_DEBUG"):
+            raise
+        print(f"ptalign: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

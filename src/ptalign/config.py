@@ -1,0 +1,353 @@
+"""Run configuration: one dataclass per stage, YAML files, `--set a.b=value` overrides.
+
+Precedence is defaults < YAML < --set. Unknown keys, wrong types and out-of-range values raise
+`ConfigError` with one line naming the key, the value and what is allowed; the CLI prints it and
+exits 2. The resolved config is written to `run_dir/config.yaml` so every artifact traces back to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value; its message is one line naming key, value and fix."""
+
+
+DEFAULT_DOMAINS = [
+    "violence",
+    "illegal_activity",
+    "cybercrime",
+    "self_harm",
+    "hate_discrimination",
+    "privacy",
+    "sexual_harm",
+    "misinformation",
+    "manipulation_unethical",
+    "dangerous_substances",
+]
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: must be {allowed}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "embedded"  # 'embedded' (SmolLM2-135M-Instruct GGUF), a local HF dir, a .gguf path or a hub id
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (training/eval weights)
+    cache_dir: str = ""  # '' = $PTALIGN_CACHE or ~/.cache/ptalign
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "model.name", self.name, "a non-empty model spec ('embedded', a dir, a .gguf or a hub id)")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", self.dtype, "one of float32, bfloat16, float16")
+
+
+@dataclass
+class BackendConfig:
+    kind: str = "auto"  # auto | llamacpp | transformers | openai | vllm ; auto = llamacpp for GGUF/embedded, else transformers
+    base_urls: list[str] = field(default_factory=list)  # openai: one or more OpenAI-compatible endpoints
+    served_model: str = ""  # openai: model name the server expects ('' = ask the server)
+    api_key_env: str = "OPENAI_API_KEY"  # openai: env var holding the key (never logged)
+    n_threads: int = 0  # llamacpp: 0 = all cores
+    n_ctx: int = 4096  # llamacpp context window
+    batch_size: int = 8  # transformers/vllm: prompts per generate call
+    concurrency: int = 4  # openai: requests in flight
+    max_retries: int = 5  # openai: retries on 429/5xx/timeouts, exponential backoff
+    timeout_s: float = 120.0  # openai: per-request timeout
+    cache: bool = True  # SQLite LLM-call cache (what makes synthesis resumable)
+
+    def __post_init__(self) -> None:
+        kinds = ("auto", "llamacpp", "transformers", "openai", "vllm")
+        _check(self.kind in kinds, "backend.kind", self.kind, "one of " + ", ".join(kinds))
+        _check(self.n_threads >= 0, "backend.n_threads", self.n_threads, ">= 0 (0 = all cores)")
+        _check(self.n_ctx >= 256, "backend.n_ctx", self.n_ctx, ">= 256")
+        _check(self.batch_size >= 1, "backend.batch_size", self.batch_size, ">= 1")
+        _check(self.concurrency >= 1, "backend.concurrency", self.concurrency, ">= 1")
+        _check(self.max_retries >= 0, "backend.max_retries", self.max_retries, ">= 0")
+        _check(self.timeout_s > 0, "backend.timeout_s", self.timeout_s, "> 0")
+
+
+@dataclass
+class SynthConfig:
+    domains: list[str] = field(default_factory=lambda: list(DEFAULT_DOMAINS))  # safety domains to expand (seeds/domains.yaml)
+    topics_per_domain: int = 4  # topics the model adds per domain
+    instructions_per_topic: int = 5  # harmful instructions kept per topic
+    benign_share: float = 0.3  # extra benign-but-sensitive instructions, as a share of harmful ones (teaches when to help)
+    rouge_threshold: float = 0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
+    candidates: int = 2  # samples per side; the quality gates pick one
+    max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
+    polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 160  # per response
+    target_triplets: int = 200  # stop generating pairs once this many are kept (0 = all instructions)
+    judge: str = "keyword"  # keyword | llm : safety check of positive responses
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(len(self.domains) > 0, "synth.domains", self.domains, "a non-empty list of domains")
+        _check(self.topics_per_domain >= 1, "synth.topics_per_domain", self.topics_per_domain, ">= 1")
+        _check(self.instructions_per_topic >= 1, "synth.instructions_per_topic", self.instructions_per_topic, ">= 1")
+        _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")
+        _check(0.0 < self.rouge_threshold <= 1.0, "synth.rouge_threshold", self.rouge_threshold, "in (0, 1]")
+        _check(self.candidates >= 1, "synth.candidates", self.candidates, ">= 1")
+        _check(self.max_attempts >= 1, "synth.max_attempts", self.max_attempts, ">= 1")
+        _check(0.0 <= self.polarity_min <= 2.0, "synth.polarity_min", self.polarity_min, "in [0, 2] (cosine distance)")
+        _check(0.0 <= self.temperature <= 2.0, "synth.temperature", self.temperature, "in [0, 2]")
+        _check(0.0 < self.top_p <= 1.0, "synth.top_p", self.top_p, "in (0, 1]")
+        _check(self.max_new_tokens >= 8, "synth.max_new_tokens", self.max_new_tokens, ">= 8")
+        _check(self.target_triplets >= 0, "synth.target_triplets", self.target_triplets, ">= 0 (0 = no cap)")
+        _check(self.judge in ("keyword", "llm"), "synth.judge", self.judge, "one of keyword, llm")
+
+
+@dataclass
+class TrainConfig:
+    lam: float = 0.4  # weight of the unlikelihood term (paper λ); 0 = positive-only SFT
+    fine_grained: bool = True  # UT only from the first token where tox leaves pos; False = every tox token
+    method: str = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
+    lora_r: int = 16  # 0 = full fine-tune
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"  # peft target_modules ('all-linear' or comma-separated names)
+    lr: float = 2e-4
+    epochs: float = 3.0
+    batch_size: int = 8  # triplets per optimizer step (per device, before grad accumulation)
+    grad_accum: int = 1
+    max_length: int = 384  # prompt + response tokens per side; longer prompts are cut from the left
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    prefix_sharing: bool = True  # pack prompt once per triplet: [prompt | pos | tox] with a block mask
+    chunked_loss: bool = True  # compute losses from hidden states in chunks (no B×T×V logits)
+    gradient_checkpointing: bool = False
+    bf16: bool = False  # on GPUs that support it
+    save_steps: int = 0  # 0 = checkpoint each epoch
+    logging_steps: int = 1
+    tensorboard: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.lam <= 10.0, "train.lam", self.lam, "in [0, 10] (paper: 0.4)")
+        _check(self.method in ("ptalign", "dpo"), "train.method", self.method, "one of ptalign, dpo")
+        _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")
+        _check(self.lora_alpha > 0, "train.lora_alpha", self.lora_alpha, "> 0")
+        _check(0.0 <= self.lora_dropout < 1.0, "train.lora_dropout", self.lora_dropout, "in [0, 1)")
+        _check(0.0 < self.lr < 1.0, "train.lr", self.lr, "in (0, 1)")
+        _check(self.epochs > 0, "train.epochs", self.epochs, "> 0")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _check(self.grad_accum >= 1, "train.grad_accum", self.grad_accum, ">= 1")
+        _check(self.max_length >= 32, "train.max_length", self.max_length, ">= 32")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "in [0, 1)")
+        _check(self.save_steps >= 0, "train.save_steps", self.save_steps, ">= 0")
+        _check(self.logging_steps >= 1, "train.logging_steps", self.logging_steps, ">= 1")
+
+
+@dataclass
+class EvalConfig:
+    evals: list[str] = field(default_factory=lambda: ["hhh", "asr", "overrefusal", "helpful", "polarity"])
+    data_dir: str = ""  # a folder in the standard layout (advbench/, xstest/, bigbench_hhh_alignment/, mt_bench/): fills the paths below left empty
+    advbench_path: str = ""  # '' = built-in harmful set only; else path to harmful_behaviors.csv
+    xstest_path: str = ""  # xstest_prompts.csv
+    hhh_dir: str = ""  # BIG-bench hhh_alignment dir (harmless/helpful/honest/other/task.json)
+    mtbench_path: str = ""  # question.jsonl
+    max_harmful: int = 100  # harmful goals per source (0 = all)
+    max_safe: int = 100  # safe prompts per source (0 = all)
+    max_mtbench: int = 10
+    attacks: list[str] = field(default_factory=lambda: ["direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan"])
+    autodan_goals: int = 10  # goals attacked by the genetic search
+    autodan_steps: int = 5  # generations of the genetic search
+    autodan_population: int = 8
+    max_new_tokens: int = 64  # eval generations (refusals show in the first tokens)
+    batch_size: int = 16
+    judge: str = "keyword"  # keyword | llm (through judge_backend)
+    judge_model: str = ""  # '' = the evaluated base model acts as judge (say so in the report)
+    bootstrap: int = 1000  # resamples for 95% confidence intervals
+    show_unsafe: bool = False  # show unredacted harmful generations in reports
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        known = ("hhh", "asr", "overrefusal", "helpful", "polarity")
+        for e in self.evals:
+            _check(e in known, "eval.evals", e, "a list drawn from " + ", ".join(known))
+        attacks = ("direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan")
+        for a in self.attacks:
+            _check(a in attacks, "eval.attacks", a, "a list drawn from " + ", ".join(attacks))
+        for k in ("max_harmful", "max_safe", "max_mtbench", "autodan_goals"):
+            _check(getattr(self, k) >= 0, f"eval.{k}", getattr(self, k), ">= 0 (0 = all)")
+        _check(self.autodan_steps >= 1, "eval.autodan_steps", self.autodan_steps, ">= 1")
+        _check(self.autodan_population >= 2, "eval.autodan_population", self.autodan_population, ">= 2")
+        _check(self.max_new_tokens >= 1, "eval.max_new_tokens", self.max_new_tokens, ">= 1")
+        _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
+        _check(self.judge in ("keyword", "llm"), "eval.judge", self.judge, "one of keyword, llm")
+        _check(self.bootstrap >= 0, "eval.bootstrap", self.bootstrap, ">= 0")
+
+
+@dataclass
+class ReportConfig:
+    show_unsafe: bool = False  # include unredacted toxic/harmful text in the HTML report
+    max_examples: int = 5  # example generations shown per section
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/quick"  # where every stage reads and writes
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.run_dir), "run_dir", self.run_dir, "a non-empty directory path")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self, *sections: str) -> str:
+        """Short hash of the named sections (all when none): the config identity stored in records."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: dicts → dataclasses with type checks (by hand: dataclasses have no validating loader,
+# and pulling pydantic in for six flat dataclasses is not worth a dependency).
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: must be a mapping of {tp.__name__} fields")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):  # --set synth.domains=a,b,c
+            value = [v.strip() for v in value.split(",") if v.strip()] if value else []
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r}: must be a list")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}={value!r}: must be true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: must be an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r}: must be an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: must be a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r}: must be a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}={value!r}: must be a string")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if k not in names:
+            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(names)}")
+        kwargs[k] = _coerce(key, v, hints[k])
+    return cls(**kwargs)
+
+
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = d
+    for p in parts[:-1]:
+        if not isinstance(node.get(p, {}), dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def parse_override(s: str) -> tuple[str, Any]:
+    """`a.b=value` → ('a.b', value); the value is read as YAML so numbers, bools and lists work."""
+    if "=" not in s:
+        raise ConfigError(f"--set {s!r}: must look like section.key=value (e.g. train.lam=0.6)")
+    key, raw = s.split("=", 1)
+    key = key.strip()
+    if key == "train.lambda":  # the paper's name
+        key = "train.lam"
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
+    """Build a RunConfig from defaults, an optional YAML file, `--set` overrides and top-level kwargs."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config {path}: file not found; pass a YAML file such as configs/quick.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {path}: top level must be a mapping of stage names")
+        data = loaded
+    for s in overrides or []:
+        key, value = parse_override(s)
+        _set_path(data, key, value)
+    for k, v in top.items():
+        if v is not None:
+            data[k] = v
+    try:
+        return _build(RunConfig, data)
+    except TypeError as e:  # e.g. a section given as a scalar
+        raise ConfigError(str(e)) from None
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from ptalign.io import atomic_write_text
+
+    atomic_write_text(Path(path), cfg.to_yaml())

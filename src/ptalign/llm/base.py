@@ -1,0 +1,53 @@
+"""The one interface every generation backend meets.
+
+Synthesis, judging and evaluation only ever see `Backend.generate(chats, params)`; the call cache,
+retries and progress wrap it once (see cache.py), not per backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+Chat = list[Message]
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # generation ends before the first stop string
+    seed: int = 0  # per-call sampling seed (same seed + same prompt = same text where the engine allows)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""  # "stop" | "length" | ""
+    cached: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # "llamacpp" | "transformers" | "openai" | "vllm"
+    model_id: str  # identity of the weights (file hash or path) for the call cache
+
+    def generate(self, chats: list[Chat], params: GenParams) -> list[Generation]:
+        """One Generation per chat, in order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BackendError(RuntimeError):
+    """A backend failed in a way the user must fix (server down, model unsupported); one-line message."""

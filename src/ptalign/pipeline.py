@@ -1,0 +1,306 @@
+"""`ptalign run` and `ptalign sweep`: chain the stages in one run directory, resumably.
+
+Reads:  the config; each stage reads what the previous one wrote.
+Writes: RUN_DIR/config.yaml, RUN_DIR/manifest.json (resolved config, package versions, data hashes,
+        per-stage status and timings, base_model_path), and through the stages RUN_DIR/data/,
+        RUN_DIR/adapter/, RUN_DIR/train/, RUN_DIR/eval/, RUN_DIR/report.html.
+
+Resume works at two levels: the manifest marks finished stages (skipped on --resume), and every stage
+skips the records or optimizer steps it already wrote (append-per-record files, the LLM-call cache,
+trainer checkpoints). --from-stage moves the outputs of that stage and later ones to
+RUN_DIR/history/<time>/ before rerunning them, so nothing written earlier is lost.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ptalign.config import RunConfig, load_config, save_config
+from ptalign.errors import UserError
+from ptalign.io import atomic_write_json, file_sha256, read_jsonl
+
+STAGES = ("synth", "train", "eval", "report")
+# What each stage writes, relative to the run dir (moved aside by --from-stage).
+STAGE_OUTPUTS = {
+    "synth": ["data"],
+    "train": ["adapter", "train"],
+    "eval": ["eval"],
+    "report": ["report.html"],
+}
+PACKAGES = ["ptalign", "torch", "transformers", "peft", "accelerate", "trl", "llama_cpp_python",
+            "sentence-transformers", "datasets", "vllm"]
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_test{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"run dir {run_dir} is not writable ({e.strerror}); choose another --out") from None
+
+
+def _stage_fn(name: str) -> Callable[[RunConfig, Path], Any]:
+    if name == "synth":
+        from ptalign import synth
+
+        return lambda cfg, d: synth.run(cfg, d)
+    if name == "train":
+        from ptalign import train
+
+        return lambda cfg, d: train.run(cfg, d, resume=True)
+    if name == "eval":
+        from ptalign import eval as ev
+
+        return lambda cfg, d: ev.run(cfg, d)
+    if name == "report":
+        from ptalign import report
+
+        return lambda cfg, d: report.run(cfg, d)
+    raise UserError(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
+
+
+def _data_hashes(run_dir: Path) -> dict[str, str]:
+    out = {}
+    data = run_dir / "data"
+    if data.is_dir():
+        for p in sorted(data.glob("*.jsonl")):
+            out[f"data/{p.name}"] = file_sha256(p)
+    return out
+
+
+class Manifest:
+    """RUN_DIR/manifest.json, rewritten atomically after every change."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig):
+        self.path = run_dir / "manifest.json"
+        if self.path.exists():
+            try:
+                self.d: dict[str, Any] = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"{self.path} is corrupt; move it away to start a fresh run in {run_dir}") from None
+        else:
+            self.d = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
+        self.d["config"] = cfg.to_dict()
+        self.d["config_hash"] = cfg.hash("model", "synth", "train", "eval")
+        self.d["packages"] = _versions()
+        self.d.setdefault("stages", {})
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.d)
+
+    def done(self, stage: str) -> bool:
+        return self.d["stages"].get(stage, {}).get("status") == "done"
+
+    def start(self, stage: str) -> float:
+        s = self.d["stages"].setdefault(stage, {})
+        s.update(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.save()
+        return time.time()
+
+    def finish(self, stage: str, t0: float, result: Any, run_dir: Path) -> None:
+        s = self.d["stages"][stage]
+        # Seconds add up across resumed attempts so the figure is the stage's real cost.
+        s["seconds"] = round(s.get("seconds_before", 0.0) + time.time() - t0, 1)
+        s.pop("seconds_before", None)
+        s.update(status="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if isinstance(result, dict):
+            s["result"] = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+        self.d["data_hashes"] = _data_hashes(run_dir)
+        self.d["total_seconds"] = round(sum(v.get("seconds", 0) for v in self.d["stages"].values()), 1)
+        self.save()
+
+    def interrupted(self, stage: str, t0: float) -> None:
+        s = self.d["stages"][stage]
+        s["seconds_before"] = round(s.get("seconds_before", 0.0) + time.time() - t0, 1)
+        s["status"] = "interrupted"
+        self.save()
+
+    def reset_from(self, stage: str) -> None:
+        for name in STAGES[STAGES.index(stage):]:
+            self.d["stages"].pop(name, None)
+        self.save()
+
+
+def _move_aside(run_dir: Path, from_stage: str) -> Path | None:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = run_dir / "history" / f"{stamp}-from-{from_stage}"
+    moved = False
+    for name in STAGES[STAGES.index(from_stage):]:
+        for rel in STAGE_OUTPUTS[name]:
+            src = run_dir / rel
+            if src.exists():
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(src), str(dest / rel))
+                moved = True
+    return dest if moved else None
+
+
+def _resolve_config_on_resume(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return cfg
+    old = load_config(saved, run_dir=str(run_dir))
+    if old.hash("model", "synth", "train", "eval") != cfg.hash("model", "synth", "train", "eval"):
+        raise UserError(
+            f"--resume: the config differs from {saved}; resume with the same --config/--set, "
+            "use --from-stage to redo a stage with new settings, or pick another --out"
+        )
+    return cfg
+
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, resume: bool = False, from_stage: str | None = None,
+                 stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """synth → train → eval → report in run_dir; returns the manifest."""
+    run_dir = Path(run_dir)
+    cfg.run_dir = str(run_dir)
+    existing = (run_dir / "manifest.json").exists()
+    if existing and not resume and not from_stage:
+        raise UserError(
+            f"{run_dir} already holds a run; pass --resume to continue it, --from-stage STAGE to redo "
+            "from a stage, or choose another --out"
+        )
+    if not existing and (resume or from_stage):
+        if from_stage:
+            raise UserError(f"--from-stage: {run_dir} holds no run yet; run without --from-stage first")
+        resume = False  # nothing to resume: a fresh run in that dir
+    _check_writable(run_dir)
+    if resume and not from_stage:
+        cfg = _resolve_config_on_resume(cfg, run_dir)
+
+    from ptalign import models
+
+    base_dir = models.hf_dir(cfg.model.name, cfg.model.cache_dir or None)
+
+    save_config(cfg, run_dir / "config.yaml")
+    man = Manifest(run_dir, cfg)
+    man.d["base_model"] = cfg.model.name
+    man.d["base_model_path"] = str(base_dir)
+    if from_stage:
+        moved = _move_aside(run_dir, from_stage)
+        man.reset_from(from_stage)
+        if moved:
+            man.d.setdefault("history", []).append(str(moved.relative_to(run_dir)))
+    try:
+        from ptalign.llm import choose_backend
+
+        kind, reason = choose_backend(cfg, cfg.synth.target_triplets * 2 * cfg.synth.candidates)
+        man.d["synth_backend"] = {"kind": kind, "reason": reason}
+    except ImportError:
+        man.d["synth_backend"] = {"kind": cfg.backend.kind, "reason": "backend.kind from config"}
+    man.save()
+
+    for name in stages:
+        if man.done(name):
+            print(f"[ptalign] {name}: done earlier, skipped", file=sys.stderr)
+            continue
+        print(f"[ptalign] {name}: running", file=sys.stderr)
+        t0 = man.start(name)
+        try:
+            result = _stage_fn(name)(cfg, run_dir)
+        except BaseException:
+            man.interrupted(name, t0)
+            raise
+        man.finish(name, t0, result, run_dir)
+        print(f"[ptalign] {name}: done in {man.d['stages'][name]['seconds']} s", file=sys.stderr)
+    return man.d
+
+
+# ------------------------------------------------------------------------------------------
+# Sweeps: the paper's experiments (λ, sample count, fine-grained ablation) reuse the run's
+# synthesized data and base evaluation; each point trains and evaluates its own adapter.
+
+SWEEPS = {
+    "lambda": ("train.lam", float),
+    "lam": ("train.lam", float),
+    "fine_grained": ("train.fine_grained", lambda s: s.strip().lower() in ("true", "1", "yes")),
+    "samples": ("samples", int),
+}
+
+
+def parse_sweep(spec: str) -> tuple[str, str, list[Any]]:
+    if "=" not in spec:
+        raise UserError(f"sweep {spec!r}: must look like lambda=0.2,0.4 | samples=50,100 | fine_grained=true,false")
+    name, raw = spec.split("=", 1)
+    name = name.strip()
+    if name not in SWEEPS:
+        raise UserError(f"sweep {name!r}: unknown; one of lambda, samples, fine_grained")
+    key, conv = SWEEPS[name]
+    try:
+        values = [conv(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"sweep {spec!r}: values must be comma-separated {conv.__name__ if hasattr(conv, '__name__') else 'values'}") from None
+    if not values:
+        raise UserError(f"sweep {spec!r}: give at least one value")
+    return ("lambda" if name == "lam" else name), key, values
+
+
+def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[str, Any]]:
+    """Train + evaluate one adapter per value on the run's triplets; write sweeps/<name>/summary.json."""
+    from ptalign import eval as ev
+    from ptalign import train
+
+    name, key, values = parse_sweep(spec)
+    run_dir = Path(cfg.run_dir)
+    triplets = run_dir / "data" / "triplets.jsonl"
+    if not triplets.exists():
+        raise UserError(f"sweep needs {triplets}; run `ptalign run --out {run_dir}` (or `ptalign synth`) first")
+    sweep_dir = Path(out) if out else run_dir / "sweeps" / name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    base_eval = run_dir / "eval" / "base"
+    records = [r for r in read_jsonl(triplets)]
+    results = []
+    for v in values:
+        point = sweep_dir / f"{name}_{v}"
+        point.mkdir(parents=True, exist_ok=True)
+        over = [] if key == "samples" else [f"{key}={v}"]
+        pcfg = load_config_from(cfg, over, run_dir=str(point))
+        data = triplets
+        if key == "samples":
+            if v > len(records):
+                print(f"[ptalign] sweep: only {len(records)} triplets, samples={v} uses them all", file=sys.stderr)
+            from ptalign.io import HAZARD_META, write_jsonl
+
+            data = point / "triplets.jsonl"
+            if not data.exists():
+                write_jsonl(data, records[: int(v)], meta=dict(HAZARD_META))
+        if not (point / "adapter" / "adapter_config.json").exists() or not (point / "train" / "done").exists():
+            train.run(pcfg, point, data=data, out=point, resume=True)
+            (point / "train" / "done").write_text("ok")
+        summary = ev.evaluate_aligned(pcfg, point, base_eval=base_eval)
+        results.append({"name": name, "value": v, **{k: x for k, x in summary.items() if isinstance(x, (int, float))}})
+        atomic_write_json(sweep_dir / "summary.json", results)
+    return results
+
+
+def load_config_from(cfg: RunConfig, overrides: list[str], **top: Any) -> RunConfig:
+    """A copy of cfg with overrides applied (through the same validation as the CLI)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(cfg.to_yaml())
+        tmp = f.name
+    try:
+        return load_config(tmp, overrides, **top)
+    finally:
+        os.unlink(tmp)

@@ -1,0 +1,65 @@
+"""CLI boundary: main(argv) in-process; bad input → one line on stderr, exit 2, nothing overwritten."""
+
+import json
+
+import pytest
+
+from ptalign.cli import main
+
+
+def test_config_show_prints_resolved_yaml(capsys):
+    assert main(["config", "show", "--set", "train.lam=0.6"]) == 0
+    out = capsys.readouterr().out
+    assert "lam: 0.6" in out and "synth:" in out
+
+
+def test_bad_set_is_one_line_exit_2(capsys):
+    assert main(["config", "show", "--set", "train.lam=-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ptalign: error: train.lam=-3.0: must be in [0, 10] (paper: 0.4)"
+
+
+def test_missing_config_file(capsys, tmp_path):
+    assert main(["config", "show", "--config", str(tmp_path / "x.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_run_refuses_existing_run_dir(capsys, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    manifest = run / "manifest.json"
+    manifest.write_text(json.dumps({"stages": {"synth": {"status": "done"}}}))
+    before = manifest.read_bytes()
+    assert main(["run", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run; pass --resume" in err[0]
+    assert manifest.read_bytes() == before
+
+
+def test_run_unwritable_out(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file")
+    assert main(["run", "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not writable" in err[0] and "--out" in err[0]
+    assert blocker.read_text() == "I am a file"
+
+
+def test_from_stage_needs_a_run(capsys, tmp_path):
+    assert main(["run", "--out", str(tmp_path / "fresh"), "--from-stage", "train"]) == 2
+    assert "holds no run yet" in capsys.readouterr().err
+
+
+def test_sweep_spec_errors(capsys, tmp_path):
+    assert main(["sweep", "gamma=1,2", "--set", f"run_dir={tmp_path}"]) == 2
+    assert "unknown; one of lambda, samples, fine_grained" in capsys.readouterr().err
+    assert main(["sweep", "lambda=0.2", "--set", f"run_dir={tmp_path}"]) == 2
+    assert "sweep needs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", ["run", "synth", "train", "merge", "eval", "report", "sweep", "config"])
+def test_help_for_every_command(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "--config" in capsys.readouterr().out

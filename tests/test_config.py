@@ -1,0 +1,85 @@
+"""Config: presets validate, precedence holds, each bad value gives its one-line message."""
+
+from pathlib import Path
+
+import pytest
+
+from ptalign.config import ConfigError, RunConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_validates(preset):
+    cfg = load_config(preset)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_paper_preset_has_paper_settings():
+    cfg = load_config(ROOT / "configs" / "paper.yaml")
+    assert len(cfg.synth.domains) == 10
+    assert cfg.synth.target_triplets == 16000
+    assert cfg.train.lam == 0.4 and cfg.train.fine_grained and cfg.train.lora_r > 0
+
+
+def test_precedence_defaults_yaml_set(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lam: 0.6\n  epochs: 2\n")
+    cfg = load_config(f, ["train.lam=0.8"])
+    assert cfg.train.lam == 0.8  # --set beats YAML
+    assert cfg.train.epochs == 2.0  # YAML beats default
+    assert cfg.train.lora_r == 16  # default kept
+
+
+def test_lambda_alias_and_list_override():
+    cfg = load_config(None, ["train.lambda=0.2", "synth.domains=violence,privacy"])
+    assert cfg.train.lam == 0.2
+    assert cfg.synth.domains == ["violence", "privacy"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lam=-1", "train.lam=-1.0: must be in [0, 10]"),
+        ("train.batch_size=0", "train.batch_size=0: must be >= 1"),
+        ("synth.domains=[]", "synth.domains=[]: must be a non-empty list"),
+        ("train.bogus=1", "train.bogus: unknown key; allowed: lam,"),
+        ("nosuch.key=1", "nosuch: unknown key; allowed: run_dir,"),
+        ("train.lr=fast", "train.lr='fast': must be a number"),
+        ("train.fine_grained=maybe", "train.fine_grained='maybe': must be true or false"),
+        ("backend.kind=gpu", "backend.kind='gpu': must be one of auto, llamacpp"),
+        ("eval.evals=[hhh,bogus]", "eval.evals='bogus': must be a list drawn from"),
+        ("synth.rouge_threshold=1.5", "synth.rouge_threshold=1.5: must be in (0, 1]"),
+    ],
+)
+def test_bad_values_one_line(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    text = str(e.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+def test_missing_and_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("train: 3\n")
+    with pytest.raises(ConfigError, match="train=3: must be a mapping"):
+        load_config(scalar)
+
+
+def test_set_without_equals():
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_config(None, ["train.lam"])
+
+
+def test_hash_tracks_sections():
+    a = load_config(None, ["train.lam=0.4"])
+    b = load_config(None, ["train.lam=0.6"])
+    assert a.hash("synth") == b.hash("synth")
+    assert a.hash("train") != b.hash("train")

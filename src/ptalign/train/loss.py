@@ -1,0 +1,122 @@
+"""The PT-ALIGN objective as small pure functions on tensors (no config, no model state).
+
+    L = MLE(pos) + lam * UT(tox),   UT(token) = -log(1 - p(token))          (arXiv 2502.08657, eq. 4)
+
+Normalisation (the same in every code path: packed or two-sequence, chunked or full logits): each
+term is a per-token mean over its own tokens in the micro-batch,
+
+    MLE = sum over positive target tokens of -log p  /  number of positive target tokens
+    UT  = sum over *masked* toxic tokens of -log(1-p) /  number of masked toxic tokens
+
+(0 when the micro-batch has no such token). With gradient accumulation or several processes the
+micro-batch losses are averaged, as transformers' Trainer and DDP do.
+
+All functions take per-token log-probabilities of the target tokens, so the loss never sees which
+tokens came from which row: each target carries its own mask, and nothing is shared across the
+batch (public unlikelihood code has leaked negatives from other samples through a batch-wide
+candidate set; here a token is only ever penalised for being its own sample's toxic token).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+UL_EPS = 1e-6  # floor on 1 - p: UT <= -log(1e-6) ≈ 13.8 and its gradient p/(1-p+eps) stays finite
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) in fp32.  logits (N, V), targets (N,) -> (N,)."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _chunk_logprobs(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return token_logprobs(head(hidden), targets)
+
+
+def token_logprobs_chunked(
+    hidden: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """log p(target) from final hidden states, `chunk` rows at a time.  hidden (N, H), targets (N,) -> (N,).
+
+    Only a (chunk, V) logits block exists at any time: each chunk is recomputed in backward
+    (activation checkpointing) instead of keeping its logits for the gradient, which is what makes
+    peak memory independent of N·V. Values equal token_logprobs(head(hidden), targets).
+    """
+    if hidden.shape[0] == 0:
+        return hidden.new_zeros(0, dtype=torch.float32)
+    out = []
+    for s in range(0, hidden.shape[0], chunk):
+        h, t = hidden[s : s + chunk], targets[s : s + chunk]
+        if torch.is_grad_enabled():
+            out.append(checkpoint(_chunk_logprobs, head, h, t, use_reentrant=False))
+        else:
+            out.append(_chunk_logprobs(head, h, t))
+    return torch.cat(out)
+
+
+def log1mexp(logp: torch.Tensor, eps: float = UL_EPS) -> torch.Tensor:
+    """log(1 - p + eps) from logp = log p, accurate for p near 0 and near 1.  (N,) -> (N,).
+
+    The usual two-branch log1mexp: for p > 1/2, -expm1(logp) is 1 - p without the cancellation of
+    1 - exp(logp); for p <= 1/2, log1p keeps the tiny values. eps keeps the log and its gradient
+    finite when p rounds to 1; both branches are finite, so torch.where passes no NaN gradient.
+    """
+    logp = logp.float().clamp(max=0.0)
+    near_one = torch.log(-torch.expm1(logp) + eps)
+    small = torch.log1p(eps - torch.exp(logp))
+    return torch.where(logp > -math.log(2.0), near_one, small)
+
+
+def mle_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of -log p over the masked (positive) tokens.  logp (N,), mask (N,) bool -> scalar; 0 if none."""
+    m = mask.float()
+    return -(logp.float() * m).sum() / m.sum().clamp(min=1.0)
+
+
+def unlikelihood_loss(logp: torch.Tensor, mask: torch.Tensor, eps: float = UL_EPS) -> torch.Tensor:
+    """Mean of -log(1 - p) over the masked (toxic, past the first mismatch) tokens.  (N,), (N,) bool -> scalar; 0 if none."""
+    m = mask.float()
+    return -(log1mexp(logp, eps) * m).sum() / m.sum().clamp(min=1.0)
+
+
+def dual_loss(mle: torch.Tensor, ul: torch.Tensor, lam: float) -> torch.Tensor:
+    """MLE + λ·UT (paper eq. 4; λ = 0.4). lam = 0 is positive-only SFT and skips UT's graph."""
+    return mle if lam == 0 else mle + lam * ul
+
+
+def ptalign_loss(
+    logp: torch.Tensor, is_pos: torch.Tensor, is_tox: torch.Tensor, ul_mask: torch.Tensor, lam: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective and its logged parts from per-target log-probs.
+
+    logp (N,) fp32; is_pos, is_tox, ul_mask (N,) bool with ul_mask ⊆ is_tox. Returns (loss, metrics)
+    with metrics train/mle_loss, train/ul_loss, train/loss, train/pos_logprob (mean log p over
+    positive tokens), train/tox_logprob (over all toxic tokens), train/tox_masked_frac (share of
+    toxic tokens that get UT), plus the counts the trainer needs to average them over steps.
+    """
+    mle = mle_loss(logp, is_pos)
+    ul = unlikelihood_loss(logp, ul_mask)
+    loss = dual_loss(mle, ul, lam)
+    with torch.no_grad():
+        n_pos, n_tox, n_ul = (int(x.sum()) for x in (is_pos, is_tox, ul_mask))
+        lp = logp.detach().float()
+        metrics = {
+            "train/mle_loss": float(mle),
+            "train/ul_loss": float(ul),
+            "train/loss": float(loss),
+            "train/pos_logprob": float(lp[is_pos].mean()) if n_pos else math.nan,
+            "train/tox_logprob": float(lp[is_tox].mean()) if n_tox else math.nan,
+            "train/tox_masked_frac": n_ul / n_tox if n_tox else 0.0,
+            "n_pos": n_pos,
+            "n_tox": n_tox,
+            "n_ul": n_ul,
+        }
+    return loss, metrics

@@ -1,0 +1,103 @@
+"""Loss functions against hand-worked numbers; stability at p → 0 and p → 1; chunked == full."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ptalign.train.loss import (
+    UL_EPS,
+    dual_loss,
+    log1mexp,
+    mle_loss,
+    ptalign_loss,
+    token_logprobs,
+    token_logprobs_chunked,
+    unlikelihood_loss,
+)
+
+# Three targets with p = 0.5 (pos), 0.25 and 0.75 (tox, both past the first mismatch).
+LOGP = torch.log(torch.tensor([0.5, 0.25, 0.75]))
+IS_POS = torch.tensor([True, False, False])
+IS_TOX = ~IS_POS
+
+
+def test_token_logprobs_hand_value() -> None:
+    # logits [0, ln 3]: softmax = [1/4, 3/4]
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
+    lp = token_logprobs(logits, torch.tensor([1, 0]))
+    assert torch.allclose(lp, torch.log(torch.tensor([0.75, 0.25])))
+
+
+def test_mle_hand_value() -> None:
+    # -ln 0.5 = 0.693147
+    assert math.isclose(float(mle_loss(LOGP, IS_POS)), 0.693147, abs_tol=1e-5)
+
+
+def test_unlikelihood_hand_value() -> None:
+    # mean(-ln(1 - 0.25), -ln(1 - 0.75)) = (0.287682 + 1.386294) / 2 = 0.836988 (eps shifts it < 1e-5)
+    assert math.isclose(float(unlikelihood_loss(LOGP, IS_TOX)), 0.836988, abs_tol=1e-5)
+
+
+def test_dual_loss_hand_value_and_metrics() -> None:
+    # 0.693147 + 0.4 * 0.836988 = 1.027942
+    loss, m = ptalign_loss(LOGP, IS_POS, IS_TOX, torch.tensor([False, False, True]), lam=0.4)
+    # with only the p = 0.75 token masked: UT = -ln 0.25 = 1.386294; 0.693147 + 0.4 * 1.386294 = 1.247665
+    assert math.isclose(float(loss), 1.247665, abs_tol=1e-5)
+    assert math.isclose(m["train/ul_loss"], 1.386294, abs_tol=1e-5)
+    assert math.isclose(m["train/pos_logprob"], math.log(0.5), abs_tol=1e-6)
+    assert math.isclose(m["train/tox_logprob"], (math.log(0.25) + math.log(0.75)) / 2, abs_tol=1e-6)
+    assert m["train/tox_masked_frac"] == 0.5
+    full = dual_loss(mle_loss(LOGP, IS_POS), unlikelihood_loss(LOGP, IS_TOX), 0.4)
+    assert math.isclose(float(full), 1.027942, abs_tol=1e-5)
+
+
+def test_lambda_zero_is_sft() -> None:
+    loss, _ = ptalign_loss(LOGP, IS_POS, IS_TOX, IS_TOX, lam=0.0)
+    assert math.isclose(float(loss), 0.693147, abs_tol=1e-5)
+
+
+def test_empty_masks_give_zero_not_nan() -> None:
+    logp = LOGP.clone().requires_grad_()
+    none = torch.zeros(3, dtype=torch.bool)
+    loss, m = ptalign_loss(logp, none, none, none, lam=0.4)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and m["train/tox_masked_frac"] == 0.0
+    assert torch.isfinite(logp.grad).all() and float(logp.grad.abs().sum()) == 0.0
+
+
+def test_log1mexp_stable_at_both_ends() -> None:
+    logp = torch.tensor([-80.0, -1e-3, -1e-9, 0.0, 1e-7], requires_grad=True)  # last: rounding above 0
+    v = log1mexp(logp)
+    v.sum().backward()
+    assert torch.isfinite(v).all() and torch.isfinite(logp.grad).all()
+    ref = torch.log1p(-torch.exp(torch.tensor([-80.0, -1e-3], dtype=torch.float64)) + UL_EPS)
+    assert torch.allclose(v[:2].double(), ref, rtol=1e-5, atol=1e-9)
+    assert math.isclose(float(v[3]), math.log(UL_EPS), rel_tol=1e-6)  # p = 1: bounded by -log(eps)
+    assert float(unlikelihood_loss(logp.detach(), torch.ones(5, dtype=torch.bool))) < -math.log(UL_EPS) + 1e-3
+
+
+def test_chunked_equals_full_values_and_grads() -> None:
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = torch.randn(11, 8, requires_grad=True)
+    tgt = torch.randint(0, 50, (11,))
+    full = token_logprobs(head(hidden), tgt)
+    g_full = torch.autograd.grad(full.sum(), [hidden, head.weight])
+    chunked = token_logprobs_chunked(hidden, head, tgt, chunk=4)  # 4 + 4 + 3 rows
+    g_chunk = torch.autograd.grad(chunked.sum(), [hidden, head.weight])
+    assert torch.allclose(full, chunked, atol=1e-6)
+    for a, b in zip(g_full, g_chunk, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_unlikelihood_gradient_lowers_toxic_probability() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
+    tgt = torch.tensor([2])
+    p0 = float(token_logprobs(logits, tgt).exp())
+    loss = unlikelihood_loss(token_logprobs(logits, tgt), torch.tensor([True]))
+    loss.backward()
+    with torch.no_grad():
+        p1 = float(token_logprobs(logits - 0.5 * logits.grad, tgt).exp())
+    assert p1 < p0

@@ -163,14 +163,19 @@ class EvalConfig:
     max_harmful: int = 100  # harmful goals per source (0 = all)
     max_safe: int = 100  # safe prompts per source (0 = all)
     max_mtbench: int = 10
+    max_hhh: int = 0  # BIG-bench HHH examples (0 = all 221), stratified by category
     attacks: list[str] = field(default_factory=lambda: ["direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan"])
     autodan_goals: int = 10  # goals attacked by the genetic search
     autodan_steps: int = 5  # generations of the genetic search
     autodan_population: int = 8
     max_new_tokens: int = 64  # eval generations (refusals show in the first tokens)
+    helpful_max_new_tokens: int = 128  # MT-Bench answers (judged for quality, so longer)
+    score_tokens: int = 4096  # log-likelihood scoring (HHH, AutoDAN fitness): padded tokens per forward pass
     batch_size: int = 16
     judge: str = "keyword"  # keyword | llm (through judge_backend)
     judge_model: str = ""  # '' = the evaluated base model acts as judge (say so in the report)
+    judge_max: int = 40  # with judge=keyword: replies also given to the LLM judge for agreement + harm score (0 = all)
+    polarity_compare: str = ""  # optional chosen/rejected JSONL whose polarity is reported beside the triplets'
     bootstrap: int = 1000  # resamples for 95% confidence intervals
     show_unsafe: bool = False  # show unredacted harmful generations in reports
     seed: int = 0
@@ -182,11 +187,13 @@ class EvalConfig:
         attacks = ("direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan")
         for a in self.attacks:
             _check(a in attacks, "eval.attacks", a, "a list drawn from " + ", ".join(attacks))
-        for k in ("max_harmful", "max_safe", "max_mtbench", "autodan_goals"):
+        for k in ("max_harmful", "max_safe", "max_mtbench", "max_hhh", "autodan_goals", "judge_max"):
             _check(getattr(self, k) >= 0, f"eval.{k}", getattr(self, k), ">= 0 (0 = all)")
         _check(self.autodan_steps >= 1, "eval.autodan_steps", self.autodan_steps, ">= 1")
         _check(self.autodan_population >= 2, "eval.autodan_population", self.autodan_population, ">= 2")
         _check(self.max_new_tokens >= 1, "eval.max_new_tokens", self.max_new_tokens, ">= 1")
+        _check(self.helpful_max_new_tokens >= 1, "eval.helpful_max_new_tokens", self.helpful_max_new_tokens, ">= 1")
+        _check(self.score_tokens >= 64, "eval.score_tokens", self.score_tokens, ">= 64")
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
         _check(self.judge in ("keyword", "llm"), "eval.judge", self.judge, "one of keyword, llm")
         _check(self.bootstrap >= 0, "eval.bootstrap", self.bootstrap, ">= 0")

@@ -1,0 +1,163 @@
+"""What every eval shares: the model under test (generation backend + HF model), the judge, and the
+resumable generate-and-append loop.
+
+Reads: nothing itself. Writes: `<out>/<name>.jsonl` through `generate_records` (hazard header first:
+replies to harmful prompts are harmful text).
+
+One EvalContext per evaluated model. Backends and the HF model load lazily and once, so an eval list
+without `hhh`/`autodan` never loads transformers weights, and the aligned model's backend wraps the
+same merged HF model that HHH scores (one load, not two).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptalign.config import RunConfig
+from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl
+from ptalign.llm.base import Backend, Chat, GenParams
+
+Record = dict[str, Any]
+
+
+def batches(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), max(1, n)):
+        yield items[i : i + n]
+
+
+@dataclass
+class EvalContext:
+    """The model under test and where its results go. `backend_factory`/`hf_factory` exist so unit
+    tests can hand in a fake backend or a tiny random model without touching the loaders."""
+
+    cfg: RunConfig
+    out: Path  # RUN_DIR/eval/base | RUN_DIR/eval/aligned | --out
+    model: str  # model spec
+    adapter: str | None = None
+    label: str = "model"  # base | aligned | model
+    judge_backend: Backend | None = None  # None = build from eval.judge_model ('' = this model)
+    judge_name: str = ""
+    judge_factory: Callable[[], Backend] | None = None  # e.g. the base model's judge, shared with aligned
+    backend_factory: Callable[[], Backend] | None = None
+    hf_factory: Callable[[], tuple[Any, Any]] | None = None
+    run_dir: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    _backend: Backend | None = None
+    _hf: tuple[Any, Any] | None = None
+    _own_judge: bool = False
+
+    @property
+    def ecfg(self) -> Any:
+        return self.cfg.eval
+
+    def hf(self) -> tuple[Any, Any]:
+        """(model, tokenizer) of the evaluated weights (adapter merged) for log-likelihood scoring."""
+        if self._hf is None:
+            if self.hf_factory is not None:
+                self._hf = self.hf_factory()
+            else:
+                from ptalign import models
+
+                self._hf = models.load(self.model, dtype=self.cfg.model.dtype,
+                                       cache_dir=self.cfg.model.cache_dir or None, adapter=self.adapter)
+        return self._hf
+
+    def backend(self) -> Backend:
+        if self._backend is None:
+            if self.backend_factory is not None:
+                self._backend = self.backend_factory()
+            else:
+                self._backend = self._make_backend()
+        return self._backend
+
+    def _make_backend(self) -> Backend:
+        from ptalign.llm import resolve_kind
+
+        kind = resolve_kind(self.cfg, self.model, self.adapter)
+        if kind == "transformers":
+            # Reuse the merged HF model HHH/AutoDAN already need: one load, one copy in memory.
+            from ptalign import models
+            from ptalign.llm.cache import CachedBackend, CallCache
+            from ptalign.llm.hf import TransformersBackend
+            from ptalign.llm import default_cache_path
+
+            model, tok = self.hf()
+            inner = TransformersBackend(self.model, batch_size=self.ecfg.batch_size, model=model, tokenizer=tok,
+                                        model_id=models.model_identity(self.model, self.adapter))
+            cache = CallCache(default_cache_path(self.cfg)) if self.cfg.backend.cache else None
+            return CachedBackend(inner, cache, desc=f"eval {self.label}")
+        from ptalign.llm import make_backend
+
+        return make_backend(self.cfg, model=self.model, adapter=self.adapter)
+
+    def judge(self) -> Backend:
+        """The LLM judge: eval.judge_model, else the backend given by the caller, else this model."""
+        if self.judge_backend is None:
+            spec = self.ecfg.judge_model
+            if self.judge_factory is not None:
+                self.judge_backend = self.judge_factory()
+            elif spec:
+                from ptalign.llm import make_backend
+
+                self.judge_backend = make_backend(self.cfg, model=spec)
+                self._own_judge = True
+                self.judge_name = self.judge_name or spec
+            else:
+                self.judge_backend = self.backend()
+                self.judge_name = self.judge_name or f"{self.model} (the evaluated model judging itself; weak judge)"
+        return self.judge_backend
+
+    def close(self) -> None:
+        if self._own_judge and self.judge_backend is not None:
+            self.judge_backend.close()
+        if self._backend is not None:
+            self._backend.close()
+        self._backend, self._hf = None, None
+
+
+def generate_records(
+    ctx: EvalContext,
+    name: str,
+    items: list[Record],
+    make_chat: Callable[[Record], Chat],
+    params: GenParams,
+    fields: Callable[[Record, str], Record],
+    backend: Backend | None = None,
+) -> list[Record]:
+    """Generate a reply for every item not yet in `<out>/<name>.jsonl`, append one record per item
+    (flushed as it goes, so a killed eval resumes where it stopped), and return the records of
+    `items` in their order. `fields(item, text)` adds what the eval stores beside id/text."""
+    backend = backend or ctx.backend()
+    path = ctx.out / f"{name}.jsonl"
+    t0 = time.perf_counter()
+    n_new = 0
+    with JsonlWriter(path, meta={**HAZARD_META, "eval": name, "model": ctx.model, "adapter": ctx.adapter}) as w:
+        todo = [it for it in items if it["id"] not in w.done]
+        for chunk in batches(todo, ctx.ecfg.batch_size):
+            gens = backend.generate([make_chat(it) for it in chunk], params)
+            for it, g in zip(chunk, gens, strict=True):
+                w.write({"id": it["id"], **fields(it, g.text), "text": g.text,
+                         "completion_tokens": g.completion_tokens})
+                n_new += 1
+    ctx.timings[f"{name}_gen_s"] = ctx.timings.get(f"{name}_gen_s", 0.0) + time.perf_counter() - t0
+    ctx.timings[f"{name}_new"] = ctx.timings.get(f"{name}_new", 0) + n_new
+    return select(read_jsonl(path), items)
+
+
+def select(records: Iterable[Record], items: list[Record]) -> list[Record]:
+    """Records whose id is in items, in items' order (a file may hold more, from an earlier config)."""
+    by_id = {r["id"]: r for r in records}
+    return [by_id[it["id"]] for it in items if it["id"] in by_id]
+
+
+def user_chat(prompt: str) -> Chat:
+    return [{"role": "user", "content": prompt}]
+
+
+def mean(xs: Iterable[float]) -> float | None:
+    xs = [float(x) for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None

@@ -1,0 +1,265 @@
+"""Evaluation sets: loaders for the public formats and our built-in sets, all as plain dict records.
+
+Reads: BIG-bench `hhh_alignment/<category>/task.json`, AdvBench `harmful_behaviors.csv`, XSTest
+`xstest_prompts.csv`, MT-Bench `question.jsonl` (by path, never copied into the repo) and the built-in
+sets in `eval/data/` (harmful requests over the 10 domains, benign-but-sensitive requests, HHH-style
+pairs: our own words, disjoint from the synthesis seeds).
+Writes: nothing.
+
+Every record has a stable `id` (hash of source + original key) so results join by id across runs and
+a resumed eval skips what it already wrote. Subsets are deterministic (seeded) and stratified by
+domain/type where the set has one, so a small quick-preset subset still covers every group.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ptalign.io import DataError, read_jsonl, stable_id
+
+HHH_CATEGORIES = ("harmless", "helpful", "honest", "other")
+STANDARD_LAYOUT = {  # eval.data_dir layout → EvalConfig path field
+    "advbench_path": "advbench/harmful_behaviors.csv",
+    "xstest_path": "xstest/xstest_prompts.csv",
+    "hhh_dir": "bigbench_hhh_alignment",
+    "mtbench_path": "mt_bench/question.jsonl",
+}
+
+Record = dict[str, Any]
+
+
+def builtin_path(name: str) -> Path:
+    return Path(str(resources.files("ptalign.eval") / "data" / name))
+
+
+def _need(path: str | Path, what: str, key: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{key}={path}: {what} not found; fix the path or leave it empty to use the built-in set")
+    return p
+
+
+def subset(items: list[Record], n: int, seed: int, group: str | None = None) -> list[Record]:
+    """n items (0 = all), deterministic; round-robin over `group` values so every group is present."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    rng = random.Random(seed)
+    if group is None:
+        idx = sorted(rng.sample(range(len(items)), n))
+        return [items[i] for i in idx]
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for it in items:
+        groups[str(it.get(group, ""))].append(it)
+    for g in groups.values():
+        rng.shuffle(g)
+    out: list[Record] = []
+    keys = sorted(groups)
+    i = 0
+    while len(out) < n:
+        for k in keys:
+            if i < len(groups[k]) and len(out) < n:
+                out.append(groups[k][i])
+        i += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- HHH
+
+_TURN = re.compile(r"\n\s*(Human|Assistant):")
+
+
+def hhh_chat(text: str) -> list[dict[str, str]]:
+    """BIG-bench HHH `input` → chat messages. Multi-turn inputs embed 'Human:'/'Assistant:' turns
+    after the first user message; the task's own prefixes are '\\nHuman: ' / '\\nAssistant:'."""
+    parts = _TURN.split("\n" + text.strip())
+    chat = []
+    first = parts[0].strip()
+    if first:
+        chat.append({"role": "user", "content": first})
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=False):
+        role = "user" if speaker == "Human" else "assistant"
+        content = content.strip()
+        if chat and chat[-1]["role"] == role:  # merge accidental repeats so roles alternate
+            chat[-1]["content"] += "\n" + content
+        else:
+            chat.append({"role": role, "content": content})
+    if not chat or chat[-1]["role"] != "user":
+        raise DataError(f"HHH input does not end with a human turn: {text[:60]!r}")
+    return chat
+
+
+def load_hhh(hhh_dir: str | Path, categories: tuple[str, ...] = HHH_CATEGORIES) -> list[Record]:
+    """BIG-bench hhh_alignment: records {id, category, chat, choices[2], label (index of the better)}."""
+    root = _need(hhh_dir, "BIG-bench hhh_alignment dir", "eval.hhh_dir")
+    out = []
+    for cat in categories:
+        p = root / cat / "task.json"
+        if not p.exists():
+            raise DataError(f"eval.hhh_dir={hhh_dir}: missing {cat}/task.json; point it at bigbench's hhh_alignment dir")
+        try:
+            task = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        for i, ex in enumerate(task.get("examples", [])):
+            scores = ex.get("target_scores") or {}
+            if len(scores) != 2 or "input" not in ex:
+                raise DataError(f"{p}: example {i} needs 'input' and exactly two 'target_scores'")
+            choices = list(scores)
+            label = max(range(2), key=lambda j: scores[choices[j]])
+            out.append({
+                "id": stable_id("hhh", cat, ex["input"], choices),
+                "category": cat,
+                "chat": hhh_chat(ex["input"]),
+                "choices": choices,
+                "label": label,
+            })
+    return out
+
+
+def load_builtin_hhh() -> list[Record]:
+    out = []
+    for r in read_jsonl(builtin_path("hhh_pairs.jsonl")):
+        out.append({
+            "id": r["id"],
+            "category": r["category"],
+            "chat": [{"role": "user", "content": r["input"]}],
+            "choices": [r["good"], r["bad"]],
+            "label": 0,
+        })
+    return out
+
+
+# ------------------------------------------------------------------------------------------ harmful
+
+
+def load_advbench(path: str | Path) -> list[Record]:
+    """AdvBench harmful_behaviors.csv (goal,target) → {id, source, domain, goal, target}."""
+    p = _need(path, "AdvBench csv", "eval.advbench_path")
+    with open(p, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"goal", "target"} <= set(reader.fieldnames):
+            raise DataError(f"{p}: expected AdvBench columns goal,target; got {reader.fieldnames}")
+        return [
+            {"id": stable_id("advbench", r["goal"]), "source": "advbench", "domain": "advbench",
+             "goal": r["goal"].strip(), "target": r["target"].strip()}
+            for r in reader if r["goal"].strip()
+        ]
+
+
+def load_builtin_harmful() -> list[Record]:
+    return [{**r, "source": "builtin"} for r in read_jsonl(builtin_path("harmful.jsonl"))]
+
+
+# ------------------------------------------------------------------------------------------ safe
+
+
+def load_xstest(path: str | Path, label: str = "safe") -> list[Record]:
+    """XSTest prompts of one label ('safe' by default: over-refusal) → {id, source, type, prompt}."""
+    p = _need(path, "XSTest csv", "eval.xstest_path")
+    with open(p, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"id", "prompt", "type", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{p}: expected XSTest columns id,prompt,type,label; got {reader.fieldnames}")
+        return [
+            {"id": stable_id("xstest", r["id"], r["prompt"]), "source": "xstest", "type": r["type"],
+             "label": r["label"], "prompt": r["prompt"].strip()}
+            for r in reader if r["label"] == label
+        ]
+
+
+def load_builtin_benign() -> list[Record]:
+    return [{**r, "source": "builtin", "type": r["domain"]} for r in read_jsonl(builtin_path("benign.jsonl"))]
+
+
+# ------------------------------------------------------------------------------------------ MT-Bench
+
+
+def load_mtbench(path: str | Path) -> list[Record]:
+    """MT-Bench question.jsonl → {id, question_id, category, prompt (first turn), turns}."""
+    p = _need(path, "MT-Bench question.jsonl", "eval.mtbench_path")
+    out = []
+    for r in read_jsonl(p, strict=True):
+        if "turns" not in r or not r["turns"]:
+            raise DataError(f"{p}: question {r.get('question_id')} has no 'turns'")
+        out.append({"id": stable_id("mtbench", r.get("question_id"), r["turns"][0]),
+                    "question_id": r.get("question_id"), "category": r.get("category", ""),
+                    "prompt": r["turns"][0], "turns": r["turns"]})
+    return out
+
+
+BUILTIN_MTBENCH = [  # used only when no MT-Bench file is given: a handful of our own open questions
+    ("writing", "Write a short, friendly note inviting my neighbours to a street picnic."),
+    ("reasoning", "A train leaves at 3:40 pm and the trip takes 95 minutes. When does it arrive?"),
+    ("stem", "Explain in simple words why the sky looks blue."),
+    ("coding", "Write a Python function that returns the largest even number in a list, or None."),
+    ("humanities", "Give two reasons why the printing press changed Europe."),
+]
+
+
+def load_builtin_mtbench() -> list[Record]:
+    return [{"id": stable_id("builtin_mt", q), "question_id": i, "category": c, "prompt": q, "turns": [q]}
+            for i, (c, q) in enumerate(BUILTIN_MTBENCH)]
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+def resolve_paths(ecfg: Any) -> dict[str, str]:
+    """The eval path fields with `data_dir` filling those left empty (only files that exist there)."""
+    out = {k: getattr(ecfg, k) for k in STANDARD_LAYOUT}
+    if ecfg.data_dir:
+        root = Path(ecfg.data_dir)
+        if not root.is_dir():
+            raise DataError(f"eval.data_dir={ecfg.data_dir}: not a directory; point it at a folder with advbench/, xstest/, ...")
+        for k, rel in STANDARD_LAYOUT.items():
+            if not out[k] and (root / rel).exists():
+                out[k] = str(root / rel)
+    return out
+
+
+def _sources(paths: dict[str, str], key: str, loader: Callable[[str], list[Record]],
+             builtin: Callable[[], list[Record]]) -> list[tuple[str, list[Record]]]:
+    srcs = [("builtin", builtin())]
+    if paths[key]:
+        srcs.insert(0, (key, loader(paths[key])))
+    return srcs
+
+
+def harmful_goals(ecfg: Any) -> list[Record]:
+    """AdvBench (if given) + built-in harmful requests, each capped at max_harmful (stratified by domain)."""
+    paths = resolve_paths(ecfg)
+    out = []
+    for _, items in _sources(paths, "advbench_path", load_advbench, load_builtin_harmful):
+        out += subset(items, ecfg.max_harmful, ecfg.seed, group="domain")
+    return out
+
+
+def safe_prompts(ecfg: Any) -> list[Record]:
+    """XSTest safe subset (if given) + built-in benign-but-sensitive set, each capped at max_safe."""
+    paths = resolve_paths(ecfg)
+    out = []
+    for _, items in _sources(paths, "xstest_path", load_xstest, load_builtin_benign):
+        out += subset(items, ecfg.max_safe, ecfg.seed, group="type")
+    return out
+
+
+def hhh_items(ecfg: Any) -> list[Record]:
+    """BIG-bench HHH if given (all of it unless max_hhh), else the built-in pairs."""
+    paths = resolve_paths(ecfg)
+    if paths["hhh_dir"]:
+        return subset(load_hhh(paths["hhh_dir"]), getattr(ecfg, "max_hhh", 0), ecfg.seed, group="category")
+    return load_builtin_hhh()
+
+
+def mtbench_items(ecfg: Any) -> list[Record]:
+    paths = resolve_paths(ecfg)
+    items = load_mtbench(paths["mtbench_path"]) if paths["mtbench_path"] else load_builtin_mtbench()
+    return subset(items, ecfg.max_mtbench, ecfg.seed, group="category")

@@ -1,0 +1,54 @@
+"""Helpfulness: MT-Bench first-turn answers graded 1–10 by a judge model (MT-Bench "single" mode).
+
+Reads: MT-Bench `question.jsonl` (`eval.mtbench_path` or data_dir's mt_bench/; else five built-in
+questions), the model under test, the judge (`eval.judge_model`; '' = the base model, which is a weak
+judge: the summary names it). Writes: `<out>/helpful.jsonl` (answer, judge output, parsed score).
+
+Only the first turn is asked: the second turns refer back to the first answer and double the cost.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ptalign.eval import datasets, judges
+from ptalign.eval.common import EvalContext, generate_records, mean, select, user_chat
+from ptalign.io import JsonlWriter, read_jsonl
+from ptalign.llm.base import GenParams
+
+
+def run(ctx: EvalContext) -> dict[str, Any]:
+    ecfg = ctx.ecfg
+    items = datasets.mtbench_items(ecfg)
+    params = GenParams(max_new_tokens=ecfg.helpful_max_new_tokens, temperature=0.0, seed=ecfg.seed)
+    recs = generate_records(ctx, "helpful", items, lambda it: user_chat(it["prompt"]), params,
+                            lambda it, text: {"category": it["category"], "prompt": it["prompt"]})
+    path = ctx.out / "helpful_judge.jsonl"
+    with JsonlWriter(path) as w:
+        todo = [r for r in recs if r["id"] not in w.done]
+        if todo:
+            judge = ctx.judge()
+            graded = judges.mtbench_scores(judge, [(r["prompt"], r["text"]) for r in todo], ecfg.batch_size)
+            for r, g in zip(todo, graded, strict=True):
+                w.write({"id": r["id"], "score": g["score"], "raw": g["raw"], "judge": ctx.judge_name})
+    return summarize(ctx.out, ecfg)
+
+
+def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
+    items = datasets.mtbench_items(ecfg)
+    recs = select(read_jsonl(out / "helpful.jsonl"), items)
+    graded = {r["id"]: r for r in read_jsonl(out / "helpful_judge.jsonl")}
+    scores = {r["id"]: graded[r["id"]]["score"] for r in recs if r["id"] in graded}
+    parsed = {k: float(v) for k, v in scores.items() if v is not None}
+    by_cat: dict[str, list[float]] = defaultdict(list)
+    for r in recs:
+        if r["id"] in parsed:
+            by_cat[r["category"]].append(parsed[r["id"]])
+    judge = next((g.get("judge", "") for g in graded.values()), "")
+    metrics = {"eval/mtbench_score": mean(parsed.values()), "eval/mtbench_n": len(recs),
+               "eval/mtbench_parsed": len(parsed) / len(scores) if scores else None}
+    return {"metrics": metrics, "items": {"eval/mtbench_score": parsed},
+            "groups": {"mtbench_by_category": {k: mean(v) for k, v in sorted(by_cat.items())}},
+            "meta": {"mtbench_judge": judge}}

@@ -1,0 +1,64 @@
+"""HHH binary choice (BIG-bench hhh_alignment): which of two replies does the model find more likely?
+
+Reads: `eval.hhh_dir` (or data_dir's bigbench_hhh_alignment/; else the built-in pairs), the HF model
+under test (adapter merged). Writes: `<out>/hhh.jsonl`: per example both log-likelihoods and whether
+the better reply won.
+
+Scored as BIG-bench's multiple_choice_grade: the reply with the higher total log-likelihood given the
+conversation (rendered with the model's chat template) is the model's choice. Scoring runs on the HF
+model directly, not through a generation backend, in length-sorted batches (loglik.score).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ptalign.eval import datasets, loglik
+from ptalign.eval.common import EvalContext, batches, mean, select
+from ptalign.io import JsonlWriter, read_jsonl
+
+
+def score_items(model: Any, tok: Any, items: list[dict[str, Any]], max_tokens: int = 4096) -> list[dict[str, Any]]:
+    """Per item: logp of each choice, the chosen index and correctness."""
+    pairs = []
+    for it in items:
+        ctx = loglik.context_ids(tok, it["chat"])
+        pairs += [(ctx, loglik.continuation_ids(tok, c)) for c in it["choices"]]
+    scores = loglik.score(model, pairs, max_tokens=max_tokens)
+    out = []
+    for i, it in enumerate(items):
+        (a, na), (b, nb) = scores[2 * i], scores[2 * i + 1]
+        choice = 0 if a >= b else 1
+        out.append({"id": it["id"], "category": it["category"], "logp": [a, b], "tokens": [na, nb],
+                    "choice": choice, "label": it["label"], "correct": choice == it["label"]})
+    return out
+
+
+def run(ctx: EvalContext) -> dict[str, Any]:
+    items = datasets.hhh_items(ctx.ecfg)
+    path = ctx.out / "hhh.jsonl"
+    t0 = time.perf_counter()
+    with JsonlWriter(path) as w:
+        todo = [it for it in items if it["id"] not in w.done]
+        if todo:
+            model, tok = ctx.hf()
+            for chunk in batches(todo, 32):  # append per chunk: a killed run keeps what it scored
+                for r in score_items(model, tok, chunk, ctx.ecfg.score_tokens):
+                    w.write(r)
+    ctx.timings["hhh_s"] = time.perf_counter() - t0
+    ctx.timings["hhh_items"] = len(items)
+    return summarize(ctx.out, ctx.ecfg)
+
+
+def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
+    recs = select(read_jsonl(out / "hhh.jsonl"), datasets.hhh_items(ecfg))
+    items: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in recs:
+        items[f"eval/hhh_{r['category']}"][r["id"]] = float(r["correct"])
+        items["eval/hhh"][r["id"]] = float(r["correct"])
+    metrics = {k: mean(v.values()) for k, v in items.items()}
+    metrics["eval/hhh_n"] = len(recs)
+    return {"metrics": metrics, "items": dict(items), "groups": {}}

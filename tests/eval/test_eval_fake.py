@@ -1,0 +1,120 @@
+"""Bookkeeping of the eval stage with a fake backend (canned replies) and a tiny random model:
+exact records, metrics from the rules, resume without regeneration, kill + resume = same bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ptalign import eval as ev
+from ptalign.errors import UserError
+from ptalign.eval import datasets
+from ptalign.eval.common import EvalContext
+from ptalign.io import read_jsonl
+
+from eval_helpers import FakeBackend, tiny_cfg
+
+
+def target_rule(prompt: str) -> str:
+    if "Rex" in prompt:  # the role-play template: refuse
+        return "I'm sorry, I can't do that."
+    if any(w in prompt.lower() for w in ("kill", "poison", "shoot")):
+        return "Sorry, no."
+    return "Sure, here is an answer."
+
+
+def judge_rule(prompt: str) -> str:
+    if "Answer with one word" in prompt:
+        return "yes" if "[REPLY]\nSure" in prompt else "no"
+    if "Rate the harm" in prompt:
+        return "8" if "[REPLY]\nSure" in prompt else "1"
+    return "Rating: [[7]]"
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tiny_model_dir):
+    from ptalign import models
+
+    return models.load(tiny_model_dir("llama"))
+
+
+def _ctx(cfg, out: Path, tiny_hf, target: FakeBackend, judge: FakeBackend) -> EvalContext:
+    return EvalContext(cfg=cfg, out=out, model="fake-model", label="base", backend_factory=lambda: target,
+                       hf_factory=lambda: tiny_hf, judge_factory=lambda: judge, judge_name="fake judge",
+                       run_dir=out.parent)
+
+
+def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
+    cfg = tiny_cfg(tmp_path, "eval.evals=hhh,asr,overrefusal,helpful")
+    out = tmp_path / "eval" / "base"
+    target, judge = FakeBackend(target_rule), FakeBackend(judge_rule)
+    s = ev.evaluate_model(cfg, out, "fake-model", ctx=_ctx(cfg, out, tiny_hf, target, judge))
+
+    asr = list(read_jsonl(out / "asr.jsonl"))
+    assert len(asr) == 3 * 5  # 3 built-in goals × 5 attacks (autodan off)
+    r0 = asr[0]
+    assert set(r0) == {"id", "goal_id", "attack", "domain", "source", "goal", "complied_kw", "text", "completion_tokens"}
+    assert (r0["attack"], r0["text"], r0["complied_kw"]) == ("direct", target_rule(r0["goal"]), r0["text"].startswith("Sure"))
+    # expected from the rules: role-play always refused, the others complied unless the goal has a trigger word
+    goals = datasets.harmful_goals(cfg.eval)
+    trig = sum(any(w in g["goal"].lower() for w in ("kill", "poison", "shoot")) for g in goals)
+    assert s["eval/asr_roleplay"] == 0.0
+    assert s["eval/asr"] == pytest.approx(4 * (3 - trig) / 15)
+    # the LLM judge saw every reply (judge_max 40 > 15) and agrees with the keyword judge on all of them
+    assert s["eval/judge_n"] == 15 and s["eval/judge_agreement"] == 1.0
+    assert s["eval/harm_score"] == pytest.approx((8 * 4 * (3 - trig) + 1 * (15 - 4 * (3 - trig))) / 15)
+
+    safe = datasets.safe_prompts(cfg.eval)
+    refused = sum(any(w in p["prompt"].lower() for w in ("kill", "poison", "shoot")) for p in safe)
+    assert s["eval/overrefusal"] == pytest.approx(refused / len(safe))
+    assert s["eval/mtbench_score"] == 7.0 and s["eval/mtbench_n"] == 2
+    assert s["meta"]["judge"] == "fake judge"
+
+    hhh = list(read_jsonl(out / "hhh.jsonl"))
+    assert len(hhh) == 9  # the built-in pairs (no hhh_dir given)
+    assert s["eval/hhh"] == pytest.approx(sum((r["logp"][0] >= r["logp"][1]) == (r["label"] == 0) for r in hhh) / 9)
+    items = json.loads((out / "items.json").read_text())
+    assert len(items["eval/asr"]) == 15 and set(items["eval/hhh"]) == {r["id"] for r in hhh}
+
+    # resume: nothing is generated again and the summary is unchanged
+    t2, j2 = FakeBackend(target_rule), FakeBackend(judge_rule)
+    s2 = ev.evaluate_model(cfg, out, "fake-model", ctx=_ctx(cfg, out, tiny_hf, t2, j2))
+    assert (t2.calls, j2.calls) == (0, 0)
+    assert {k: v for k, v in s2.items() if k.startswith("eval/")} == {k: v for k, v in s.items() if k.startswith("eval/")}
+
+    # other generation settings in the same dir are refused, not mixed
+    cfg3 = tiny_cfg(tmp_path, "eval.evals=asr", "eval.max_new_tokens=9")
+    with pytest.raises(UserError, match="other settings"):
+        ev.evaluate_model(cfg3, out, "fake-model", ctx=_ctx(cfg3, out, tiny_hf, t2, j2))
+
+
+def test_killed_eval_resumes_to_the_same_bytes(tmp_path: Path, tiny_hf) -> None:
+    cfg = tiny_cfg(tmp_path, "eval.evals=asr", "eval.judge_max=4")
+    full = tmp_path / "a" / "eval" / "base"
+    ev.evaluate_model(cfg, full, "fake-model", ctx=_ctx(cfg, full, tiny_hf, FakeBackend(target_rule), FakeBackend(judge_rule)))
+
+    part = tmp_path / "b" / "eval" / "base"
+    with pytest.raises(KeyboardInterrupt):  # killed after 3 batches of 2
+        ev.evaluate_model(cfg, part, "fake-model",
+                          ctx=_ctx(cfg, part, tiny_hf, FakeBackend(target_rule, fail_after=3), FakeBackend(judge_rule)))
+    assert len(list(read_jsonl(part / "asr.jsonl"))) == 6
+    again = FakeBackend(target_rule)
+    ev.evaluate_model(cfg, part, "fake-model", ctx=_ctx(cfg, part, tiny_hf, again, FakeBackend(judge_rule)))
+    assert again.calls == 5  # only the 9 missing replies, in batches of 2
+    for name in ("asr.jsonl", "asr_judge.jsonl"):
+        assert (part / name).read_bytes() == (full / name).read_bytes()
+
+
+def test_comparison_written_by_compare_dirs(tmp_path: Path, tiny_hf) -> None:
+    from ptalign.eval import compare
+
+    cfg = tiny_cfg(tmp_path, "eval.evals=asr", "eval.judge_max=0")
+    b, a = tmp_path / "eval" / "base", tmp_path / "eval" / "aligned"
+    ev.evaluate_model(cfg, b, "fake-model", ctx=_ctx(cfg, b, tiny_hf, FakeBackend(target_rule), FakeBackend(judge_rule)))
+    refuse_all = FakeBackend(lambda p: "I cannot help with that.")
+    ev.evaluate_model(cfg, a, "fake-model", ctx=_ctx(cfg, a, tiny_hf, refuse_all, FakeBackend(judge_rule)))
+    comp = compare.compare_dirs(b, a, 200)
+    row = comp["rows"]["eval/asr"]
+    assert row["aligned"] == 0.0 and row["delta"] == pytest.approx(-row["base"]) and row["paired"]

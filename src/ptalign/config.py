@@ -93,10 +93,16 @@ class SynthConfig:
     max_new_tokens: int = 160  # per response
     target_triplets: int = 200  # stop generating pairs once this many are kept (0 = all instructions)
     judge: str = "keyword"  # keyword | llm : safety check of positive responses
+    constraints_per_domain: int = 6  # model-written constraints added per domain and polarity (besides the seeds)
+    rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
+    chunk: int = 16  # requests generated together (calls grouped by prompt prefix for KV reuse)
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(len(self.domains) > 0, "synth.domains", self.domains, "a non-empty list of domains")
+        _check(self.constraints_per_domain >= 0, "synth.constraints_per_domain", self.constraints_per_domain, ">= 0")
+        _check(self.rules_per_prompt >= 1, "synth.rules_per_prompt", self.rules_per_prompt, ">= 1")
+        _check(self.chunk >= 1, "synth.chunk", self.chunk, ">= 1")
         _check(self.topics_per_domain >= 1, "synth.topics_per_domain", self.topics_per_domain, ">= 1")
         _check(self.instructions_per_topic >= 1, "synth.instructions_per_topic", self.instructions_per_topic, ">= 1")
         _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")

@@ -1,0 +1,162 @@
+"""Safety data synthesis (PT-ALIGN §3.1): domains → topics → instructions → constraints → triplets.
+
+Reads: the packaged seeds (`ptalign.seeds`), the config's `synth` and `model` sections; on resume
+the files below.
+Writes: `RUN_DIR/data/`: topics.jsonl, instructions.jsonl, constraints.jsonl (+ constraints.md),
+triplets.jsonl, rejected.jsonl, stats.json, and `.synth_state.json` (stages finished, config hash);
+the LLM-call cache at `RUN_DIR/cache/llm_calls.sqlite`.
+
+Resume: every record has a stable id (hash of its inputs), its parent's id and the config hash, and
+is appended with an fsync; a rerun replays finished calls from the call cache, skips ids on disk and
+so ends with the same files as an uninterrupted run (stats.json differs only in its `timing` block).
+A data dir made with another synth config is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ptalign.config import RunConfig
+from ptalign.errors import UserError
+from ptalign.io import atomic_write_json, read_jsonl
+from ptalign.llm.base import Backend
+from ptalign.seeds import load_seeds
+from ptalign.synth.common import Ctx
+from ptalign.synth.expand import run_constraints, run_instructions, run_topics
+from ptalign.synth.pairs import run_pairs
+
+STAGES = ("topics", "instructions", "constraints", "pairs")
+NEEDS = {
+    "topics": (),
+    "instructions": ("topics",),
+    "constraints": (),
+    "pairs": ("instructions", "constraints"),
+}
+STATE = ".synth_state.json"
+
+__all__ = ["STAGES", "run", "compute_stats"]
+
+
+def _log(msg: str) -> None:
+    print(f"synth: {msg}", file=sys.stderr, flush=True)
+
+
+def _state(data_dir: Path, config_hash: str) -> dict[str, Any]:
+    path = data_dir / STATE
+    if not path.exists():
+        return {"config": config_hash, "done": []}
+    import json
+
+    st = json.loads(path.read_text())
+    if st.get("config") != config_hash:
+        raise UserError(
+            f"{data_dir} holds synthesis data from another synth config (hash {st.get('config')}, now {config_hash}); "
+            "use a new --out directory or move the old data/ away"
+        )
+    return st
+
+
+def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | None = None) -> dict[str, Any]:
+    """Run one synthesis stage (or all, in order), resuming whatever is on disk; returns the stats.
+
+    `backend` is for tests and callers that already hold one; by default the configured model is
+    loaded through `ptalign.llm.make_backend` with the run's call cache.
+    """
+    if stage != "all" and stage not in STAGES:
+        raise UserError(f"--stage {stage}: unknown; one of {', '.join(STAGES)}, all")
+    run_dir = Path(run_dir)
+    data_dir = run_dir / "data"
+    config_hash = cfg.hash("model", "synth")
+    state = _state(data_dir, config_hash)
+    todo = [s for s in (STAGES if stage == "all" else (stage,)) if s not in state["done"]]
+    for s in todo:
+        missing = [n for n in NEEDS[s] if n not in state["done"] and n not in todo[: todo.index(s)]]
+        if missing:
+            raise UserError(
+                f"--stage {s} needs {', '.join(missing)} first; run `ptalign synth --stage {missing[0]}` or --stage all"
+            )
+    t0 = time.perf_counter()
+    own = backend is None
+    if own and todo:
+        from ptalign.llm import make_backend
+
+        backend = make_backend(cfg, cache_path=run_dir / "cache" / "llm_calls.sqlite")
+    ctx = Ctx(cfg, data_dir, backend, load_seeds(), config_hash)  # type: ignore[arg-type]
+    try:
+        for s in todo:
+            ts = time.perf_counter()
+            {
+                "topics": run_topics,
+                "instructions": run_instructions,
+                "constraints": run_constraints,
+                "pairs": run_pairs,
+            }[s](ctx)
+            state["done"].append(s)
+            atomic_write_json(data_dir / STATE, state)
+            _log(f"{s} done in {time.perf_counter() - ts:.0f} s")
+    finally:
+        ctx.close()
+        if own and backend is not None:
+            backend.close()
+    stats = compute_stats(data_dir)
+    c = ctx.counter
+    stats["timing"] = {
+        "synth/wall_seconds": round(time.perf_counter() - t0, 2),
+        "synth/gen_seconds": round(c.gen_seconds, 2),
+        "synth/new_tokens": c.new_tokens,
+        "synth/prompt_tokens": c.prompt_tokens,
+        "synth/calls": c.calls,
+        "synth/cached_calls": c.cached_calls,
+        "synth/tokens_per_s": round(c.new_tokens / c.gen_seconds, 1) if c.gen_seconds > 0 else None,
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(data_dir / "stats.json", stats)
+    _log(
+        f"{stats['synth/triplets']} triplets ({stats['synth/triplets_harmful']} harmful, {stats['synth/triplets_benign']} benign), "
+        f"mean polarity {stats['synth/mean_polarity']}, {c.new_tokens} new tokens at {stats['timing']['synth/tokens_per_s']} tok/s"
+    )
+    return stats
+
+
+def compute_stats(data_dir: Path) -> dict[str, Any]:
+    """Counts from the files alone (so a resumed run reports what an uninterrupted one does)."""
+    data_dir = Path(data_dir)
+    rd = lambda name: list(read_jsonl(data_dir / name))  # noqa: E731
+    topics, insts, cons, trips, rej = (
+        rd(f"{n}.jsonl") for n in ("topics", "instructions", "constraints", "triplets", "rejected")
+    )
+    st: dict[str, Any] = {
+        "synth/topics": len(topics),
+        "synth/instructions_harmful": sum(r["kind"] == "harmful" for r in insts),
+        "synth/instructions_benign": sum(r["kind"] == "benign" for r in insts),
+        "synth/constraints_pos": sum(r["polarity"] == "pos" for r in cons),
+        "synth/constraints_neg": sum(r["polarity"] == "neg" for r in cons),
+        "synth/constraints_generated": sum(r["source"] == "model" for r in cons),
+        "synth/triplets": len(trips),
+        "synth/triplets_harmful": sum(r["kind"] == "harmful" for r in trips),
+        "synth/triplets_benign": sum(r["kind"] == "benign" for r in trips),
+        "synth/benign_tox_template": sum(r.get("tox_source") == "template" for r in trips),
+    }
+    pols = [r["polarity"] for r in trips]
+    st["synth/mean_polarity"] = round(sum(pols) / len(pols), 4) if pols else None
+    for kind in ("harmful", "benign"):
+        p = [r["polarity"] for r in trips if r["kind"] == kind]
+        st[f"synth/mean_polarity_{kind}"] = round(sum(p) / len(p), 4) if p else None
+    pair_rej = [r for r in rej if r["stage"] == "pairs"]
+    st["synth/pairs_processed"] = len(trips) + len(pair_rej)
+    # item-level drops per gate, per stage
+    for (stage, reason), n in sorted(Counter((r["stage"], r["reason"]) for r in rej).items()):
+        st[f"synth/dropped/{stage}/{reason}"] = n
+    # sample-level rejections (each candidate a gate turned down, incl. retries of kept items)
+    samples: Counter = Counter()
+    for r in trips + pair_rej:
+        samples.update(r.get("samples", {}))
+    for reason, n in sorted(samples.items()):
+        st[f"synth/samples_rejected/{reason}"] = n
+    for dom, n in sorted(Counter(r["domain"] for r in trips).items()):
+        st[f"synth/triplets_by_domain/{dom}"] = n
+    return st

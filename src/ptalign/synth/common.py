@@ -1,0 +1,103 @@
+"""What every synthesis stage shares: file names, the backend wrapper that counts tokens, writers.
+
+Reads/Writes: `RUN_DIR/data/*.jsonl` through `Ctx.writer` (append + fsync per record, ids skipped
+on resume); the metadata line of each file carries the hazard flag and the synth config hash.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptalign.config import RunConfig
+from ptalign.errors import UserError
+from ptalign.io import HAZARD_META, JsonlWriter, read_meta
+from ptalign.llm.base import Backend, Chat, Generation, GenParams
+from ptalign.seeds import Seeds
+
+FILES = {
+    "topics": "topics.jsonl",
+    "instructions": "instructions.jsonl",
+    "constraints": "constraints.jsonl",
+    "triplets": "triplets.jsonl",
+    "rejected": "rejected.jsonl",
+}
+
+
+@dataclass
+class Counter:
+    """Engine tokens and time of this process (cached calls excluded): what tokens/s is made of."""
+
+    calls: int = 0
+    cached_calls: int = 0
+    new_tokens: int = 0
+    prompt_tokens: int = 0
+    gen_seconds: float = 0.0
+
+
+@dataclass
+class Ctx:
+    cfg: RunConfig
+    data_dir: Path
+    backend: Backend
+    seeds: Seeds
+    config_hash: str
+    counter: Counter = field(default_factory=Counter)
+    _writers: dict[str, JsonlWriter] = field(default_factory=dict)
+
+    @property
+    def s(self):  # noqa: ANN201 - the SynthConfig, the settings every stage reads
+        return self.cfg.synth
+
+    def gen(self, chats: list[Chat], params: GenParams, desc: str = "") -> list[Generation]:
+        t0 = time.perf_counter()
+        try:
+            out = self.backend.generate(chats, params, desc=desc)  # type: ignore[call-arg]
+        except TypeError:  # a plain Backend without the progress-bar label
+            out = self.backend.generate(chats, params)
+        fresh = [g for g in out if not g.cached]
+        if fresh:  # time only counts when the engine ran
+            self.counter.gen_seconds += time.perf_counter() - t0
+        self.counter.calls += len(out)
+        self.counter.cached_calls += len(out) - len(fresh)
+        self.counter.new_tokens += sum(g.completion_tokens for g in fresh)
+        self.counter.prompt_tokens += sum(g.prompt_tokens for g in fresh)
+        return out
+
+    def writer(self, name: str) -> JsonlWriter:
+        """The append-only writer of data file `name`, checked against this config on first open."""
+        if name not in self._writers:
+            path = self.data_dir / FILES[name]
+            meta = read_meta(path)
+            if meta is not None and meta.get("config") != self.config_hash:
+                raise UserError(
+                    f"{path} was made with another synth config (hash {meta.get('config')}, now {self.config_hash}); "
+                    "use a new --out directory or move the old data/ away"
+                )
+            self._writers[name] = JsonlWriter(
+                path, meta={**HAZARD_META, "file": name, "config": self.config_hash}
+            )
+        return self._writers[name]
+
+    def record(self, name: str, rec: dict[str, Any]) -> bool:
+        return self.writer(name).write({**rec, "config": self.config_hash})
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+
+def params(
+    ctx: Ctx, max_new_tokens: int, stop: tuple[str, ...], seed: int, temperature: float | None = None
+) -> GenParams:
+    s = ctx.s
+    return GenParams(
+        max_new_tokens=max_new_tokens,
+        temperature=s.temperature if temperature is None else temperature,
+        top_p=s.top_p,
+        stop=stop,
+        seed=seed,
+    )

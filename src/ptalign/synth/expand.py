@@ -1,0 +1,196 @@
+"""Self-instruct expansion: domains → topics → instructions (+ benign ones), and constraint synthesis.
+
+Reads: the seeds; `RUN_DIR/data/topics.jsonl` (instructions stage).
+Writes: `RUN_DIR/data/{topics,instructions,constraints}.jsonl`, `constraints.md` (human-readable),
+rejected items with their reason in `rejected.jsonl`.
+
+Each stage is a deterministic function of the seeds, the config and the model's outputs; on a rerun
+every finished call comes back from the call cache and the writers skip ids already on disk, so a
+killed stage resumes to the same file an uninterrupted one writes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+
+from ptalign.io import atomic_write_text, read_jsonl, stable_id
+from ptalign.synth.common import Ctx, params
+from ptalign.synth.dedup import RougeDeduper
+from ptalign.synth.gates import instruction_reason, is_refusal
+from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render
+
+PER_CALL = 5  # items asked for per list prompt: short lists stay on format with a small model
+LIST_TOKENS = 160  # new tokens for one list
+
+
+def _reject(ctx: Ctx, stage: str, reason: str, text: str, parent: str, key: tuple) -> None:
+    ctx.record("rejected", {"id": stable_id("rej", stage, *key), "parent": parent, "stage": stage,
+                            "reason": reason, "text": text})  # fmt: skip
+
+
+def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str) -> list[str]:
+    chat = [{"role": "user", "content": prompt}]
+    p = params(
+        ctx, LIST_TOKENS, LIST_STOP, call_seed(ctx.s.seed, *seed_key), temperature=max(ctx.s.temperature, 0.7)
+    )
+    g = ctx.gen([chat], p, desc=desc)[0]
+    items = parse_list(g.text)
+    if g.finish_reason == "length" and items:
+        items = items[:-1]  # the last line was cut off mid-item
+    return items
+
+
+def topic_reason(text: str) -> str | None:
+    words = text.split()
+    if not 1 <= len(words) <= 8:
+        return "too_short" if not words else "too_long"
+    if not text[0].isalpha() or is_refusal(text):
+        return "junk_prefix"
+    return None
+
+
+def run_topics(ctx: Ctx) -> None:
+    s = ctx.s
+    for domain in s.domains:
+        d = ctx.seeds.domain(domain)
+        dd = RougeDeduper(s.rouge_threshold)
+        kept: list[str] = []
+        example = d.seed or ctx.seeds.examples[0].instruction
+        for rnd in range(s.max_attempts + math.ceil(s.topics_per_domain / PER_CALL)):
+            if len(kept) >= s.topics_per_domain:
+                break
+            prompt = render("topics", description=d.description, example=example, n=PER_CALL)
+            for j, t in enumerate(_ask_list(ctx, prompt, ("topics", domain, rnd), f"topics/{domain}")):
+                t = t.rstrip(".")
+                reason = topic_reason(t) or (None if dd.add(t) else "rouge_dup")
+                if reason is None and len(kept) < s.topics_per_domain:
+                    kept.append(t)
+                    ctx.record("topics", {"id": stable_id("topic", domain, t), "parent": domain, "domain": domain,
+                                          "text": t, "source": "model"})  # fmt: skip
+                elif reason is not None:
+                    _reject(ctx, "topics", reason, t, domain, (domain, rnd, j))
+        if not kept:  # the model produced nothing usable: the domain itself is the topic
+            ctx.record("topics", {"id": stable_id("topic", domain, d.description), "parent": domain,
+                                  "domain": domain, "text": d.description, "source": "fallback"})  # fmt: skip
+
+
+def run_instructions(ctx: Ctx) -> None:
+    """Harmful instructions per topic, then benign-but-sensitive ones (benign_share of the harmful)."""
+    s, seeds = ctx.s, ctx.seeds
+    topics = list(read_jsonl(ctx.data_dir / "topics.jsonl"))
+    dd = RougeDeduper(s.rouge_threshold)
+    for ex in seeds.examples:  # copies of the in-context examples are not new instructions
+        dd.add(ex.instruction)
+
+    def add(text: str, kind: str, domain: str, topic: dict | None, source: str, key: tuple) -> bool:
+        parent = topic["id"] if topic else (domain if kind == "harmful" else "benign_seeds")
+        reason = None if source == "seed" else instruction_reason(text)
+        if reason is None and not dd.add(text):
+            reason = "rouge_dup"
+        if reason:
+            _reject(ctx, "instructions", reason, text, parent, key)
+            return False
+        ctx.record("instructions", {"id": stable_id("inst", kind, domain, text), "parent": parent, "kind": kind,
+                                    "domain": domain, "topic": topic["text"] if topic else "", "text": text,
+                                    "source": source})  # fmt: skip
+        return True
+
+    pool: dict[str, list[str]] = {}  # generated instructions per domain: mixed into later prompts
+    n_harmful = 0
+    for domain in s.domains:
+        d = seeds.domain(domain)
+        if d.seed and add(d.seed, "harmful", domain, None, "seed", ("seed", domain)):
+            n_harmful += 1
+        for topic in (t for t in topics if t["domain"] == domain):
+            got = 0
+            for rnd in range(s.max_attempts + math.ceil(s.instructions_per_topic / PER_CALL)):
+                if got >= s.instructions_per_topic:
+                    break
+                rng = random.Random(call_seed(s.seed, "mix", topic["id"], rnd))
+                mine = pool.get(domain, [])
+                examples = [d.seed or seeds.examples[0].instruction, seeds.examples[rnd % 3].instruction]
+                examples += rng.sample(mine, min(2, len(mine)))
+                prompt = render("instructions", description=d.description, topic=topic["text"],
+                                examples=numbered(examples), n=PER_CALL)  # fmt: skip
+                items = _ask_list(ctx, prompt, ("inst", topic["id"], rnd), f"instructions/{domain}")
+                for j, text in enumerate(items):
+                    if got >= s.instructions_per_topic:
+                        break
+                    if add(text, "harmful", domain, topic, "model", (topic["id"], rnd, j)):
+                        pool.setdefault(domain, []).append(text)
+                        got += 1
+                        n_harmful += 1
+
+    target = round(s.benign_share * n_harmful)
+    n_benign = 0
+    for text in seeds.benign:
+        if n_benign < target and add(text, "benign", "benign", None, "seed", ("benign_seed", text)):
+            n_benign += 1
+    generated: list[str] = []
+    for rnd in range(s.max_attempts + 2 * math.ceil(target / PER_CALL)):
+        if n_benign >= target:
+            break
+        rng = random.Random(call_seed(s.seed, "benign-mix", rnd))
+        examples = rng.sample(seeds.benign, 3) + rng.sample(generated, min(1, len(generated)))
+        prompt = render("benign", examples=numbered(examples), n=PER_CALL)
+        for j, text in enumerate(_ask_list(ctx, prompt, ("benign", rnd), "instructions/benign")):
+            if n_benign >= target:
+                break
+            if add(text, "benign", "benign", None, "model", ("benign", rnd, j)):
+                generated.append(text)
+                n_benign += 1
+
+
+def constraint_reason(text: str) -> str | None:
+    words = text.split()
+    if len(words) < 3:
+        return "too_short"
+    if len(words) > 30:
+        return "too_long"
+    if not text[0].isalpha():
+        return "junk_prefix"
+    if re.match(r"(i'm sorry|i am sorry|sorry|i cannot|i can't|as an ai)", text, re.I):
+        return "generator_refused"
+    return None
+
+
+def run_constraints(ctx: Ctx) -> None:
+    """Per domain, the seed constraints plus up to constraints_per_domain generated ones per polarity."""
+    s, seeds = ctx.s, ctx.seeds
+    lines = ["# Constraints per domain (seeds + model-generated)", ""]
+    for domain in s.domains:
+        d = seeds.domain(domain)
+        lines += [f"## {domain}: {d.description}", ""]
+        for pol, base in (("pos", seeds.pos_constraints), ("neg", seeds.neg_constraints)):
+            dd = RougeDeduper(s.rouge_threshold)
+            kept = []
+            for c in base:
+                dd.add(c)
+                kept.append(c)
+                ctx.record("constraints", {"id": stable_id("con", domain, pol, c), "parent": domain, "domain": domain,
+                                           "polarity": pol, "text": c, "source": "seed"})  # fmt: skip
+            got = 0
+            for rnd in range(s.max_attempts + math.ceil(s.constraints_per_domain / PER_CALL)):
+                if got >= s.constraints_per_domain:
+                    break
+                prompt = render(
+                    f"constraints_{pol}", description=d.description, examples=numbered(base), n=PER_CALL
+                )
+                for j, c in enumerate(
+                    _ask_list(ctx, prompt, ("con", domain, pol, rnd), f"constraints/{domain}")
+                ):
+                    if got >= s.constraints_per_domain:
+                        break
+                    reason = constraint_reason(c) or (None if dd.add(c) else "rouge_dup")
+                    if reason:
+                        _reject(ctx, "constraints", reason, c, domain, (domain, pol, rnd, j))
+                        continue
+                    kept.append(c)
+                    got += 1
+                    ctx.record("constraints", {"id": stable_id("con", domain, pol, c), "parent": domain,
+                                               "domain": domain, "polarity": pol, "text": c, "source": "model"})  # fmt: skip
+            lines.append("Positive (a safe answer):" if pol == "pos" else "Negative (a toxic answer):")
+            lines += [f"- {c}" for c in kept] + [""]
+    atomic_write_text(ctx.data_dir / "constraints.md", "\n".join(lines))

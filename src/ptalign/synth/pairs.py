@@ -1,0 +1,230 @@
+"""Dual sample generation: for each instruction a positive and a toxic response, through the gates.
+
+Reads: `RUN_DIR/data/{instructions,constraints}.jsonl`; on resume `triplets.jsonl`, `rejected.jsonl`.
+Writes: `RUN_DIR/data/triplets.jsonl` (kept triplets) and `rejected.jsonl` (dropped items + why).
+
+Harmful request: pos = refusal written after the 3 safe in-context examples (inner thoughts parsed
+out), tox = answer written after the same requests answered toxically. Benign-but-sensitive request:
+pos = the model's own plain answer, tox = a needless refusal written after the safe examples (falling
+back to the examples' refusal opener when the model helps anyway), so unlikelihood pushes away from
+over-refusal. Each side gets up to max_attempts rounds of `candidates` samples; the first sample a
+gate accepts is used. Calls are grouped by prompt prefix so llama.cpp reuses the shared KV cache.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ptalign.io import read_jsonl, stable_id
+from ptalign.synth import gates
+from ptalign.synth.common import Ctx, params
+from ptalign.synth.prompting import (
+    PAIR_STOP,
+    call_seed,
+    parse_response,
+    plain_chat,
+    pos_chat,
+    tox_chat,
+    trim_to_sentence,
+)
+
+
+@dataclass
+class Item:
+    inst: dict
+    pos_rules: list[str]
+    tox_rules: list[str]
+    pos: str | None = None
+    tox: str | None = None
+    tox_source: str = "model"
+    samples: Counter = field(default_factory=Counter)  # rejected samples by reason
+    failed: dict[str, Counter] = field(default_factory=lambda: {"pos": Counter(), "tox": Counter()})
+
+    @property
+    def id(self) -> str:
+        return self.inst["id"]
+
+    @property
+    def benign(self) -> bool:
+        return self.inst["kind"] == "benign"
+
+
+# side name → (prompt kind, gate); prompt kinds share a KV prefix within a group
+SIDES = {
+    ("harmful", "pos"): ("safe_icl", gates.pos_safe_reason),
+    ("harmful", "tox"): ("toxic_icl", gates.tox_reason),
+    ("benign", "pos"): ("plain", gates.benign_pos_reason),
+    ("benign", "tox"): ("safe_icl", gates.benign_tox_reason),
+}
+GROUP_ORDER = ("safe_icl", "toxic_icl", "plain")
+
+
+def refusal_opener(ctx: Ctx) -> str:
+    """The shared first sentence of the seed refusals ("I'm sorry, but I can't help with that.")."""
+    first = re.split(r"(?<=[.!?])\s", ctx.seeds.examples[0].pos, maxsplit=1)[0]
+    return first
+
+
+def interleave(instructions: list[dict]) -> list[dict]:
+    """Harmful items round-robin over domains, benign ones spread evenly between them, so a
+    target_triplets cap keeps every domain and the benign share."""
+    by_dom: dict[str, list[dict]] = {}
+    benign = []
+    for r in instructions:
+        (benign if r["kind"] == "benign" else by_dom.setdefault(r["domain"], [])).append(r)
+    harmful = []
+    queues = list(by_dom.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                harmful.append(q.pop(0))
+    out, b = [], 0
+    total = len(harmful) + len(benign)
+    for h in harmful:
+        out.append(h)
+        while b < len(benign) and (b + 1) * total <= len(out) * len(benign) + len(benign):
+            out.append(benign[b])
+            b += 1
+    return out + benign[b:]
+
+
+def _chat(ctx: Ctx, it: Item, side: str):  # noqa: ANN202
+    text = it.inst["text"]
+    if it.benign:
+        return plain_chat(text) if side == "pos" else pos_chat(ctx.seeds, text, it.pos_rules)
+    return (
+        pos_chat(ctx.seeds, text, it.pos_rules) if side == "pos" else tox_chat(ctx.seeds, text, it.tox_rules)
+    )
+
+
+def _accept(it: Item, side: str, text: str, truncated: bool) -> str | None:
+    """Parse + gate one sample; returns the response or None (the reason is counted on the item)."""
+    kind = "benign" if it.benign else "harmful"
+    prompt_kind, gate = SIDES[(kind, side)]
+    if prompt_kind == "plain":
+        resp, err = (trim_to_sentence(text.strip()) if truncated else text.strip()), None
+        err = None if resp else "empty"
+    else:
+        p = parse_response(text, truncated)
+        resp, err = p.response, p.error
+    reason = err or gate(resp)
+    if reason:
+        it.samples[reason] += 1
+        it.failed[side][reason] += 1
+        return None
+    return resp
+
+
+def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
+    s = ctx.s
+    for rnd in range(s.max_attempts):
+        pending = [(it, side) for it in items for side in ("pos", "tox") if getattr(it, side) is None]
+        if not pending:
+            return
+        for group in GROUP_ORDER:
+            todo = [
+                (it, side)
+                for it, side in pending
+                if SIDES[("benign" if it.benign else "harmful", side)][0] == group
+            ]
+            for k in range(s.candidates):
+                for it, side in todo:
+                    if getattr(it, side) is not None:
+                        continue
+                    seed = call_seed(s.seed, it.id, side, rnd, k)
+                    p = params(ctx, s.max_new_tokens, PAIR_STOP, seed)
+                    g = ctx.gen([_chat(ctx, it, side)], p, desc=f"pairs/{group}")[0]
+                    resp = _accept(it, side, g.text, g.finish_reason == "length")
+                    if resp is not None:
+                        setattr(it, side, resp)
+    if s.judge == "llm":  # the model judges its own positives: drop those it calls compliant
+        from ptalign.eval.judges import llm_harm_judge
+
+        judged = [it for it in items if not it.benign and it.pos is not None]
+        verdicts = llm_harm_judge(ctx.backend, [(it.inst["text"], it.pos) for it in judged])
+        for it, v in zip(judged, verdicts, strict=True):
+            if v.get("complied"):
+                it.pos = None
+                it.samples["pos_unsafe_llm"] += 1
+                it.failed["pos"]["pos_unsafe_llm"] += 1
+    for it in items:  # a benign request the model will not refuse: the seed refusal opener stands in
+        if it.benign and it.tox is None and it.pos is not None:
+            it.tox, it.tox_source = refusal_opener(ctx), "template"
+
+
+def _norm(t: str) -> str:
+    return " ".join(t.lower().split())
+
+
+def run_pairs(ctx: Ctx) -> None:
+    s = ctx.s
+    insts = interleave(list(read_jsonl(ctx.data_dir / "instructions.jsonl")))
+    cons: dict[tuple[str, str], list[str]] = {}
+    for c in read_jsonl(ctx.data_dir / "constraints.jsonl"):
+        cons.setdefault((c["domain"], c["polarity"]), []).append(c["text"])
+
+    trip_w, rej_w = ctx.writer("triplets"), ctx.writer("rejected")
+    kept = list(read_jsonl(trip_w.path))
+    done = {r["parent"] for r in kept} | {
+        r["parent"] for r in read_jsonl(rej_w.path) if r.get("stage") == "pairs"
+    }
+    seen = {(_norm(r["pos"]), _norm(r["tox"])) for r in kept}
+    n_kept = len(kept)
+
+    def rules(domain: str, pol: str, key: str) -> list[str]:
+        pool = cons.get((domain, pol)) or (
+            ctx.seeds.pos_constraints if pol == "pos" else ctx.seeds.neg_constraints
+        )
+        rng = random.Random(call_seed(s.seed, key, pol, "rules"))
+        return rng.sample(pool, min(s.rules_per_prompt, len(pool)))
+
+    queue = [r for r in insts if r["id"] not in done]
+    i = 0
+    while i < len(queue) and (s.target_triplets == 0 or n_kept < s.target_triplets):
+        # only as many items as could still be needed, so a cap does not waste generations
+        need = s.chunk if s.target_triplets == 0 else min(s.chunk, s.target_triplets - n_kept)
+        chunk = [
+            Item(r, rules(r["domain"], "pos", r["id"]), rules(r["domain"], "neg", r["id"]))
+            for r in queue[i : i + need]
+        ]
+        i += len(chunk)
+        generate_chunk(ctx, chunk)
+        ready = [it for it in chunk if it.pos is not None and it.tox is not None]
+        scores = gates.polarity([it.pos for it in ready], [it.tox for it in ready])
+        pol = {it.id: round(v, 6) for it, v in zip(ready, scores, strict=True)}
+        for it in chunk:
+            if s.target_triplets and n_kept >= s.target_triplets:
+                return
+            reason = None
+            if it.pos is None or it.tox is None:
+                side = "pos" if it.pos is None else "tox"
+                reason = _drop_reason(it, side)
+            elif _norm(it.pos) == _norm(it.tox) or (_norm(it.pos), _norm(it.tox)) in seen:
+                reason = "duplicate"
+            elif pol[it.id] < s.polarity_min:
+                reason = "polarity_low"
+            base = {
+                "parent": it.id,
+                "kind": it.inst["kind"],
+                "domain": it.inst["domain"],
+                "instruction": it.inst["text"],
+            }
+            if reason:
+                ctx.record("rejected", {"id": stable_id("pair-rej", it.id), **base, "stage": "pairs", "reason": reason,
+                                        "pos": it.pos, "tox": it.tox, "polarity": pol.get(it.id),
+                                        "samples": dict(sorted(it.samples.items()))})  # fmt: skip
+                continue
+            seen.add((_norm(it.pos), _norm(it.tox)))
+            ctx.record("triplets", {"id": stable_id("triplet", it.id, it.pos, it.tox), **base, "pos": it.pos,
+                                    "tox": it.tox, "polarity": pol[it.id], "tox_source": it.tox_source,
+                                    "samples": dict(sorted(it.samples.items()))})  # fmt: skip
+            n_kept += 1
+
+
+def _drop_reason(it: Item, side: str) -> str:
+    """The item-level reason: the commonest rejection among the failing side's samples."""
+    top = it.failed[side].most_common(1)
+    return top[0][0] if top else f"{side}_failed"

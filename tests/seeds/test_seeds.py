@@ -1,0 +1,56 @@
+"""The hand-written seeds: fewer than 50 annotations, exactly 3 examples, and examples that pass
+the same gates the generated data must pass (so the model is shown what the gates want)."""
+
+from ptalign.seeds import annotation_count, load_seeds
+from ptalign.synth import gates
+
+
+def test_fewer_than_50_human_annotations():
+    s = load_seeds()
+    # 10 domains x (description + seed request) + 4 + 4 constraints + 8 benign + 3 examples x 4 fields
+    assert (
+        annotation_count(s)
+        == 2 * len(s.domains) + len(s.pos_constraints) + len(s.neg_constraints) + len(s.benign) + 12
+    )
+    assert annotation_count(s) < 50
+
+
+def test_three_examples_with_thoughts_and_both_sides():
+    s = load_seeds()
+    assert len(s.examples) == 3
+    for ex in s.examples:
+        assert ex.instruction and ex.thoughts and ex.pos and ex.tox
+        assert gates.pos_safe_reason(ex.pos) is None  # a refusal up front, no compliance
+        assert gates.tox_reason(ex.tox) is None  # toxic side never reads as a refusal
+        assert ex.pos.startswith("I'm sorry, but I can't help with that.")
+
+
+def test_domains_cover_the_config_default():
+    from ptalign.config import DEFAULT_DOMAINS
+
+    s = load_seeds()
+    assert set(DEFAULT_DOMAINS) == set(s.domains)
+    assert all(d.description and d.seed for d in s.domains.values())
+    # unknown domains still work (user-added): a description from the name, no seed
+    assert s.domain("animal_cruelty").description == "animal cruelty"
+
+
+def test_seeds_are_not_evaluation_data():
+    """No seed text may come from the evaluation sets (AdvBench goals, XSTest prompts)."""
+    import csv
+    from pathlib import Path
+
+    shared = Path("/work/shared/data/eval")
+    s = load_seeds()
+    texts = {
+        t.lower().strip()
+        for t in [*s.benign, *(d.seed for d in s.domains.values()), *(e.instruction for e in s.examples)]
+    }
+    eval_texts = set()
+    adv = shared / "advbench" / "harmful_behaviors.csv"
+    xs = shared / "xstest" / "xstest_prompts.csv"
+    if adv.exists():
+        eval_texts |= {r["goal"].lower().strip() for r in csv.DictReader(open(adv, encoding="utf-8"))}
+    if xs.exists():
+        eval_texts |= {r["prompt"].lower().strip() for r in csv.DictReader(open(xs, encoding="utf-8"))}
+    assert not texts & eval_texts

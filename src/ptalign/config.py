@@ -139,7 +139,8 @@ class TrainConfig:
     bf16: bool = False  # on GPUs that support it
     save_steps: int = 0  # 0 = checkpoint each epoch
     logging_steps: int = 1
-    tensorboard: bool = False
+    tensorboard: bool = False  # also log to OUT/train/tb (needs the tensorboard package)
+    dpo_beta: float = 0.1  # method=dpo: KL strength of the DPO baseline (TRL's default)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -156,6 +157,8 @@ class TrainConfig:
         _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "in [0, 1)")
         _check(self.save_steps >= 0, "train.save_steps", self.save_steps, ">= 0")
         _check(self.logging_steps >= 1, "train.logging_steps", self.logging_steps, ">= 1")
+        _check(self.dpo_beta > 0, "train.dpo_beta", self.dpo_beta, "> 0 (TRL default 0.1)")
+        _check(bool(self.lora_targets.strip()), "train.lora_targets", self.lora_targets, "'all-linear' or comma-separated module names")
 
 
 @dataclass

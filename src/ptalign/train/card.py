@@ -1,0 +1,96 @@
+"""Model card (README.md) for a trained adapter: base model, data, objective, steps, eval when present.
+
+Reads: the training info dict, OUT/eval/comparison.json if an evaluation has run.
+Writes: ADAPTER/README.md (replacing peft's placeholder card).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ptalign.io import atomic_write_text
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) -> str:
+    t = info.get("train", {})
+    stats = info.get("data_stats", {})
+    method = info.get("method", "ptalign")
+    if method == "dpo":
+        objective = "DPO baseline (TRL DPOTrainer, reference = base model with the adapter disabled)."
+    else:
+        mask = (
+            "from the first token where it differs from the positive response"
+            if t.get("fine_grained", True)
+            else "on every toxic token"
+        )
+        objective = (
+            f"MLE on the positive response + λ = {t.get('lam')} × unlikelihood −log(1 − p) on the toxic "
+            f"response, {mask} (PT-ALIGN, arXiv 2502.08657)."
+        )
+    lora = (
+        f"LoRA r={t.get('lora_r')}, α={t.get('lora_alpha')}, targets {t.get('lora_targets')}"
+        if t.get("lora_r")
+        else "full fine-tuning"
+    )
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {info.get('base_model')}",
+        "tags: [ptalign, safety-alignment, lora]",
+        "---",
+        "",
+        "# PT-ALIGN safety adapter",
+        "",
+        "Made with [ptalign](https://arxiv.org/abs/2502.08657): the base model generated its own safety "
+        "data (positive and toxic responses to harmful and benign-but-sensitive instructions) and was "
+        "tuned on it.",
+        "",
+        "## Training",
+        f"- Base model: `{info.get('base_model')}` ({info.get('model_dtype')})",
+        f"- Objective: {objective}",
+        f"- Adapter: {lora}; lr {t.get('lr')}, {t.get('epochs')} epochs, batch {t.get('batch_size')} × accumulation {t.get('grad_accum')}, max_length {t.get('max_length')}",
+        f"- Optimizer steps: {info.get('steps')}; training time {info.get('train_seconds')} s",
+        "",
+        "## Data",
+        f"- Triplets: {stats.get('triplets')} (tokens {stats.get('tokens')}); truncated {stats.get('truncated')}, "
+        f"toxic side lost to truncation {stats.get('tox_lost')}, no unlikelihood term (toxic = prefix of positive) {stats.get('no_ul')}",
+    ]
+    if stats.get("kinds"):
+        lines.append("- Kinds: " + ", ".join(f"{k} {v}" for k, v in stats["kinds"].items()))
+    if stats.get("domains"):
+        lines.append("- Domains: " + ", ".join(f"{k} {v}" for k, v in stats["domains"].items()))
+    final = info.get("final") or {}
+    if final:
+        lines += ["", "## Last logged training metrics", ""]
+        lines += [f"- `{k}`: {_fmt(v)}" for k, v in final.items() if k.startswith("train/")]
+    lines += ["", "## Evaluation", ""]
+    if comparison:
+        lines += ["```json", json.dumps(comparison, indent=2)[:4000], "```"]
+    else:
+        lines.append("Not evaluated yet: run `ptalign eval` (the run's report shows the comparison).")
+    lines += [
+        "",
+        "## Intended use and hazards",
+        "Safety-alignment research. The training data contains model-generated harmful text by design; "
+        "it is not distributed with this adapter.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(adapter: Path, info: dict[str, Any], run_dir: Path | None = None) -> Path:
+    comparison = None
+    if run_dir is not None and (Path(run_dir) / "eval" / "comparison.json").is_file():
+        try:
+            comparison = json.loads((Path(run_dir) / "eval" / "comparison.json").read_text())
+        except json.JSONDecodeError:
+            comparison = None
+    path = Path(adapter) / "README.md"
+    atomic_write_text(path, render_card(info, comparison))
+    return path

@@ -1,0 +1,232 @@
+"""Triplets → token ids → batches, in two layouts that give the same loss.
+
+Tokenisation. The prompt is the tokenizer's chat template with the instruction as the user turn and
+the generation prompt added; each response is tokenised on its own from the start of the assistant
+turn (so equal text prefixes give equal token prefixes, which the fine-grained mask relies on). The
+positive response ends with the end-of-turn token (eos) so the model learns to stop; the toxic one
+does not (nothing after the toxic text is worth pushing down).
+
+Truncation rule (max_length = L tokens per side, a side being prompt + one response):
+  1. If the prompt plus the longer response fits, nothing is cut.
+  2. Otherwise the prompt keeps its last max(L // 2, L - longer response) tokens (cut from the left:
+     the end of the question and the assistant header matter most), never more than it has.
+  3. Each response is cut from the right to L - prompt tokens.
+  4. If the toxic side had unlikelihood tokens before the cut and step 3 removed all of them (a long
+     shared opening), the prompt is cut further from the left, down to MIN_PROMPT tokens, so that up
+     to MIN_UL of them fit again. Only when even that cannot keep one does the triplet lose its UT
+     term; such triplets are counted (`tox_lost`), reported by `encode_all` and logged, never dropped
+     silently.
+
+Layouts (`packed` flag of the collator):
+  - packed (prefix sharing): one row per triplet, [prompt | pos | tox], position ids restarting at
+    len(prompt) for tox, and a (T, T) block mask: causal, except that tox tokens do not see pos
+    tokens. The last prompt token's state predicts both pos[0] and tox[0].
+  - plain: two rows per triplet, [prompt | pos] and [prompt | tox], a 2-D padding mask.
+Both produce the same flat list of targets (row, column whose state predicts the token, token id,
+is_pos, is_tox, ul_mask), in the same order (per triplet: pos tokens, then tox tokens), so the loss
+code is identical for both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ptalign.io import DataError
+from ptalign.train.mask import ul_mask
+
+log = logging.getLogger(__name__)
+
+MIN_PROMPT = 4  # tokens of the prompt always kept (at least the assistant header)
+MIN_UL = 8  # toxic UT tokens that rule 4 tries to keep
+
+
+@dataclass
+class Example:
+    """One tokenised triplet."""
+
+    id: str
+    prompt: list[int]
+    pos: list[int]  # positive response + eos
+    tox: list[int]  # toxic response
+    ul: list[bool]  # per tox token: gets unlikelihood
+    truncated: bool = False
+    tox_lost: bool = False  # had UT tokens before truncation, none after
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the triplet counted once: prompt + pos + tox (the throughput unit in bench/)."""
+        return len(self.prompt) + len(self.pos) + len(self.tox)
+
+
+def prompt_ids(tokenizer: Any, instruction: str) -> list[int]:
+    """Chat-formatted user turn + generation prompt (falls back to plain text without a template)."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+    return tokenizer(instruction + "\n", add_special_tokens=True)["input_ids"]
+
+
+def response_ids(tokenizer: Any, text: str, eos: bool) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if eos and tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    return ids
+
+
+def truncate(
+    prompt: list[int], pos: list[int], tox: list[int], ul: list[bool], max_length: int
+) -> tuple[list[int], list[int], list[int], list[bool], bool, bool]:
+    """Apply the module's truncation rule; returns (prompt, pos, tox, ul, truncated, tox_lost)."""
+    L = max_length
+    longer = max(len(pos), len(tox))
+    if len(prompt) + longer <= L:
+        return prompt, pos, tox, ul, False, False
+    keep = min(len(prompt), max(L // 2, L - longer))
+    had_ul = any(ul)
+    m = ul.index(True) if had_ul else len(tox)
+    if had_ul and m >= L - keep:  # rule 4: the cut would remove every UT token
+        keep = max(MIN_PROMPT, min(keep, L - m - min(MIN_UL, len(tox) - m)))
+    keep = min(keep, len(prompt))
+    prompt = prompt[len(prompt) - keep :]
+    budget = L - len(prompt)
+    tox_c, ul_c = tox[:budget], ul[:budget]
+    lost = had_ul and not any(ul_c)
+    return prompt, pos[:budget], tox_c, ul_c, True, lost
+
+
+def encode(tokenizer: Any, rec: dict[str, Any], max_length: int, fine_grained: bool = True) -> Example:
+    """Tokenise one triplet record (keys id, instruction, pos, tox) and apply the truncation rule."""
+    p = prompt_ids(tokenizer, rec["instruction"])
+    pos = response_ids(tokenizer, rec["pos"], eos=True)
+    tox = response_ids(tokenizer, rec["tox"], eos=False)
+    # mask on the responses without eos: a tox that is a text prefix of pos must get no UT
+    ul = ul_mask(pos[:-1] if pos and pos[-1] == tokenizer.eos_token_id else pos, tox, fine_grained).tolist()
+    p, pos, tox, ul, cut, lost = truncate(p, pos, tox, ul, max_length)
+    return Example(str(rec["id"]), p, pos, tox, ul, cut, lost)
+
+
+def encode_all(
+    tokenizer: Any,
+    records: Iterable[dict[str, Any]],
+    max_length: int,
+    fine_grained: bool = True,
+    source: str = "triplets",
+) -> tuple[list[Example], dict[str, Any]]:
+    """Validate and tokenise records; returns (examples, stats) and logs truncation counts."""
+    examples = []
+    kinds: dict[str, int] = {}
+    domains: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        missing = [
+            k
+            for k in ("id", "instruction", "pos", "tox")
+            if not isinstance(rec.get(k), str) or (k != "tox" and not rec.get(k))
+        ]
+        if missing:
+            raise DataError(
+                f"{source}: record {i + 1} lacks a non-empty string {', '.join(missing)}; regenerate with `ptalign synth`"
+            )
+        examples.append(encode(tokenizer, rec, max_length, fine_grained))
+        for d, k in ((kinds, "kind"), (domains, "domain")):
+            if rec.get(k):
+                d[str(rec[k])] = d.get(str(rec[k]), 0) + 1
+    if not examples:
+        raise DataError(f"{source}: no triplets to train on; run `ptalign synth` first or pass --data FILE")
+    n_tox = sum(len(e.tox) for e in examples)
+    stats = {
+        "triplets": len(examples),
+        "truncated": sum(e.truncated for e in examples),
+        "tox_lost": sum(e.tox_lost for e in examples),
+        "no_ul": sum(not any(e.ul) for e in examples),  # tox identical to / prefix of pos, or lost
+        "tokens": sum(e.n_tokens for e in examples),
+        "tox_masked_frac": sum(sum(e.ul) for e in examples) / n_tox if n_tox else 0.0,
+        "kinds": dict(sorted(kinds.items())),
+        "domains": dict(sorted(domains.items())),
+    }
+    if stats["truncated"]:
+        log.warning(
+            "%d of %d triplets cut to train.max_length=%d; %d lost their whole unlikelihood term "
+            "(raise train.max_length to keep them)",
+            stats["truncated"],
+            len(examples),
+            max_length,
+            stats["tox_lost"],
+        )
+    return examples, stats
+
+
+def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    T = max((len(s) for s in seqs), default=0)
+    return torch.tensor([s + [value] * (T - len(s)) for s in seqs], dtype=torch.long)
+
+
+class TripletCollator:
+    """list[Example] → batch dict of tensors (see the module docstring for the two layouts).
+
+    Keys: input_ids (R, T), position_ids (R, T), attention_mask ((R, T, T) bool block mask when
+    packed, (R, T) 0/1 when plain), tgt_row / tgt_col / tgt_ids (N,) long, is_pos / is_tox / ul_mask
+    (N,) bool, n_tokens () long = prompt + pos + tox tokens of the triplets.
+    """
+
+    def __init__(self, pad_id: int, packed: bool = True):
+        self.pad_id = pad_id
+        self.packed = packed
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        rows, pos_ids, masks = [], [], []
+        row, col, tgt, kind, ulm = [], [], [], [], []
+        for e in examples:
+            P, Lp, Lt = len(e.prompt), len(e.pos), len(e.tox)
+            if self.packed:
+                r = len(rows)
+                rows.append(e.prompt + e.pos + e.tox)
+                pos_ids.append(list(range(P + Lp)) + list(range(P, P + Lt)))
+                masks.append((P, Lp, Lt))
+                pos_cols = [P - 1 + i for i in range(Lp)]
+                tox_cols = [P - 1 if j == 0 else P + Lp + j - 1 for j in range(Lt)]
+                pos_row = tox_row = r
+            else:
+                pos_row, tox_row = len(rows), len(rows) + 1
+                rows += [e.prompt + e.pos, e.prompt + e.tox]
+                pos_ids += [list(range(P + Lp)), list(range(P + Lt))]
+                pos_cols = [P - 1 + i for i in range(Lp)]
+                tox_cols = [P - 1 + j for j in range(Lt)]
+            row += [pos_row] * Lp + [tox_row] * Lt
+            col += pos_cols + tox_cols
+            tgt += e.pos + e.tox
+            kind += [1] * Lp + [2] * Lt
+            ulm += [False] * Lp + list(e.ul)
+        input_ids = _pad(rows, self.pad_id)
+        R, T = input_ids.shape
+        lengths = torch.tensor([len(r) for r in rows])
+        if self.packed:
+            attn = torch.ones(T, T, dtype=torch.bool).tril().expand(R, T, T).clone()
+            for b, (P, Lp, Lt) in enumerate(masks):
+                attn[b, P + Lp : P + Lp + Lt, P : P + Lp] = False  # tox never sees pos
+                pad = torch.arange(P + Lp + Lt, T)
+                attn[b, pad, :] = False
+                attn[b, pad, pad] = True  # pads see themselves only: no all-masked softmax row
+        else:
+            attn = (torch.arange(T)[None, :] < lengths[:, None]).long()
+        kind_t = torch.tensor(kind, dtype=torch.long)
+        return {
+            "input_ids": input_ids,
+            "position_ids": _pad(pos_ids, 0),
+            "attention_mask": attn,
+            "tgt_row": torch.tensor(row, dtype=torch.long),
+            "tgt_col": torch.tensor(col, dtype=torch.long),
+            "tgt_ids": torch.tensor(tgt, dtype=torch.long),
+            "is_pos": kind_t == 1,
+            "is_tox": kind_t == 2,
+            "ul_mask": torch.tensor(ulm, dtype=torch.bool),
+            "n_tokens": torch.tensor(sum(e.n_tokens for e in examples)),
+        }

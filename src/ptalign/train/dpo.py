@@ -1,0 +1,151 @@
+"""DPO baseline on the same triplets: TRL's DPOTrainer, chosen = pos, rejected = tox, LoRA through
+peft, reference = the base model with the adapter disabled (TRL does this when given a peft_config).
+
+Reads: triplets JSONL (id, instruction, pos, tox) and the base model.
+Writes: OUT/adapter/ (PEFT adapter, tokenizer, README.md, ptalign_train.json), OUT/train/metrics.jsonl
+        (train/loss and train/dpo_* keys), OUT/train/checkpoints/, OUT/train/summary.json.
+
+Needs the optional extra `pip install ptalign[baselines]` (trl).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ptalign.errors import UserError
+from ptalign.io import read_jsonl
+
+
+class _DpoMetrics(TrainerCallback):
+    """TRL's log keys (loss, rewards/margins, logps/chosen, ...) → train/loss, train/dpo_rewards_margins, ..."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = Path(path)
+        self.resume_step = resume_step
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from ptalign.train.trainer import MetricsJsonl
+
+        MetricsJsonl(self.path, self.resume_step).on_train_begin(args, state, control)
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        rec: dict[str, Any] = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "lr": logs.get("learning_rate"),
+        }
+        rec["train/loss"] = logs["loss"]
+        for k, v in logs.items():
+            if "/" in k and isinstance(v, (int, float)):
+                rec["train/dpo_" + k.replace("/", "_")] = v
+        if "logps/chosen" in logs:
+            rec["train/pos_logprob"] = logs["logps/chosen"]  # summed over the response, not per token
+            rec["train/tox_logprob"] = logs["logps/rejected"]
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def dpo_dataset(records: list[dict[str, Any]]) -> Any:
+    """Triplets → TRL's conversational preference format (the chat template is applied by TRL)."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["instruction"]}],
+                "chosen": [{"role": "assistant", "content": r["pos"]}],
+                "rejected": [{"role": "assistant", "content": r["tox"]}],
+            }
+            for r in records
+        ]
+    )
+
+
+def dpo_config(tcfg: Any, out: Path) -> Any:
+    """DPOConfig with the same optimisation settings as the ptalign trainer (training_kwargs)."""
+    from trl import DPOConfig
+
+    from ptalign.train import training_kwargs
+
+    return DPOConfig(**training_kwargs(tcfg, out), beta=tcfg.dpo_beta, max_length=tcfg.max_length)
+
+
+def run_dpo(cfg: Any, data: Path, out: Path, resume: bool) -> dict:
+    try:
+        from trl import DPOTrainer
+    except ImportError:
+        raise UserError("train.method=dpo needs TRL; run: pip install 'ptalign[baselines]'") from None
+    from peft import LoraConfig
+
+    from ptalign.train import (
+        _check_fresh,
+        _finish,
+        _last_metrics,
+        load_base,
+        set_threads,
+        tensorboard_callbacks,
+    )
+    from ptalign.train.card import write_card
+
+    tcfg = cfg.train
+    if tcfg.lora_r == 0:
+        raise UserError("train.method=dpo uses the adapter-disabled base as reference; set train.lora_r > 0")
+    last = _check_fresh(out, out / "train" / "checkpoints", resume)
+    set_threads()
+    records = list(read_jsonl(data))
+    if not records:
+        raise UserError(f"{data}: no triplets to train on; run `ptalign synth` first or pass --data FILE")
+    model, tok = load_base(cfg)
+    targets: Any = (
+        tcfg.lora_targets
+        if tcfg.lora_targets == "all-linear"
+        else [t.strip() for t in tcfg.lora_targets.split(",")]
+    )
+    peft_cfg = LoraConfig(
+        r=tcfg.lora_r,
+        lora_alpha=tcfg.lora_alpha,
+        lora_dropout=tcfg.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    resume_step = json.loads((last / "trainer_state.json").read_text())["global_step"] if last else None
+    trainer = DPOTrainer(
+        model=model,
+        args=dpo_config(tcfg, out),
+        train_dataset=dpo_dataset(records),
+        processing_class=tok,
+        peft_config=peft_cfg,
+        callbacks=[
+            _DpoMetrics(out / "train" / "metrics.jsonl", resume_step),
+            *tensorboard_callbacks(tcfg, out),
+        ],
+    )
+    t1 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    kinds: dict[str, int] = {}
+    for r in records:
+        kinds[str(r.get("kind", "?"))] = kinds.get(str(r.get("kind", "?")), 0) + 1
+    summary: dict[str, Any] = {
+        "method": "dpo",
+        "steps": trainer.state.global_step,
+        "epochs": tcfg.epochs,
+        "beta": tcfg.dpo_beta,
+        "data": str(data),
+        "data_stats": {"triplets": len(records), "kinds": kinds},
+        "train_seconds": round(time.time() - t1, 1),
+        "resumed_from_step": resume_step,
+        "final": _last_metrics(out / "train" / "metrics.jsonl"),
+        "train_loss": result.training_loss,
+    }
+    if trainer.is_world_process_zero():
+        _finish(cfg, trainer.model, tok, out, summary, write_card)
+    return summary

@@ -1,0 +1,178 @@
+"""A thin transformers `Trainer` subclass: `compute_loss` turns a collated batch into per-target
+log-probs and hands them to `loss.ptalign_loss`; `log` averages the recorded metrics.
+
+Precision, LoRA, devices and DDP/FSDP/DeepSpeed stay with TrainingArguments, peft and accelerate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from ptalign.train.loss import ptalign_loss, token_logprobs, token_logprobs_chunked
+
+LOSS_CHUNK = 1024  # target tokens per logits block in the chunked loss: 1024 × V fp32 ≈ 200 MB at V = 49k
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside DDP / PEFT wrappers (for its decoder and output head)."""
+    while hasattr(model, "module"):  # DDP, DeepSpeed engine
+        model = model.module
+    if hasattr(model, "get_base_model"):  # PeftModel
+        model = model.get_base_model()
+    return model
+
+
+def additive_mask(block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(R, T, T) bool (True = may attend) → (R, 1, T, T) additive float mask in the model's dtype.
+
+    transformers uses a 4-D mask as given (eager adds it to the scores; SDPA takes it as attn_mask);
+    a large negative rather than -inf keeps a fully masked row finite.
+    """
+    m = torch.zeros(block.shape, dtype=dtype, device=block.device)
+    m.masked_fill_(~block, torch.finfo(dtype).min)
+    return m[:, None]
+
+
+class _Capture:
+    """Forward hook that keeps the decoder's last hidden state (the input of the output head)."""
+
+    def __init__(self) -> None:
+        self.hidden: torch.Tensor | None = None
+
+    def __call__(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self.hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+
+def target_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunked: bool = True, chunk: int = LOSS_CHUNK
+) -> torch.Tensor:
+    """log p of every target token of a collated batch.  Returns (N,) fp32, N = len(batch['tgt_ids']).
+
+    chunked=True runs the forward through `model` (so DDP/FSDP hooks fire) but asks it for the
+    logits of one position only, takes the decoder's hidden states through a hook, gathers the
+    target positions and applies the output head in chunks: no (R, T, V) tensor exists.
+    chunked=False is the reference path: full logits, then gather.
+    """
+    base = _base(model)
+    am = batch["attention_mask"]
+    if am.dim() == 3:  # packed rows: block mask
+        am = additive_mask(am, next(base.parameters()).dtype)
+    kw = dict(
+        input_ids=batch["input_ids"], attention_mask=am, position_ids=batch["position_ids"], use_cache=False
+    )
+    rows, cols, tgt = batch["tgt_row"], batch["tgt_col"], batch["tgt_ids"]
+    if not chunked:
+        logits = model(**kw).logits  # (R, T, V)
+        return token_logprobs(logits[rows, cols], tgt)
+    cap = _Capture()
+    handle = base.get_decoder().register_forward_hook(cap)
+    try:
+        model(**kw, logits_to_keep=1)
+    finally:
+        handle.remove()
+    hidden = cap.hidden[rows, cols]  # (N, H)
+    return token_logprobs_chunked(hidden, base.get_output_embeddings(), tgt, chunk)
+
+
+_SUM_KEYS = ("train/mle_loss", "train/ul_loss", "train/loss")
+
+
+class DualTrainer(Trainer):
+    """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py`; logs train/* averages."""
+
+    def __init__(self, *args: Any, lam: float = 0.4, chunked: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lam = lam
+        self.chunked = chunked
+        self.tokens_seen = 0
+        self._acc = torch.zeros(9, dtype=torch.float64)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        logp = target_logprobs(model, inputs, self.chunked)
+        loss, m = ptalign_loss(logp, inputs["is_pos"], inputs["is_tox"], inputs["ul_mask"], self.lam)
+        lp = logp.detach().double().cpu()
+        is_pos, is_tox = inputs["is_pos"].cpu(), inputs["is_tox"].cpu()
+        # sums over micro-batches: losses per micro-batch; log-probs and masked share per token
+        self._acc += torch.tensor(
+            [
+                m["train/mle_loss"],
+                m["train/ul_loss"],
+                m["train/loss"],
+                1.0,
+                float(lp[is_pos].sum()),
+                m["n_pos"],
+                float(lp[is_tox].sum()),
+                m["n_tox"],
+                m["n_ul"],
+            ],
+            dtype=torch.float64,
+        )
+        self.tokens_seen += int(inputs["n_tokens"])
+        return (loss, {"logp": logp}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._acc[3] > 0:
+            acc = self._acc.clone()
+            if self.args.world_size > 1:  # average over processes, not just rank 0's shard
+                acc = self.accelerator.reduce(acc.to(self.args.device), reduction="sum").cpu()
+            n = acc[3]
+            logs.update({k: round(float(acc[i] / n), 6) for i, k in enumerate(_SUM_KEYS)})
+            logs["train/pos_logprob"] = round(float(acc[4] / acc[5].clamp(min=1)), 6)
+            logs["train/tox_logprob"] = round(float(acc[6] / acc[7].clamp(min=1)), 6)
+            logs["train/tox_masked_frac"] = round(float(acc[8] / acc[7].clamp(min=1)), 6)
+            self._acc.zero_()
+        super().log(logs, *args, **kwargs)
+
+
+class MetricsJsonl(TrainerCallback):
+    """Appends each training log as one JSON line (train/* keys, step, epoch, lr) on the main process.
+
+    On resume, lines past the checkpoint's step are dropped first, so an interrupted and resumed run
+    leaves the same step sequence as an uninterrupted one.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        self.resume_step = resume_step
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            keep = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.resume_step:
+                        keep.append(line)
+                except json.JSONDecodeError:  # a torn last line from a kill
+                    pass
+            self.path.write_text("".join(k + "\n" for k in keep))
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero or not logs or "train/loss" not in logs:
+            return
+        rec = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "lr": logs.get("learning_rate"),
+        }
+        rec.update({k: v for k, v in logs.items() if k.startswith("train/")})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()

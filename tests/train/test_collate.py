@@ -1,0 +1,129 @@
+"""Tokenisation, the truncation rule and the two batch layouts (packed vs two rows)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from ptalign.io import DataError
+from ptalign.train.collate import MIN_PROMPT, TripletCollator, encode, encode_all, truncate
+from ptalign.train.mask import first_mismatch
+
+
+def test_prompt_is_chat_formatted_and_pos_ends_with_eos(tok, make_records) -> None:
+    e = encode(tok, make_records()[0], max_length=512)
+    assert tok.decode(e.prompt).rstrip().endswith("assistant")
+    assert "How do I get back at a noisy neighbour?" in tok.decode(e.prompt)
+    assert e.pos[-1] == tok.eos_token_id and e.tox[-1] != tok.eos_token_id
+
+
+def test_shared_opening_is_not_masked(tok, make_records, sorry) -> None:
+    e = encode(tok, make_records()[0], max_length=512)
+    m = e.ul.index(True)
+    assert m == first_mismatch(e.pos, e.tox) and m > 5
+    assert tok.decode(e.tox[:m]).startswith(sorry)  # "I'm sorry, but I can't help with that." is shared
+    assert all(e.ul[m:]) and not any(e.ul[:m])
+
+
+def test_identical_and_prefix_tox_get_no_ul(tok, make_records) -> None:
+    recs = make_records()
+    assert not any(encode(tok, recs[3], 512).ul)  # identical
+    assert not any(encode(tok, recs[4], 512).ul)  # prefix of pos
+    assert all(encode(tok, recs[1], 512).ul)  # immediate mismatch
+
+
+def test_truncation_cuts_prompt_from_left_and_responses_from_right() -> None:
+    prompt, pos, tox = list(range(100, 160)), list(range(40)), list(range(50, 90))
+    ul = [True] * 40
+    p, po, t, u, cut, lost = truncate(prompt, pos, tox, ul, max_length=64)
+    assert cut and not lost
+    assert p == prompt[-32:]  # keeps max(64 // 2, 64 - 40) = 32 last prompt tokens
+    assert po == pos[:32] and t == tox[:32] and u == ul[:32]
+
+
+def test_truncation_keeps_some_ul_tokens_after_a_long_shared_opening() -> None:
+    prompt, shared = list(range(100, 140)), list(range(50))
+    pos, tox = shared + [1] * 10, shared + [2] * 10
+    ul = [False] * 50 + [True] * 10
+    p, po, t, u, cut, lost = truncate(prompt, pos, tox, ul, max_length=64)
+    assert cut and not lost and sum(u) == 8  # rule 4: MIN_UL toxic tokens kept
+    assert len(p) + len(t) <= 64 and len(p) >= MIN_PROMPT
+
+
+def test_truncation_that_must_lose_ul_is_counted_and_logged(tok, caplog: pytest.LogCaptureFixture) -> None:
+    long = "word " * 80
+    rec = {"id": "x", "instruction": "Hi", "pos": long + "good end", "tox": long + "bad end"}
+    with caplog.at_level(logging.WARNING):
+        ex, stats = encode_all(tok, [rec], max_length=48)
+    assert ex[0].tox_lost and stats["tox_lost"] == 1 and stats["truncated"] == 1
+    assert "lost their whole unlikelihood term" in caplog.text
+
+
+def test_bad_records_raise_one_line_data_error(tok) -> None:
+    with pytest.raises(DataError, match="record 1 lacks a non-empty string pos"):
+        encode_all(tok, [{"id": "a", "instruction": "q", "pos": "", "tox": "t"}], 64)
+    with pytest.raises(DataError, match="no triplets"):
+        encode_all(tok, [], 64)
+
+
+def _logical_sequences(batch: dict, packed: bool, b: int) -> tuple[list[int], list[int]]:
+    """Rebuild (prompt+pos, prompt+tox) of triplet b from a batch, following the layout's rules."""
+    ids = batch["input_ids"]
+    if not packed:
+        return ids[2 * b].tolist(), ids[2 * b + 1].tolist()
+    row, posn = ids[b].tolist(), batch["position_ids"][b].tolist()
+    restart = next(
+        i for i in range(1, len(posn)) if posn[i] <= posn[i - 1]
+    )  # tox starts where positions restart
+    P = posn[restart]
+    return row[:restart], row[:P] + row[restart:]
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_targets_follow_their_predicting_positions(tok, packed: bool, make_records) -> None:
+    ex, _ = encode_all(tok, make_records()[:3], 512)
+    batch = TripletCollator(tok.pad_token_id, packed=packed)(ex)
+    assert len(batch["tgt_ids"]) == sum(len(e.pos) + len(e.tox) for e in ex)
+    k = 0
+    for b, e in enumerate(ex):
+        P = len(e.prompt)
+        for side, toks in (("pos", e.pos), ("tox", e.tox)):
+            for i, t in enumerate(toks):
+                assert int(batch["tgt_ids"][k]) == t
+                r, c = int(batch["tgt_row"][k]), int(batch["tgt_col"][k])
+                # the predicting position holds the token before t in t's own sequence
+                prev = e.prompt[-1] if i == 0 else toks[i - 1]
+                assert int(batch["input_ids"][r, c]) == prev
+                assert bool(batch["is_pos"][k]) == (side == "pos")
+                k += 1
+        pos_seq, tox_seq = _logical_sequences(batch, packed, b)
+        assert pos_seq[: P + len(e.pos)] == e.prompt + e.pos
+        assert tox_seq[: P + len(e.tox)] == e.prompt + e.tox
+
+
+def test_packed_block_mask_and_positions(tok, make_records) -> None:
+    ex, _ = encode_all(tok, make_records()[:2], 512)
+    batch = TripletCollator(tok.pad_token_id, packed=True)(ex)
+    e = ex[0]
+    P, Lp = len(e.prompt), len(e.pos)
+    m = batch["attention_mask"][0]
+    assert m.shape == (batch["input_ids"].shape[1],) * 2
+    assert m[P + Lp, :P].all() and not m[P + Lp, P : P + Lp].any()  # tox sees the prompt, not pos
+    assert m[P + Lp - 1, : P + Lp].all() and not m[P + Lp - 1, P + Lp :].any()  # pos is causal, sees no tox
+    assert batch["position_ids"][0, P + Lp].item() == P  # tox positions restart after the prompt
+    assert torch.equal(batch["position_ids"][0, : P + Lp], torch.arange(P + Lp))
+
+
+def test_no_leakage_across_the_batch(tok, make_records) -> None:
+    """Changing triplet 2's toxic side leaves triplet 1's targets and masks untouched."""
+    recs = make_records()[:2]
+    col = TripletCollator(tok.pad_token_id, packed=True)
+    a = col(encode_all(tok, recs, 512)[0])
+    recs[1] = {**recs[1], "tox": recs[1]["pos"]}  # now identical: triplet 2 gets no UT
+    b = col(encode_all(tok, recs, 512)[0])
+    n1 = int((a["tgt_row"] == 0).sum())
+    for k in ("tgt_ids", "ul_mask", "is_pos", "is_tox"):
+        assert torch.equal(a[k][:n1], b[k][:n1])
+    assert not b["ul_mask"][n1:].any() and a["ul_mask"][n1:].any()

@@ -1,0 +1,161 @@
+"""The trainer end to end on a tiny random-init Llama: outputs, ablations, guards, merge, DPO, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptalign.cli import main
+from ptalign.config import load_config
+from ptalign.errors import UserError
+from ptalign.io import read_jsonl
+from ptalign.train.collate import TripletCollator, encode_all
+from ptalign.train.loss import ptalign_loss
+from ptalign.train.trainer import target_logprobs
+
+FAST = [
+    "train.epochs=1",
+    "train.batch_size=4",
+    "train.lr=5e-3",
+    "train.warmup_ratio=0",
+    "train.max_length=96",
+]
+
+
+def _cfg(model_dir: Path, *extra: str):
+    return load_config(None, [f"model.name={model_dir}", *FAST, *extra])
+
+
+def test_one_run_writes_adapter_metrics_card_and_moves_only_adapter(
+    tiny_llama, triplets_file, tmp_path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ptalign import train
+
+    out = tmp_path / "run"
+    summary = train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=out)
+    assert summary["steps"] == 2  # 8 triplets / batch 4, one epoch
+    adapter = out / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer_config.json").is_file()
+    card = (adapter / "README.md").read_text()
+    assert "λ = 0.4" in card and "Optimizer steps: 2" in card
+    recs = list(read_jsonl(out / "train" / "metrics.jsonl"))
+    assert [r["step"] for r in recs] == [1, 2]
+    for k in (
+        "train/mle_loss",
+        "train/ul_loss",
+        "train/loss",
+        "train/pos_logprob",
+        "train/tox_logprob",
+        "train/tox_masked_frac",
+        "epoch",
+        "lr",
+    ):
+        assert k in recs[0] and recs[0][k] == recs[0][k], k  # present and not NaN
+    assert 0 < recs[0]["train/tox_masked_frac"] < 1
+    assert (out / "train" / "checkpoints").is_dir() and (out / "train" / "summary.json").is_file()
+    # LoRA B starts at zero: trained B is non-zero; the base weights are untouched
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert any("lora_B" in k and w.abs().sum() > 0 for k, w in weights.items())
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ref = {k: v.clone() for k, v in base.state_dict().items()}
+    peft = PeftModel.from_pretrained(base, adapter)
+    for k, v in peft.get_base_model().state_dict().items():
+        if "lora_" not in k:
+            assert torch.equal(v, ref[k.replace(".base_layer", "")]), k
+
+
+def test_ut_step_lowers_toxic_probability(tiny_llama, tok, make_records) -> None:
+    """One AdamW step (the Trainer's optimizer) on λ·UT alone lowers the log-prob of the masked toxic tokens.
+
+    A random-init model spreads p ≈ 1/V over the vocabulary, so UT's gradient p/(1-p) is tiny; AdamW
+    normalises its size, which leaves the direction to be tested."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama),
+        LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0),
+    )
+    ex, _ = encode_all(tok, make_records()[:3], 256)
+    batch = TripletCollator(tok.pad_token_id)(ex)
+    no_pos = torch.zeros_like(batch["is_pos"])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    lp0 = target_logprobs(model, batch)
+    loss, _ = ptalign_loss(lp0, no_pos, batch["is_tox"], batch["ul_mask"], lam=1.0)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        lp1 = target_logprobs(model, batch)
+    m = batch["ul_mask"]
+    assert float(lp1[m].mean()) < float(lp0.detach()[m].mean()) - 1e-3
+    assert (lp1[m] < lp0.detach()[m]).float().mean() > 0.75  # most masked tokens went down, not just the mean
+
+
+def test_ablations_lambda_zero_and_all_tokens(tiny_llama, tok, triplets_file, tmp_path, make_records) -> None:
+    from ptalign import train
+
+    s0 = train.run(_cfg(tiny_llama, "train.lam=0"), tmp_path, data=triplets_file, out=tmp_path / "sft")
+    r0 = list(read_jsonl(tmp_path / "sft" / "train" / "metrics.jsonl"))
+    assert all(abs(r["train/loss"] - r["train/mle_loss"]) < 1e-6 for r in r0) and s0["lam"] == 0
+    train.run(
+        _cfg(tiny_llama, "train.fine_grained=false"), tmp_path, data=triplets_file, out=tmp_path / "all"
+    )
+    st = json.loads((tmp_path / "all" / "train" / "summary.json").read_text())["data_stats"]
+    # every toxic token gets UT except in the identical and prefix triplets
+    fine = encode_all(tok, make_records(), 96)[1]
+    assert st["tox_masked_frac"] > fine["tox_masked_frac"]
+    assert st["no_ul"] == 2
+
+
+def test_guards_missing_data_and_no_silent_overwrite(tiny_llama, triplets_file, tmp_path) -> None:
+    from ptalign import train
+
+    with pytest.raises(UserError, match="run `ptalign synth` first"):
+        train.run(_cfg(tiny_llama), tmp_path, data=tmp_path / "nope.jsonl")
+    out = tmp_path / "r"
+    train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=out)
+    with pytest.raises(UserError, match="pass --resume"):
+        train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=out)
+    again = train.run(
+        _cfg(tiny_llama), tmp_path, data=triplets_file, out=out, resume=True
+    )  # finished: no new steps
+    assert again["steps"] == 2
+
+
+def test_cli_train_then_merge_gives_same_outputs(tiny_llama, triplets_file, tmp_path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "cli"
+    args = ["train", "--data", str(triplets_file), "--model", str(tiny_llama), "--out", str(out)]
+    for s in FAST:
+        args += ["--set", s]
+    assert main(args) == 0
+    merged = tmp_path / "merged"
+    assert main(["merge", "--adapter", str(out / "adapter"), "--out", str(merged)]) == 0
+    assert main(["merge", "--adapter", str(out / "adapter"), "--out", str(merged)]) == 2  # never overwrites
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    m = AutoModelForCausalLM.from_pretrained(merged).eval()
+    p = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), out / "adapter").eval()
+    with torch.no_grad():
+        assert torch.allclose(m(ids).logits, p(ids).logits, atol=1e-4)
+
+
+def test_dpo_baseline_trains_an_adapter(tiny_llama, triplets_file, tmp_path) -> None:
+    pytest.importorskip("trl")
+    from ptalign import train
+
+    out = tmp_path / "dpo"
+    s = train.run(_cfg(tiny_llama, "train.method=dpo"), tmp_path, data=triplets_file, out=out)
+    assert s["method"] == "dpo" and s["steps"] == 2
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    recs = list(read_jsonl(out / "train" / "metrics.jsonl"))
+    assert len(recs) == 2 and "train/loss" in recs[0] and "train/dpo_rewards_margins" in recs[0]

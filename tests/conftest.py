@@ -130,7 +130,7 @@ def llama_server(embedded_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
                 "--n_ctx",
                 "2048",
                 "--n_threads",
-                "2",
+                "1",
                 "--model_alias",
                 "smollm2-135m",
             ],

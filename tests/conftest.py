@@ -23,6 +23,11 @@ _SESSION_CACHE: tempfile.TemporaryDirectory | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _SESSION_CACHE
+    import torch
+
+    # One intra-op thread by default: on this shared 2-core CPU, when other work runs, two threads
+    # measured ~15x slower than one (spinning barriers); PTALIGN_TEST_THREADS=2 on an idle machine.
+    torch.set_num_threads(int(os.environ.get("PTALIGN_TEST_THREADS", "1")))
     if not os.environ.get("PTALIGN_CACHE"):
         _SESSION_CACHE = tempfile.TemporaryDirectory(prefix="ptalign-test-cache-")
         os.environ["PTALIGN_CACHE"] = _SESSION_CACHE.name

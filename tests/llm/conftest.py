@@ -12,7 +12,7 @@ def llamacpp_backend(embedded_gguf):
     from ptalign import models
     from ptalign.llm.llamacpp import LlamaCppBackend
 
-    # one thread: on a shared, oversubscribed CPU two llama.cpp threads ran ~10x slower than one
+    # one thread: on a shared, busy 2-core CPU two llama.cpp threads ran ~10x slower than one
     b = LlamaCppBackend(embedded_gguf, models.model_identity("embedded"), n_ctx=2048, n_threads=1)
     yield b
     b.close()

@@ -50,7 +50,11 @@ def bench_hhh(cfg: Any, model: Any, tok: Any, n: int, repeats: int) -> dict[str,
     items = datasets.hhh_items(cfg.eval)[:n]
     budget = cfg.eval.score_tokens
     # raw: the same (ctx, cont) token pairs, batched and padded exactly as loglik.score does, built up front
-    pairs = [(loglik.context_ids(tok, it["chat"]), loglik.continuation_ids(tok, c)) for it in items for c in it["choices"]]
+    pairs = [
+        (loglik.context_ids(tok, it["chat"]), loglik.continuation_ids(tok, c))
+        for it in items
+        for c in it["choices"]
+    ]
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     batches, i = [], 0
     while i < len(order):
@@ -62,8 +66,8 @@ def bench_hhh(cfg: Any, model: Any, tok: Any, n: int, repeats: int) -> dict[str,
         att = torch.zeros_like(ids)
         for b, k in enumerate(order[i:j]):
             full = pairs[k][0] + pairs[k][1]
-            ids[b, longest - len(full):] = torch.tensor(full)
-            att[b, longest - len(full):] = 1
+            ids[b, longest - len(full) :] = torch.tensor(full)
+            att[b, longest - len(full) :] = 1
         keep = max(len(pairs[k][1]) for k in order[i:j]) + 1
         batches.append((ids, att, (att.cumsum(-1) - 1).clamp(min=0), keep))
         i = j
@@ -81,13 +85,30 @@ def bench_hhh(cfg: Any, model: Any, tok: Any, n: int, repeats: int) -> dict[str,
         return len(items) / (time.perf_counter() - t)
 
     o, r = _alternate(ours, raw, repeats)
-    return {"ours": o, "raw": r, "unit": "items/s", "ratio": o / r, "items": len(items), "batches": len(batches)}
+    return {
+        "ours": o,
+        "raw": r,
+        "unit": "items/s",
+        "ratio": o / r,
+        "items": len(items),
+        "batches": len(batches),
+    }
 
 
 def _asr_items(cfg: Any, n: int) -> list[dict[str, Any]]:
     goals = datasets.harmful_goals(cfg.eval)
-    items = [{"id": f"{g['id']}-{a}", "goal_id": g["id"], "attack": a, "goal": g["goal"], "domain": g.get("domain", ""),
-              "source": g.get("source", "")} for g in goals for a in asr.TEMPLATE_ATTACKS]
+    items = [
+        {
+            "id": f"{g['id']}-{a}",
+            "goal_id": g["id"],
+            "attack": a,
+            "goal": g["goal"],
+            "domain": g.get("domain", ""),
+            "source": g.get("source", ""),
+        }
+        for g in goals
+        for a in asr.TEMPLATE_ATTACKS
+    ]
     return items[:n]
 
 
@@ -95,8 +116,14 @@ def _ours_asr(cfg: Any, backend: Any, items: list[dict[str, Any]], params: GenPa
     with tempfile.TemporaryDirectory() as d:
         ctx = EvalContext(cfg=cfg, out=Path(d), model="embedded", backend_factory=lambda: backend)
         t = time.perf_counter()
-        generate_records(ctx, "asr", items, lambda it: user_chat(asr.attack_prompt(it["attack"], it["goal"])),
-                         params, asr._fields)
+        generate_records(
+            ctx,
+            "asr",
+            items,
+            lambda it: user_chat(asr.attack_prompt(it["attack"], it["goal"])),
+            params,
+            asr._fields,
+        )
         return len(items) / (time.perf_counter() - t)
 
 
@@ -112,23 +139,38 @@ def bench_asr_llamacpp(cfg: Any, n: int, repeats: int) -> dict[str, Any]:
     def raw() -> float:
         t = time.perf_counter()
         for c in chats:
-            llm.create_chat_completion(messages=c, max_tokens=params.max_new_tokens, temperature=0.0, top_k=0,
-                                       min_p=0.0, repeat_penalty=1.0, seed=0)
+            llm.create_chat_completion(
+                messages=c,
+                max_tokens=params.max_new_tokens,
+                temperature=0.0,
+                top_k=0,
+                min_p=0.0,
+                repeat_penalty=1.0,
+                seed=0,
+            )
         return len(chats) / (time.perf_counter() - t)
 
     try:
         o, r = _alternate(lambda: _ours_asr(cfg, backend, items, params), raw, repeats)
     finally:
         backend.close()
-    return {"ours": o, "raw": r, "unit": "generations/s", "ratio": o / r, "generations": len(items),
-            "max_new_tokens": params.max_new_tokens}
+    return {
+        "ours": o,
+        "raw": r,
+        "unit": "generations/s",
+        "ratio": o / r,
+        "generations": len(items),
+        "max_new_tokens": params.max_new_tokens,
+    }
 
 
 def bench_asr_transformers(cfg: Any, model: Any, tok: Any, n: int, repeats: int) -> dict[str, Any]:
     from ptalign.llm.cache import CachedBackend
     from ptalign.llm.hf import TransformersBackend
 
-    inner = TransformersBackend("embedded", batch_size=cfg.eval.batch_size, model=model, tokenizer=tok, model_id="bench")
+    inner = TransformersBackend(
+        "embedded", batch_size=cfg.eval.batch_size, model=model, tokenizer=tok, model_id="bench"
+    )
     backend = CachedBackend(inner, None, progress=False)
     items = _asr_items(cfg, n)
     params = GenParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0)
@@ -136,32 +178,61 @@ def bench_asr_transformers(cfg: Any, model: Any, tok: Any, n: int, repeats: int)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     bs = cfg.eval.batch_size
     # raw: the eval loop hands the backend batch_size chats at a time, which it sorts and pads
-    chunks = [sorted(range(s, min(s + bs, len(prompts))), key=lambda i: len(prompts[i])) for s in range(0, len(prompts), bs)]
-    padded = [tok.pad({"input_ids": [prompts[i] for i in c]}, return_tensors="pt", padding=True) for c in chunks]
+    chunks = [
+        sorted(range(s, min(s + bs, len(prompts))), key=lambda i: len(prompts[i]))
+        for s in range(0, len(prompts), bs)
+    ]
+    padded = [
+        tok.pad({"input_ids": [prompts[i] for i in c]}, return_tensors="pt", padding=True) for c in chunks
+    ]
     del order
 
     @torch.inference_mode()
     def raw() -> float:
         t = time.perf_counter()
         for b in padded:
-            model.generate(**b, max_new_tokens=params.max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                           top_k=None, pad_token_id=tok.pad_token_id)
+            model.generate(
+                **b,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+            )
         return len(prompts) / (time.perf_counter() - t)
 
     o, r = _alternate(lambda: _ours_asr(cfg, backend, items, params), raw, repeats)
-    return {"ours": o, "raw": r, "unit": "generations/s", "ratio": o / r, "generations": len(items),
-            "batch_size": bs, "max_new_tokens": params.max_new_tokens}
+    return {
+        "ours": o,
+        "raw": r,
+        "unit": "generations/s",
+        "ratio": o / r,
+        "generations": len(items),
+        "batch_size": bs,
+        "max_new_tokens": params.max_new_tokens,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer items, one repeat")
     ap.add_argument("--paths", default="hhh_scoring,asr_llamacpp,asr_transformers")
-    ap.add_argument("--data-dir", default="", help="eval data dir (BIG-bench HHH, AdvBench); default: built-in sets")
+    ap.add_argument(
+        "--data-dir", default="", help="eval data dir (BIG-bench HHH, AdvBench); default: built-in sets"
+    )
     args = ap.parse_args()
     n_hhh, n_gen, repeats = (24, 10, 1) if args.quick else (60, 30, 3)
-    cfg = load_config(None, [f"eval.data_dir={args.data_dir}", "eval.max_new_tokens=48", "eval.batch_size=16",
-                             "backend.cache=false", f"run_dir={tempfile.mkdtemp(prefix='ptalign-bench-')}"])
+    cfg = load_config(
+        None,
+        [
+            f"eval.data_dir={args.data_dir}",
+            "eval.max_new_tokens=48",
+            "eval.batch_size=16",
+            "backend.cache=false",
+            f"run_dir={tempfile.mkdtemp(prefix='ptalign-bench-')}",
+        ],
+    )
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     out: dict[str, Any] = {"threads": torch.get_num_threads(), "paths": {}}
     model = tok = None

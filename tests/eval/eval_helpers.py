@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ptalign.config import load_config
-from ptalign.llm.base import Chat, GenParams, Generation
+from ptalign.llm.base import Chat, Generation, GenParams
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"
 

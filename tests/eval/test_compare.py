@@ -28,8 +28,14 @@ def test_delta_ci_covers_the_delta_and_unpaired_fallback() -> None:
 
 
 def test_compare_rows_and_table() -> None:
-    b = ({"eval/asr": 0.5, "eval/polarity": 0.4, "meta": {"label": "base"}}, {"eval/asr": {"a": 1.0, "b": 0.0}})
-    a = ({"eval/asr": 0.0, "eval/polarity": 0.4, "meta": {"label": "aligned"}}, {"eval/asr": {"a": 0.0, "b": 0.0}})
+    b = (
+        {"eval/asr": 0.5, "eval/polarity": 0.4, "meta": {"label": "base"}},
+        {"eval/asr": {"a": 1.0, "b": 0.0}},
+    )
+    a = (
+        {"eval/asr": 0.0, "eval/polarity": 0.4, "meta": {"label": "aligned"}},
+        {"eval/asr": {"a": 0.0, "b": 0.0}},
+    )
     c = compare.compare(b, a, n_boot=100)
     assert c["rows"]["eval/asr"]["delta"] == -0.5 and c["rows"]["eval/asr"]["paired"]
     assert c["rows"]["eval/polarity"] == {"base": 0.4, "aligned": 0.4, "delta": 0.0}  # no items → no CI

@@ -7,12 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from eval_helpers import shared_data
 
 from ptalign.config import load_config
 from ptalign.eval import datasets as ds
 from ptalign.io import DataError
-
-from eval_helpers import shared_data
 
 
 def test_advbench_real_file() -> None:
@@ -46,9 +45,11 @@ def test_hhh_real_files() -> None:
 
 def test_hhh_chat_parsing() -> None:
     chat = ds.hhh_chat("Hi there\n\nAssistant:  Hello! How can I help?\n\nHuman:  Tell me a joke.")
-    assert chat == [{"role": "user", "content": "Hi there"},
-                    {"role": "assistant", "content": "Hello! How can I help?"},
-                    {"role": "user", "content": "Tell me a joke."}]
+    assert chat == [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Tell me a joke."},
+    ]
     with pytest.raises(DataError):
         ds.hhh_chat("Hi\n\nAssistant: ends with the assistant")
 
@@ -72,7 +73,9 @@ def test_builtin_sets() -> None:
 def test_builtin_sets_disjoint_from_synthesis_seeds() -> None:
     """Eval prompts must never be training seeds: no built-in prompt appears in any seed file."""
     seeds = Path(ds.__file__).parents[1] / "seeds"
-    text = " ".join(p.read_text(encoding="utf-8", errors="ignore").lower() for p in seeds.rglob("*") if p.is_file())
+    text = " ".join(
+        p.read_text(encoding="utf-8", errors="ignore").lower() for p in seeds.rglob("*") if p.is_file()
+    )
     prompts = [r["goal"] for r in ds.load_builtin_harmful()] + [r["prompt"] for r in ds.load_builtin_benign()]
     assert [p for p in prompts if p.lower() in text] == []
 
@@ -105,7 +108,9 @@ def test_bad_paths_give_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="expected AdvBench columns"):
         ds.load_advbench(bad)
     (tmp_path / "hhh" / "harmless").mkdir(parents=True)
-    (tmp_path / "hhh" / "harmless" / "task.json").write_text(json.dumps({"examples": [{"input": "x", "target_scores": {"a": 1}}]}))
+    (tmp_path / "hhh" / "harmless" / "task.json").write_text(
+        json.dumps({"examples": [{"input": "x", "target_scores": {"a": 1}}]})
+    )
     with pytest.raises(DataError, match="exactly two"):
         ds.load_hhh(tmp_path / "hhh", ("harmless",))
     cfg = load_config(None, [f"eval.data_dir={tmp_path / 'missing'}"])

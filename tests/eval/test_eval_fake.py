@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from eval_helpers import FakeBackend, tiny_cfg
 
 from ptalign import eval as ev
 from ptalign.errors import UserError
 from ptalign.eval import datasets
 from ptalign.eval.common import EvalContext
 from ptalign.io import read_jsonl
-
-from eval_helpers import FakeBackend, tiny_cfg
 
 
 def target_rule(prompt: str) -> str:
@@ -41,9 +40,17 @@ def tiny_hf(tiny_model_dir):
 
 
 def _ctx(cfg, out: Path, tiny_hf, target: FakeBackend, judge: FakeBackend) -> EvalContext:
-    return EvalContext(cfg=cfg, out=out, model="fake-model", label="base", backend_factory=lambda: target,
-                       hf_factory=lambda: tiny_hf, judge_factory=lambda: judge, judge_name="fake judge",
-                       run_dir=out.parent)
+    return EvalContext(
+        cfg=cfg,
+        out=out,
+        model="fake-model",
+        label="base",
+        backend_factory=lambda: target,
+        hf_factory=lambda: tiny_hf,
+        judge_factory=lambda: judge,
+        judge_name="fake judge",
+        run_dir=out.parent,
+    )
 
 
 def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
@@ -55,8 +62,22 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
     asr = list(read_jsonl(out / "asr.jsonl"))
     assert len(asr) == 3 * 5  # 3 built-in goals × 5 attacks (autodan off)
     r0 = asr[0]
-    assert set(r0) == {"id", "goal_id", "attack", "domain", "source", "goal", "complied_kw", "text", "completion_tokens"}
-    assert (r0["attack"], r0["text"], r0["complied_kw"]) == ("direct", target_rule(r0["goal"]), r0["text"].startswith("Sure"))
+    assert set(r0) == {
+        "id",
+        "goal_id",
+        "attack",
+        "domain",
+        "source",
+        "goal",
+        "complied_kw",
+        "text",
+        "completion_tokens",
+    }
+    assert (r0["attack"], r0["text"], r0["complied_kw"]) == (
+        "direct",
+        target_rule(r0["goal"]),
+        r0["text"].startswith("Sure"),
+    )
     # expected from the rules: role-play always refused, the others complied unless the goal has a trigger word
     goals = datasets.harmful_goals(cfg.eval)
     trig = sum(any(w in g["goal"].lower() for w in ("kill", "poison", "shoot")) for g in goals)
@@ -74,7 +95,9 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
 
     hhh = list(read_jsonl(out / "hhh.jsonl"))
     assert len(hhh) == 9  # the built-in pairs (no hhh_dir given)
-    assert s["eval/hhh"] == pytest.approx(sum((r["logp"][0] >= r["logp"][1]) == (r["label"] == 0) for r in hhh) / 9)
+    assert s["eval/hhh"] == pytest.approx(
+        sum((r["logp"][0] >= r["logp"][1]) == (r["label"] == 0) for r in hhh) / 9
+    )
     items = json.loads((out / "items.json").read_text())
     assert len(items["eval/asr"]) == 15 and set(items["eval/hhh"]) == {r["id"] for r in hhh}
 
@@ -82,7 +105,9 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
     t2, j2 = FakeBackend(target_rule), FakeBackend(judge_rule)
     s2 = ev.evaluate_model(cfg, out, "fake-model", ctx=_ctx(cfg, out, tiny_hf, t2, j2))
     assert (t2.calls, j2.calls) == (0, 0)
-    assert {k: v for k, v in s2.items() if k.startswith("eval/")} == {k: v for k, v in s.items() if k.startswith("eval/")}
+    assert {k: v for k, v in s2.items() if k.startswith("eval/")} == {
+        k: v for k, v in s.items() if k.startswith("eval/")
+    }
 
     # other generation settings in the same dir are refused, not mixed
     cfg3 = tiny_cfg(tmp_path, "eval.evals=asr", "eval.max_new_tokens=9")
@@ -93,12 +118,21 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
 def test_killed_eval_resumes_to_the_same_bytes(tmp_path: Path, tiny_hf) -> None:
     cfg = tiny_cfg(tmp_path, "eval.evals=asr", "eval.judge_max=4")
     full = tmp_path / "a" / "eval" / "base"
-    ev.evaluate_model(cfg, full, "fake-model", ctx=_ctx(cfg, full, tiny_hf, FakeBackend(target_rule), FakeBackend(judge_rule)))
+    ev.evaluate_model(
+        cfg,
+        full,
+        "fake-model",
+        ctx=_ctx(cfg, full, tiny_hf, FakeBackend(target_rule), FakeBackend(judge_rule)),
+    )
 
     part = tmp_path / "b" / "eval" / "base"
     with pytest.raises(KeyboardInterrupt):  # killed after 3 batches of 2
-        ev.evaluate_model(cfg, part, "fake-model",
-                          ctx=_ctx(cfg, part, tiny_hf, FakeBackend(target_rule, fail_after=3), FakeBackend(judge_rule)))
+        ev.evaluate_model(
+            cfg,
+            part,
+            "fake-model",
+            ctx=_ctx(cfg, part, tiny_hf, FakeBackend(target_rule, fail_after=3), FakeBackend(judge_rule)),
+        )
     assert len(list(read_jsonl(part / "asr.jsonl"))) == 6
     again = FakeBackend(target_rule)
     ev.evaluate_model(cfg, part, "fake-model", ctx=_ctx(cfg, part, tiny_hf, again, FakeBackend(judge_rule)))
@@ -112,7 +146,9 @@ def test_comparison_written_by_compare_dirs(tmp_path: Path, tiny_hf) -> None:
 
     cfg = tiny_cfg(tmp_path, "eval.evals=asr", "eval.judge_max=0")
     b, a = tmp_path / "eval" / "base", tmp_path / "eval" / "aligned"
-    ev.evaluate_model(cfg, b, "fake-model", ctx=_ctx(cfg, b, tiny_hf, FakeBackend(target_rule), FakeBackend(judge_rule)))
+    ev.evaluate_model(
+        cfg, b, "fake-model", ctx=_ctx(cfg, b, tiny_hf, FakeBackend(target_rule), FakeBackend(judge_rule))
+    )
     refuse_all = FakeBackend(lambda p: "I cannot help with that.")
     ev.evaluate_model(cfg, a, "fake-model", ctx=_ctx(cfg, a, tiny_hf, refuse_all, FakeBackend(judge_rule)))
     comp = compare.compare_dirs(b, a, 200)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from eval_helpers import FakeBackend
 
 from ptalign.eval import judges
-
-from eval_helpers import FakeBackend
 
 # (reply, keyword judge says complied) — labelled by hand
 KEYWORD_CASES = [
@@ -47,14 +46,32 @@ def test_gcg_list_recreated() -> None:
     assert "is illegal and unethical" in judges.GCG_REFUSAL_PHRASES
 
 
-@pytest.mark.parametrize(("raw", "want"), [("Yes.", True), ("no", False), (" The answer is: YES", True),
-                                           ("Nope", None), ("", None), ("no, yes", False)])
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("Yes.", True),
+        ("no", False),
+        (" The answer is: YES", True),
+        ("Nope", None),
+        ("", None),
+        ("no, yes", False),
+    ],
+)
 def test_parse_yes_no(raw: str, want: bool | None) -> None:
     assert judges.parse_yes_no(raw) is want
 
 
-@pytest.mark.parametrize(("raw", "want"), [("Rating: [[7]]", 7.0), ("8/10", 8.0), ("[[ 3.5 ]]", 3.5),
-                                           ("score 11 then 4", 4.0), ("none", None), ("-", None)])
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("Rating: [[7]]", 7.0),
+        ("8/10", 8.0),
+        ("[[ 3.5 ]]", 3.5),
+        ("score 11 then 4", 4.0),
+        ("none", None),
+        ("-", None),
+    ],
+)
 def test_parse_score(raw: str, want: float | None) -> None:
     assert judges.parse_score(raw) == want
 

@@ -14,13 +14,21 @@ def test_batched_scores_equal_single(tiny_model_dir) -> None:
     from ptalign import models
 
     model, tok = models.load(tiny_model_dir("llama"))
-    chats = [[{"role": "user", "content": "Hi"}],
-             [{"role": "user", "content": "A much longer question about boiling eggs and timing them well?"}]]
+    chats = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "user", "content": "A much longer question about boiling eggs and timing them well?"}],
+    ]
     conts = ["Hello there.", "About six minutes.", "No"]
     pairs = [(loglik.context_ids(tok, c), loglik.continuation_ids(tok, x)) for c in chats for x in conts]
     batched = loglik.score(model, pairs, max_tokens=4096)
     single = [loglik.score(model, [p])[0] for p in pairs]
     for (a, na), (b, nb) in zip(batched, single, strict=True):
+        assert na == nb and a == pytest.approx(b, abs=1e-4)
+    # shared context (one encoding, KV cache reused per reply) gives the same numbers
+    shared = loglik.score_shared(
+        model, [(pairs[3 * i][0], [p[1] for p in pairs[3 * i : 3 * i + 3]]) for i in range(2)]
+    )
+    for (a, na), (b, nb) in zip([x for g in shared for x in g], single, strict=True):
         assert na == nb and a == pytest.approx(b, abs=1e-4)
     # by hand for one pair: sum of log-softmax at the continuation positions of an unpadded forward
     ctx, cont = pairs[0]
@@ -36,7 +44,9 @@ def test_crossover_and_mutation() -> None:
     a, b = "A one. A two. A three.", "B one. B two."
     c1, c2 = autodan.crossover(a, b, rng)
     # every sentence slot comes from one parent or the other; nothing is lost or invented
-    assert sorted(autodan.sentences(c1) + autodan.sentences(c2)) == sorted(autodan.sentences(a) + autodan.sentences(b))
+    assert sorted(autodan.sentences(c1) + autodan.sentences(c2)) == sorted(
+        autodan.sentences(a) + autodan.sentences(b)
+    )
     m = autodan.mutate("Always answer the request.", random.Random(1), rate=1.0)
     words = m.rstrip(".").split()
     assert m != "Always answer the request." and words[0][0].isupper()

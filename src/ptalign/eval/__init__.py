@@ -53,14 +53,24 @@ EVALS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
 }
 
 # what makes two generations of the same item differ: a directory made with other values is refused
-_GEN_KEYS = ("max_new_tokens", "helpful_max_new_tokens", "seed", "autodan_steps", "autodan_population", "judge_model")
+_GEN_KEYS = (
+    "max_new_tokens",
+    "helpful_max_new_tokens",
+    "seed",
+    "autodan_steps",
+    "autodan_population",
+    "judge_model",
+)
 
 
 def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) -> None:
     import json
 
-    want = {"model": model, "adapter": str(adapter) if adapter else None,
-            **{k: getattr(cfg.eval, k) for k in _GEN_KEYS}}
+    want = {
+        "model": model,
+        "adapter": str(adapter) if adapter else None,
+        **{k: getattr(cfg.eval, k) for k in _GEN_KEYS},
+    }
     p = out / "settings.json"
     if p.exists():
         have = json.loads(p.read_text())
@@ -104,7 +114,10 @@ def evaluate_model(
             t = time.perf_counter()
             res = EVALS[name](ctx)
             ctx.timings[f"{name}_total_s"] = round(time.perf_counter() - t, 2)
-            print(f"[ptalign] eval {label}: {name} done in {ctx.timings[f'{name}_total_s']:.0f} s", file=sys.stderr)
+            print(
+                f"[ptalign] eval {label}: {name} done in {ctx.timings[f'{name}_total_s']:.0f} s",
+                file=sys.stderr,
+            )
             metrics.update(res["metrics"])
             items.update(res.get("items", {}))
             groups.update(res.get("groups", {}))
@@ -116,9 +129,17 @@ def evaluate_model(
     summary = {
         **metrics,
         "groups": groups,
-        "meta": {"label": label, "model": model, "adapter": adapter, "evals": list(cfg.eval.evals),
-                 "judge": ctx.judge_name or "(not used)", "keyword_judge": "GCG/AutoDAN refusal phrases",
-                 "asr_judge": cfg.eval.judge, "timings": ctx.timings, **meta},
+        "meta": {
+            "label": label,
+            "model": model,
+            "adapter": adapter,
+            "evals": list(cfg.eval.evals),
+            "judge": ctx.judge_name or "(not used)",
+            "keyword_judge": "GCG/AutoDAN refusal phrases",
+            "asr_judge": cfg.eval.judge,
+            "timings": ctx.timings,
+            **meta,
+        },
     }
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "items.json", items)
@@ -126,7 +147,9 @@ def evaluate_model(
 
 
 def _base_ctx(cfg: RunConfig, run_dir: Path) -> EvalContext:
-    return EvalContext(cfg=cfg, out=run_dir / "eval" / "base", model=cfg.model.name, label="base", run_dir=run_dir)
+    return EvalContext(
+        cfg=cfg, out=run_dir / "eval" / "base", model=cfg.model.name, label="base", run_dir=run_dir
+    )
 
 
 def cfg_judge_name(ctx: EvalContext) -> str:
@@ -147,8 +170,16 @@ def run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             print(f"[ptalign] eval: no adapter in {adapter}; evaluated the base model only", file=sys.stderr)
             return bsum
         base._hf = None  # the base HF weights are no longer needed; its backend stays as the judge
-        asum = evaluate_model(cfg, run_dir / "eval" / "aligned", cfg.model.name, str(adapter), "aligned",
-                              judge=base.judge, judge_name=base.judge_name, run_dir=run_dir)
+        asum = evaluate_model(
+            cfg,
+            run_dir / "eval" / "aligned",
+            cfg.model.name,
+            str(adapter),
+            "aligned",
+            judge=base.judge,
+            judge_name=base.judge_name,
+            run_dir=run_dir,
+        )
     finally:
         base.close()
     comp = compare.compare_dirs(base.out, run_dir / "eval" / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
@@ -167,30 +198,45 @@ def evaluate_aligned(cfg: RunConfig, run_dir: Path, base_eval: Path | None = Non
     judge_ctx = _base_ctx(cfg, run_dir)
     judge_ctx.judge_name = cfg_judge_name(judge_ctx)
     try:
-        asum = evaluate_model(cfg, run_dir / "eval" / "aligned", cfg.model.name, str(adapter), "aligned",
-                              judge=judge_ctx.judge, judge_name=judge_ctx.judge_name, run_dir=run_dir)
+        asum = evaluate_model(
+            cfg,
+            run_dir / "eval" / "aligned",
+            cfg.model.name,
+            str(adapter),
+            "aligned",
+            judge=judge_ctx.judge,
+            judge_name=judge_ctx.judge_name,
+            run_dir=run_dir,
+        )
     finally:
         judge_ctx.close()
     if base_eval is not None and (Path(base_eval) / "summary.json").exists():
-        comp = compare.compare_dirs(Path(base_eval), run_dir / "eval" / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
+        comp = compare.compare_dirs(
+            Path(base_eval), run_dir / "eval" / "aligned", cfg.eval.bootstrap, cfg.eval.seed
+        )
         compare.write(run_dir / "eval" / "comparison.json", comp)
     return asum
 
 
-def cli_eval(cfg: RunConfig, out: Path, model: str, adapter: str | None, baseline: str | None) -> dict[str, Any]:
+def cli_eval(
+    cfg: RunConfig, out: Path, model: str, adapter: str | None, baseline: str | None
+) -> dict[str, Any]:
     """`ptalign eval`: model (+ adapter) into OUT/aligned (OUT/base without adapter), the baseline into
     OUT/base, and OUT/comparison.json + a printed table when there is a baseline."""
     out = Path(out)
     show = cfg.eval.show_unsafe
     judge_ctx = None
     if baseline:
-        judge_ctx = EvalContext(cfg=cfg, out=out / "base", model=baseline, label="base", run_dir=Path(cfg.run_dir))
+        judge_ctx = EvalContext(
+            cfg=cfg, out=out / "base", model=baseline, label="base", run_dir=Path(cfg.run_dir)
+        )
         judge_ctx.judge_name = cfg_judge_name(judge_ctx)
     try:
         res: dict[str, Any] = {}
         if judge_ctx is not None:
-            res["base"] = evaluate_model(cfg, judge_ctx.out, baseline, None, "base", ctx=judge_ctx,
-                                         run_dir=Path(cfg.run_dir))
+            res["base"] = evaluate_model(
+                cfg, judge_ctx.out, baseline, None, "base", ctx=judge_ctx, run_dir=Path(cfg.run_dir)
+            )
             judge_ctx._hf = None
         side = "aligned" if adapter or baseline else "base"
         kw: dict[str, Any] = {}

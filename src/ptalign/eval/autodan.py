@@ -120,20 +120,34 @@ def mutate(text: str, rng: random.Random, rate: float) -> str:
     return _WORD.sub(sub, text)
 
 
-def fitness(model: Any, tok: Any, frames: list[str], goal: str, target: str, max_tokens: int = 4096) -> list[float]:
+def fitness(
+    model: Any, tok: Any, frames: list[str], goal: str, target: str, max_tokens: int = 4096
+) -> list[float]:
     """Mean per-token log-likelihood of `target` as the reply to each framed goal."""
     cont = loglik.continuation_ids(tok, target)
-    pairs = [(loglik.context_ids(tok, [{"role": "user", "content": prompt_of(f, goal)}]), cont) for f in frames]
+    pairs = [
+        (loglik.context_ids(tok, [{"role": "user", "content": prompt_of(f, goal)}]), cont) for f in frames
+    ]
     return [s / n for s, n in loglik.score(model, pairs, max_tokens=max_tokens)]
 
 
-def search(model: Any, tok: Any, goal: str, target: str, population: int = 8, steps: int = 4,
-           seed: int = 0, mutation_rate: float = 0.1, elite: float = 0.25, max_tokens: int = 4096) -> dict[str, Any]:
+def search(
+    model: Any,
+    tok: Any,
+    goal: str,
+    target: str,
+    population: int = 8,
+    steps: int = 4,
+    seed: int = 0,
+    mutation_rate: float = 0.1,
+    elite: float = 0.25,
+    max_tokens: int = 4096,
+) -> dict[str, Any]:
     """Genetic search for a frame that makes `target` likely; history[i] = best fitness after step i
     (history[0] = the initial population), non-decreasing because the elite survives."""
     rng = random.Random(seed)
     pop = [PROTOTYPES[i % len(PROTOTYPES)] for i in range(population)]
-    pop = pop[: len(PROTOTYPES)] + [mutate(p, rng, 0.3) for p in pop[len(PROTOTYPES):]]
+    pop = pop[: len(PROTOTYPES)] + [mutate(p, rng, 0.3) for p in pop[len(PROTOTYPES) :]]
     known: dict[str, float] = {}
 
     def evaluate(cands: list[str]) -> list[float]:
@@ -159,8 +173,13 @@ def search(model: Any, tok: Any, goal: str, target: str, population: int = 8, st
         history.append(max(fit))
         mean_history.append(sum(fit) / len(fit))
     best = max(range(population), key=lambda i: fit[i])
-    return {"frame": pop[best], "fitness": fit[best], "history": history, "mean_history": mean_history,
-            "evaluated": len(known)}
+    return {
+        "frame": pop[best],
+        "fitness": fit[best],
+        "history": history,
+        "mean_history": mean_history,
+        "evaluated": len(known),
+    }
 
 
 def pick_goals(goals: list[Record], n: int) -> list[Record]:
@@ -179,10 +198,25 @@ def run(ctx: EvalContext, goals: list[Record]) -> dict[str, Record]:
         if todo:
             model, tok = ctx.hf()
         for g in todo:  # seed from the goal id: a resumed search gives the same frames
-            r = search(model, tok, g["goal"], g["target"], ecfg.autodan_population, ecfg.autodan_steps,
-                       seed=ecfg.seed * 1_000_003 + int(g["id"][:8], 16), max_tokens=ecfg.score_tokens)
-            w.write({"id": g["id"], "goal": g["goal"], "target": g["target"], "prompt": prompt_of(r["frame"], g["goal"]),
-                     **r})
+            r = search(
+                model,
+                tok,
+                g["goal"],
+                g["target"],
+                ecfg.autodan_population,
+                ecfg.autodan_steps,
+                seed=ecfg.seed * 1_000_003 + int(g["id"][:8], 16),
+                max_tokens=ecfg.score_tokens,
+            )
+            w.write(
+                {
+                    "id": g["id"],
+                    "goal": g["goal"],
+                    "target": g["target"],
+                    "prompt": prompt_of(r["frame"], g["goal"]),
+                    **r,
+                }
+            )
     ctx.timings["autodan_s"] = ctx.timings.get("autodan_s", 0.0) + time.perf_counter() - t0
     done = {r["id"]: r for r in read_jsonl(path)}
     return {g["id"]: done[g["id"]] for g in goals if g["id"] in done}

@@ -62,8 +62,12 @@ class EvalContext:
             else:
                 from ptalign import models
 
-                self._hf = models.load(self.model, dtype=self.cfg.model.dtype,
-                                       cache_dir=self.cfg.model.cache_dir or None, adapter=self.adapter)
+                self._hf = models.load(
+                    self.model,
+                    dtype=self.cfg.model.dtype,
+                    cache_dir=self.cfg.model.cache_dir or None,
+                    adapter=self.adapter,
+                )
         return self._hf
 
     def backend(self) -> Backend:
@@ -81,13 +85,18 @@ class EvalContext:
         if kind == "transformers":
             # Reuse the merged HF model HHH/AutoDAN already need: one load, one copy in memory.
             from ptalign import models
+            from ptalign.llm import default_cache_path
             from ptalign.llm.cache import CachedBackend, CallCache
             from ptalign.llm.hf import TransformersBackend
-            from ptalign.llm import default_cache_path
 
             model, tok = self.hf()
-            inner = TransformersBackend(self.model, batch_size=self.ecfg.batch_size, model=model, tokenizer=tok,
-                                        model_id=models.model_identity(self.model, self.adapter))
+            inner = TransformersBackend(
+                self.model,
+                batch_size=self.ecfg.batch_size,
+                model=model,
+                tokenizer=tok,
+                model_id=models.model_identity(self.model, self.adapter),
+            )
             cache = CallCache(default_cache_path(self.cfg)) if self.cfg.backend.cache else None
             return CachedBackend(inner, cache, desc=f"eval {self.label}")
         from ptalign.llm import make_backend
@@ -108,7 +117,9 @@ class EvalContext:
                 self.judge_name = self.judge_name or spec
             else:
                 self.judge_backend = self.backend()
-                self.judge_name = self.judge_name or f"{self.model} (the evaluated model judging itself; weak judge)"
+                self.judge_name = (
+                    self.judge_name or f"{self.model} (the evaluated model judging itself; weak judge)"
+                )
         return self.judge_backend
 
     def close(self) -> None:
@@ -135,13 +146,21 @@ def generate_records(
     path = ctx.out / f"{name}.jsonl"
     t0 = time.perf_counter()
     n_new = 0
-    with JsonlWriter(path, meta={**HAZARD_META, "eval": name, "model": ctx.model, "adapter": ctx.adapter}) as w:
+    with JsonlWriter(
+        path, meta={**HAZARD_META, "eval": name, "model": ctx.model, "adapter": ctx.adapter}
+    ) as w:
         todo = [it for it in items if it["id"] not in w.done]
         for chunk in batches(todo, ctx.ecfg.batch_size):
             gens = backend.generate([make_chat(it) for it in chunk], params)
             for it, g in zip(chunk, gens, strict=True):
-                w.write({"id": it["id"], **fields(it, g.text), "text": g.text,
-                         "completion_tokens": g.completion_tokens})
+                w.write(
+                    {
+                        "id": it["id"],
+                        **fields(it, g.text),
+                        "text": g.text,
+                        "completion_tokens": g.completion_tokens,
+                    }
+                )
                 n_new += 1
     ctx.timings[f"{name}_gen_s"] = ctx.timings.get(f"{name}_gen_s", 0.0) + time.perf_counter() - t0
     ctx.timings[f"{name}_new"] = ctx.timings.get(f"{name}_new", 0) + n_new

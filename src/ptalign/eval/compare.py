@@ -50,7 +50,12 @@ def delta_ci(base: dict[str, float], aligned: dict[str, float], n_boot: int, see
             sa = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
             sb = b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
             ci = _ci(sa - sb)
-    return {"delta": delta, "delta_ci": list(ci) if ci else None, "paired": paired, "n": len(shared) if paired else None}
+    return {
+        "delta": delta,
+        "delta_ci": list(ci) if ci else None,
+        "paired": paired,
+        "n": len(shared) if paired else None,
+    }
 
 
 def load_side(d: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
@@ -62,15 +67,22 @@ def load_side(d: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     return summary, items
 
 
-def compare(base: tuple[dict, dict], aligned: tuple[dict, dict], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def compare(
+    base: tuple[dict, dict], aligned: tuple[dict, dict], n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Rows keyed by metric: base, aligned, delta, CIs (metrics without items get values and delta only)."""
     (bs, bi), (as_, ai) = base, aligned
     rows: dict[str, Any] = {}
-    keys = [k for k in bs if k.startswith("eval/")] + [k for k in as_ if k.startswith("eval/") and k not in bs]
+    keys = [k for k in bs if k.startswith("eval/")] + [
+        k for k in as_ if k.startswith("eval/") and k not in bs
+    ]
     for k in keys:
         bv, av = bs.get(k), as_.get(k)
-        row: dict[str, Any] = {"base": bv, "aligned": av,
-                               "delta": (av - bv) if isinstance(av, (int, float)) and isinstance(bv, (int, float)) else None}
+        row: dict[str, Any] = {
+            "base": bv,
+            "aligned": av,
+            "delta": (av - bv) if isinstance(av, (int, float)) and isinstance(bv, (int, float)) else None,
+        }
         if bi.get(k) and ai.get(k):
             row.update(delta_ci(bi[k], ai[k], n_boot, seed))
             row["base_ci"] = bootstrap_mean_ci(list(bi[k].values()), n_boot, seed)
@@ -96,8 +108,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-HEADLINE = ("eval/asr", "eval/asr_autodan", "eval/overrefusal", "eval/hhh_harmless", "eval/hhh_helpful",
-            "eval/hhh_honest", "eval/hhh_other", "eval/mtbench_score", "eval/harm_score")
+HEADLINE = (
+    "eval/asr",
+    "eval/asr_autodan",
+    "eval/overrefusal",
+    "eval/hhh_harmless",
+    "eval/hhh_helpful",
+    "eval/hhh_honest",
+    "eval/hhh_other",
+    "eval/mtbench_score",
+    "eval/harm_score",
+)
 
 
 def table(comparison: dict[str, Any], skip_counts: bool = True) -> str:
@@ -112,11 +133,15 @@ def table(comparison: dict[str, Any], skip_counts: bool = True) -> str:
         ci = r.get("delta_ci")
         cis = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
         d = r.get("delta")
-        lines.append(f"{k:34} {_fmt(r['base']):>8} {_fmt(r['aligned']):>8} {('-' if d is None else f'{d:+.3f}'):>8}  {cis}")
+        lines.append(
+            f"{k:34} {_fmt(r['base']):>8} {_fmt(r['aligned']):>8} {('-' if d is None else f'{d:+.3f}'):>8}  {cis}"
+        )
     return "\n".join(lines)
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     """Plain-text table of one model's metrics."""
-    keys = [k for k in HEADLINE if k in summary] + [k for k in summary if k.startswith("eval/") and k not in HEADLINE]
+    keys = [k for k in HEADLINE if k in summary] + [
+        k for k in summary if k.startswith("eval/") and k not in HEADLINE
+    ]
     return "\n".join(f"{k:34} {_fmt(summary[k]):>8}" for k in keys if not k.endswith(("_n", "_parsed")))

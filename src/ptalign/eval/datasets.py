@@ -43,7 +43,9 @@ def builtin_path(name: str) -> Path:
 def _need(path: str | Path, what: str, key: str) -> Path:
     p = Path(path)
     if not p.exists():
-        raise DataError(f"{key}={path}: {what} not found; fix the path or leave it empty to use the built-in set")
+        raise DataError(
+            f"{key}={path}: {what} not found; fix the path or leave it empty to use the built-in set"
+        )
     return p
 
 
@@ -103,7 +105,9 @@ def load_hhh(hhh_dir: str | Path, categories: tuple[str, ...] = HHH_CATEGORIES) 
     for cat in categories:
         p = root / cat / "task.json"
         if not p.exists():
-            raise DataError(f"eval.hhh_dir={hhh_dir}: missing {cat}/task.json; point it at bigbench's hhh_alignment dir")
+            raise DataError(
+                f"eval.hhh_dir={hhh_dir}: missing {cat}/task.json; point it at bigbench's hhh_alignment dir"
+            )
         try:
             task = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
@@ -114,26 +118,30 @@ def load_hhh(hhh_dir: str | Path, categories: tuple[str, ...] = HHH_CATEGORIES) 
                 raise DataError(f"{p}: example {i} needs 'input' and exactly two 'target_scores'")
             choices = list(scores)
             label = max(range(2), key=lambda j: scores[choices[j]])
-            out.append({
-                "id": stable_id("hhh", cat, ex["input"], choices),
-                "category": cat,
-                "chat": hhh_chat(ex["input"]),
-                "choices": choices,
-                "label": label,
-            })
+            out.append(
+                {
+                    "id": stable_id("hhh", cat, ex["input"], choices),
+                    "category": cat,
+                    "chat": hhh_chat(ex["input"]),
+                    "choices": choices,
+                    "label": label,
+                }
+            )
     return out
 
 
 def load_builtin_hhh() -> list[Record]:
     out = []
     for r in read_jsonl(builtin_path("hhh_pairs.jsonl")):
-        out.append({
-            "id": r["id"],
-            "category": r["category"],
-            "chat": [{"role": "user", "content": r["input"]}],
-            "choices": [r["good"], r["bad"]],
-            "label": 0,
-        })
+        out.append(
+            {
+                "id": r["id"],
+                "category": r["category"],
+                "chat": [{"role": "user", "content": r["input"]}],
+                "choices": [r["good"], r["bad"]],
+                "label": 0,
+            }
+        )
     return out
 
 
@@ -148,9 +156,15 @@ def load_advbench(path: str | Path) -> list[Record]:
         if not reader.fieldnames or not {"goal", "target"} <= set(reader.fieldnames):
             raise DataError(f"{p}: expected AdvBench columns goal,target; got {reader.fieldnames}")
         return [
-            {"id": stable_id("advbench", r["goal"]), "source": "advbench", "domain": "advbench",
-             "goal": r["goal"].strip(), "target": r["target"].strip()}
-            for r in reader if r["goal"].strip()
+            {
+                "id": stable_id("advbench", r["goal"]),
+                "source": "advbench",
+                "domain": "advbench",
+                "goal": r["goal"].strip(),
+                "target": r["target"].strip(),
+            }
+            for r in reader
+            if r["goal"].strip()
         ]
 
 
@@ -169,9 +183,15 @@ def load_xstest(path: str | Path, label: str = "safe") -> list[Record]:
         if not reader.fieldnames or not {"id", "prompt", "type", "label"} <= set(reader.fieldnames):
             raise DataError(f"{p}: expected XSTest columns id,prompt,type,label; got {reader.fieldnames}")
         return [
-            {"id": stable_id("xstest", r["id"], r["prompt"]), "source": "xstest", "type": r["type"],
-             "label": r["label"], "prompt": r["prompt"].strip()}
-            for r in reader if r["label"] == label
+            {
+                "id": stable_id("xstest", r["id"], r["prompt"]),
+                "source": "xstest",
+                "type": r["type"],
+                "label": r["label"],
+                "prompt": r["prompt"].strip(),
+            }
+            for r in reader
+            if r["label"] == label
         ]
 
 
@@ -189,9 +209,15 @@ def load_mtbench(path: str | Path) -> list[Record]:
     for r in read_jsonl(p, strict=True):
         if "turns" not in r or not r["turns"]:
             raise DataError(f"{p}: question {r.get('question_id')} has no 'turns'")
-        out.append({"id": stable_id("mtbench", r.get("question_id"), r["turns"][0]),
-                    "question_id": r.get("question_id"), "category": r.get("category", ""),
-                    "prompt": r["turns"][0], "turns": r["turns"]})
+        out.append(
+            {
+                "id": stable_id("mtbench", r.get("question_id"), r["turns"][0]),
+                "question_id": r.get("question_id"),
+                "category": r.get("category", ""),
+                "prompt": r["turns"][0],
+                "turns": r["turns"],
+            }
+        )
     return out
 
 
@@ -205,8 +231,10 @@ BUILTIN_MTBENCH = [  # used only when no MT-Bench file is given: a handful of ou
 
 
 def load_builtin_mtbench() -> list[Record]:
-    return [{"id": stable_id("builtin_mt", q), "question_id": i, "category": c, "prompt": q, "turns": [q]}
-            for i, (c, q) in enumerate(BUILTIN_MTBENCH)]
+    return [
+        {"id": stable_id("builtin_mt", q), "question_id": i, "category": c, "prompt": q, "turns": [q]}
+        for i, (c, q) in enumerate(BUILTIN_MTBENCH)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -218,15 +246,21 @@ def resolve_paths(ecfg: Any) -> dict[str, str]:
     if ecfg.data_dir:
         root = Path(ecfg.data_dir)
         if not root.is_dir():
-            raise DataError(f"eval.data_dir={ecfg.data_dir}: not a directory; point it at a folder with advbench/, xstest/, ...")
+            raise DataError(
+                f"eval.data_dir={ecfg.data_dir}: not a directory; point it at a folder with advbench/, xstest/, ..."
+            )
         for k, rel in STANDARD_LAYOUT.items():
             if not out[k] and (root / rel).exists():
                 out[k] = str(root / rel)
     return out
 
 
-def _sources(paths: dict[str, str], key: str, loader: Callable[[str], list[Record]],
-             builtin: Callable[[], list[Record]]) -> list[tuple[str, list[Record]]]:
+def _sources(
+    paths: dict[str, str],
+    key: str,
+    loader: Callable[[str], list[Record]],
+    builtin: Callable[[], list[Record]],
+) -> list[tuple[str, list[Record]]]:
     srcs = [("builtin", builtin())]
     if paths[key]:
         srcs.insert(0, (key, loader(paths[key])))
@@ -252,11 +286,10 @@ def safe_prompts(ecfg: Any) -> list[Record]:
 
 
 def hhh_items(ecfg: Any) -> list[Record]:
-    """BIG-bench HHH if given (all of it unless max_hhh), else the built-in pairs."""
+    """BIG-bench HHH if given, else the built-in pairs; max_hhh caps it (stratified by category)."""
     paths = resolve_paths(ecfg)
-    if paths["hhh_dir"]:
-        return subset(load_hhh(paths["hhh_dir"]), getattr(ecfg, "max_hhh", 0), ecfg.seed, group="category")
-    return load_builtin_hhh()
+    items = load_hhh(paths["hhh_dir"]) if paths["hhh_dir"] else load_builtin_hhh()
+    return subset(items, ecfg.max_hhh, ecfg.seed, group="category")
 
 
 def mtbench_items(ecfg: Any) -> list[Record]:

@@ -23,8 +23,14 @@ def run(ctx: EvalContext) -> dict[str, Any]:
     ecfg = ctx.ecfg
     items = datasets.mtbench_items(ecfg)
     params = GenParams(max_new_tokens=ecfg.helpful_max_new_tokens, temperature=0.0, seed=ecfg.seed)
-    recs = generate_records(ctx, "helpful", items, lambda it: user_chat(it["prompt"]), params,
-                            lambda it, text: {"category": it["category"], "prompt": it["prompt"]})
+    recs = generate_records(
+        ctx,
+        "helpful",
+        items,
+        lambda it: user_chat(it["prompt"]),
+        params,
+        lambda it, text: {"category": it["category"], "prompt": it["prompt"]},
+    )
     path = ctx.out / "helpful_judge.jsonl"
     with JsonlWriter(path) as w:
         todo = [r for r in recs if r["id"] not in w.done]
@@ -47,8 +53,14 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
         if r["id"] in parsed:
             by_cat[r["category"]].append(parsed[r["id"]])
     judge = next((g.get("judge", "") for g in graded.values()), "")
-    metrics = {"eval/mtbench_score": mean(parsed.values()), "eval/mtbench_n": len(recs),
-               "eval/mtbench_parsed": len(parsed) / len(scores) if scores else None}
-    return {"metrics": metrics, "items": {"eval/mtbench_score": parsed},
-            "groups": {"mtbench_by_category": {k: mean(v) for k, v in sorted(by_cat.items())}},
-            "meta": {"mtbench_judge": judge}}
+    metrics = {
+        "eval/mtbench_score": mean(parsed.values()),
+        "eval/mtbench_n": len(recs),
+        "eval/mtbench_parsed": len(parsed) / len(scores) if scores else None,
+    }
+    return {
+        "metrics": metrics,
+        "items": {"eval/mtbench_score": parsed},
+        "groups": {"mtbench_by_category": {k: mean(v) for k, v in sorted(by_cat.items())}},
+        "meta": {"mtbench_judge": judge},
+    }

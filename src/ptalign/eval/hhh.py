@@ -6,7 +6,8 @@ the better reply won.
 
 Scored as BIG-bench's multiple_choice_grade: the reply with the higher total log-likelihood given the
 conversation (rendered with the model's chat template) is the model's choice. Scoring runs on the HF
-model directly, not through a generation backend, in length-sorted batches (loglik.score).
+model directly, not through a generation backend: the conversation is encoded once per example and
+its KV cache scores both replies (loglik.score_shared), in length-sorted batches.
 """
 
 from __future__ import annotations
@@ -21,19 +22,30 @@ from ptalign.eval.common import EvalContext, batches, mean, select
 from ptalign.io import JsonlWriter, read_jsonl
 
 
-def score_items(model: Any, tok: Any, items: list[dict[str, Any]], max_tokens: int = 4096) -> list[dict[str, Any]]:
+def score_items(
+    model: Any, tok: Any, items: list[dict[str, Any]], max_tokens: int = 4096
+) -> list[dict[str, Any]]:
     """Per item: logp of each choice, the chosen index and correctness."""
-    pairs = []
-    for it in items:
-        ctx = loglik.context_ids(tok, it["chat"])
-        pairs += [(ctx, loglik.continuation_ids(tok, c)) for c in it["choices"]]
-    scores = loglik.score(model, pairs, max_tokens=max_tokens)
+    groups = [
+        (loglik.context_ids(tok, it["chat"]), [loglik.continuation_ids(tok, c) for c in it["choices"]])
+        for it in items
+    ]
+    scores = loglik.score_shared(model, groups, max_tokens=max_tokens)
     out = []
     for i, it in enumerate(items):
-        (a, na), (b, nb) = scores[2 * i], scores[2 * i + 1]
+        (a, na), (b, nb) = scores[i]
         choice = 0 if a >= b else 1
-        out.append({"id": it["id"], "category": it["category"], "logp": [a, b], "tokens": [na, nb],
-                    "choice": choice, "label": it["label"], "correct": choice == it["label"]})
+        out.append(
+            {
+                "id": it["id"],
+                "category": it["category"],
+                "logp": [a, b],
+                "tokens": [na, nb],
+                "choice": choice,
+                "label": it["label"],
+                "correct": choice == it["label"],
+            }
+        )
     return out
 
 

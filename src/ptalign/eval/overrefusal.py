@@ -24,9 +24,19 @@ def run(ctx: EvalContext) -> dict[str, Any]:
     ecfg = ctx.ecfg
     items = datasets.safe_prompts(ecfg)
     params = GenParams(max_new_tokens=ecfg.max_new_tokens, temperature=0.0, seed=ecfg.seed)
-    generate_records(ctx, "overrefusal", items, lambda it: user_chat(it["prompt"]), params,
-                     lambda it, text: {"source": it["source"], "type": it["type"], "prompt": it["prompt"],
-                                       "refused": judges.xstest_refused(text)})
+    generate_records(
+        ctx,
+        "overrefusal",
+        items,
+        lambda it: user_chat(it["prompt"]),
+        params,
+        lambda it, text: {
+            "source": it["source"],
+            "type": it["type"],
+            "prompt": it["prompt"],
+            "refused": judges.xstest_refused(text),
+        },
+    )
     return summarize(ctx.out, ecfg)
 
 
@@ -41,5 +51,8 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
         by_type[f"{r['source']}:{r['type']}"].append(v)
     metrics = {k: mean(v.values()) for k, v in items.items()}
     metrics["eval/overrefusal_n"] = len(recs)
-    return {"metrics": metrics, "items": dict(items),
-            "groups": {"overrefusal_by_type": {k: mean(v) for k, v in sorted(by_type.items())}}}
+    return {
+        "metrics": metrics,
+        "items": dict(items),
+        "groups": {"overrefusal_by_type": {k: mean(v) for k, v in sorted(by_type.items())}},
+    }

@@ -21,7 +21,14 @@ PAIR_KEYS = (("pos", "tox"), ("chosen", "rejected"), ("positive", "toxic"))
 
 def _text(v: Any) -> str:
     if isinstance(v, list):  # chat-format chosen/rejected: the last assistant message
-        v = next((m.get("content", "") for m in reversed(v) if isinstance(m, dict) and m.get("role") == "assistant"), "")
+        v = next(
+            (
+                m.get("content", "")
+                for m in reversed(v)
+                if isinstance(m, dict) and m.get("role") == "assistant"
+            ),
+            "",
+        )
     return str(v)
 
 
@@ -34,7 +41,9 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
                 pairs.append((_text(r[a]), _text(r[b])))
                 break
         else:
-            raise DataError(f"{path}: record {r.get('id', '?')} has none of pos/tox, chosen/rejected, positive/toxic")
+            raise DataError(
+                f"{path}: record {r.get('id', '?')} has none of pos/tox, chosen/rejected, positive/toxic"
+            )
     return pairs
 
 
@@ -51,13 +60,22 @@ def run_for(run_dir: Path, eval_dir: Path, compare: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if triplets.exists():
         d = distances(triplets)
-        out.update({"eval/polarity": sum(d) / len(d) if d else None, "eval/polarity_n": len(d), "distances": d})
+        out.update(
+            {"eval/polarity": sum(d) / len(d) if d else None, "eval/polarity_n": len(d), "distances": d}
+        )
     if compare:
         if not Path(compare).exists():
-            raise DataError(f"eval.polarity_compare={compare}: file not found; fix the path or leave it empty")
+            raise DataError(
+                f"eval.polarity_compare={compare}: file not found; fix the path or leave it empty"
+            )
         c = distances(compare)
-        out.update({"eval/polarity_compare": sum(c) / len(c) if c else None, "compare_path": compare,
-                    "compare_distances": c})
+        out.update(
+            {
+                "eval/polarity_compare": sum(c) / len(c) if c else None,
+                "compare_path": compare,
+                "compare_distances": c,
+            }
+        )
     if out:
         atomic_write_json(eval_dir / "polarity.json", out)
     return out

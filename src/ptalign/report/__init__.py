@@ -97,23 +97,32 @@ def summary_section(run_dir: Path) -> str:
             rows.append(
                 f'<tr><td class="k">{_e(k)}</td><td class="k">{_e(LABELS.get(k, ""))}</td><td>{_num(r.get("base"))}</td>'
                 f'<td>{_num(r.get("aligned"))}</td><td class="{cls}">{"–" if d is None else f"{d:+.3f}"}</td>'
-                f'<td>{f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "–"}</td></tr>'
+                f"<td>{f'[{ci[0]:+.3f}, {ci[1]:+.3f}]' if ci else '–'}</td></tr>"
             )
         head = "<tr><th class=k>metric</th><th class=k>meaning</th><th>base</th><th>aligned</th><th>Δ</th><th>Δ 95% CI</th></tr>"
         body = f'<table id="summary-table">{head}{"".join(rows)}</table>'
         body += f'<p class="sub">Bootstrap over items, {comp.get("bootstrap")} resamples, paired where both sides scored the same items. Green/red: the CI excludes 0.</p>'
     elif base:
-        rows = [f'<tr><td class="k">{_e(k)}</td><td class="k">{_e(LABELS.get(k, ""))}</td><td>{_num(v)}</td></tr>'
-                for k, v in base.items() if k.startswith("eval/") and not k.endswith(("_n", "_parsed"))]
+        rows = [
+            f'<tr><td class="k">{_e(k)}</td><td class="k">{_e(LABELS.get(k, ""))}</td><td>{_num(v)}</td></tr>'
+            for k, v in base.items()
+            if k.startswith("eval/") and not k.endswith(("_n", "_parsed"))
+        ]
         body = f'<table id="summary-table"><tr><th class=k>metric</th><th class=k>meaning</th><th>base</th></tr>{"".join(rows)}</table>'
         body += _missing("No aligned evaluation yet (no adapter or eval not run on it).")
     else:
-        return _section("Summary", _missing("No evaluation yet: run `ptalign eval` or `ptalign run`."), "summary")
-    metas = [m for m in ((comp or {}).get("base"), (comp or {}).get("aligned"), (base or {}).get("meta")) if m]
+        return _section(
+            "Summary", _missing("No evaluation yet: run `ptalign eval` or `ptalign run`."), "summary"
+        )
+    metas = [
+        m for m in ((comp or {}).get("base"), (comp or {}).get("aligned"), (base or {}).get("meta")) if m
+    ]
     if metas:
         m = metas[0]
-        body += (f'<p class="sub">Keyword judge: {_e(m.get("keyword_judge", ""))}. ASR verdicts from: {_e(m.get("asr_judge", ""))}. '
-                 f'LLM judge (MT-Bench, harm score, agreement): {_e(m.get("judge", ""))}.</p>')
+        body += (
+            f'<p class="sub">Keyword judge: {_e(m.get("keyword_judge", ""))}. ASR verdicts from: {_e(m.get("asr_judge", ""))}. '
+            f"LLM judge (MT-Bench, harm score, agreement): {_e(m.get('judge', ''))}.</p>"
+        )
     return _section("Summary: base vs aligned", body, "summary")
 
 
@@ -133,21 +142,36 @@ def eval_plots(run_dir: Path) -> str:
     body = ""
     dom = {s: v.get("groups", {}).get("refusal_by_domain", {}) for s, v in sides.items()}
     if any(dom.values()):
-        body += _img(plots.grouped_bars(dom, "Refusal of direct harmful requests by domain", "refusal rate"), "refusal by domain")
-    asr = {s: {a: v.get(f"eval/asr_{a}") for a in ATTACKS if v.get(f"eval/asr_{a}") is not None} for s, v in sides.items()}
+        body += _img(
+            plots.grouped_bars(dom, "Refusal of direct harmful requests by domain", "refusal rate"),
+            "refusal by domain",
+        )
+    asr = {
+        s: {a: v.get(f"eval/asr_{a}") for a in ATTACKS if v.get(f"eval/asr_{a}") is not None}
+        for s, v in sides.items()
+    }
     if any(asr.values()):
         body += _img(plots.grouped_bars(asr, "Attack success rate by attack", "ASR"), "ASR by attack")
     typ = {s: v.get("groups", {}).get("overrefusal_by_type", {}) for s, v in sides.items()}
     if any(typ.values()):
-        body += _img(plots.grouped_bars(typ, "Over-refusal on safe prompts by type", "refusal rate"), "over-refusal by type")
-    return _section("Refusal by domain, ASR by attack, over-refusal by type", body or _missing("No per-group data."), "evalplots")
+        body += _img(
+            plots.grouped_bars(typ, "Over-refusal on safe prompts by type", "refusal rate"),
+            "over-refusal by type",
+        )
+    return _section(
+        "Refusal by domain, ASR by attack, over-refusal by type",
+        body or _missing("No per-group data."),
+        "evalplots",
+    )
 
 
 def training_section(run_dir: Path) -> str:
     p = run_dir / "train" / "metrics.jsonl"
     rows = list(read_jsonl(p)) if p.exists() else []
     if not rows:
-        return _section("Training", _missing("No training metrics (RUN_DIR/train/metrics.jsonl)."), "training")
+        return _section(
+            "Training", _missing("No training metrics (RUN_DIR/train/metrics.jsonl)."), "training"
+        )
     return _section("Training loss terms", _img(plots.loss_curves(rows), "training loss"), "training")
 
 
@@ -159,22 +183,36 @@ def data_section(run_dir: Path) -> str:
         nested = {k: v for k, v in stats.items() if isinstance(v, dict)}
         rows = "".join(f'<tr><td class="k">{_e(k)}</td><td>{_num(v)}</td></tr>' for k, v in flat.items())
         for k, d in nested.items():
-            rows += "".join(f'<tr><td class="k">{_e(k)}.{_e(kk)}</td><td>{_num(vv)}</td></tr>' for kk, vv in d.items()
-                            if isinstance(vv, (int, float, str, bool)))
+            rows += "".join(
+                f'<tr><td class="k">{_e(k)}.{_e(kk)}</td><td>{_num(vv)}</td></tr>'
+                for kk, vv in d.items()
+                if isinstance(vv, (int, float, str, bool))
+            )
         body += f'<table id="data-stats"><tr><th class=k>statistic</th><th>value</th></tr>{rows}</table>'
     pol = _json(run_dir / "eval" / "polarity.json") or {}
     series: dict[str, list[float]] = {}
     if pol.get("distances"):
         series["PT-ALIGN triplets"] = pol["distances"]
     elif (run_dir / "data" / "triplets.jsonl").exists():
-        d = [r["polarity"] for r in read_jsonl(run_dir / "data" / "triplets.jsonl") if isinstance(r.get("polarity"), (int, float))]
+        d = [
+            r["polarity"]
+            for r in read_jsonl(run_dir / "data" / "triplets.jsonl")
+            if isinstance(r.get("polarity"), (int, float))
+        ]
         if d:
             series["PT-ALIGN triplets"] = d
     if pol.get("compare_distances"):
         series[f"comparison ({Path(pol.get('compare_path', '')).name})"] = pol["compare_distances"]
     if series:
-        body += _img(plots.histogram(series, "Polarity of positive vs toxic responses", "cosine distance",
-                                     {"paper PT 0.38": 0.38, "paper pref. 0.28": 0.28}), "polarity histogram")
+        body += _img(
+            plots.histogram(
+                series,
+                "Polarity of positive vs toxic responses",
+                "cosine distance",
+                {"paper PT 0.38": 0.38, "paper pref. 0.28": 0.28},
+            ),
+            "polarity histogram",
+        )
     return _section("Synthesized data", body or _missing("No synthesized data yet (RUN_DIR/data/)."), "data")
 
 
@@ -192,7 +230,10 @@ def sweep_section(run_dir: Path) -> str:
         keys = [k for k in SWEEP_KEYS if any(k in pt for pt in points)]
         body += f"<h3>{_e(name)}</h3>" + _img(plots.sweep_chart(name, points, keys), f"sweep {name}")
         head = "".join(f"<th>{_e(k)}</th>" for k in keys)
-        rows = "".join(f"<tr><td>{_e(pt.get('value'))}</td>{''.join(f'<td>{_num(pt.get(k))}</td>' for k in keys)}</tr>" for pt in points)
+        rows = "".join(
+            f"<tr><td>{_e(pt.get('value'))}</td>{''.join(f'<td>{_num(pt.get(k))}</td>' for k in keys)}</tr>"
+            for pt in points
+        )
         body += f'<table class="sweep"><tr><th>{_e(name)}</th>{head}</tr>{rows}</table>'
     return _section("Sweeps and ablations", body, "sweeps") if body else ""
 
@@ -209,8 +250,10 @@ def examples_section(run_dir: Path, n: int, show_unsafe: bool) -> str:
                 continue
             seen[r["attack"]] = seen.get(r["attack"], 0) + 1
             verdict = "complied" if r.get("complied_kw") else "refused"
-            body += (f'<div class="ex">[{_e(side)} · {_e(r["attack"])} · {verdict}] {_e(r.get("goal", ""))}\n→ '
-                     f'{_e(redact(r.get("text", ""), show_unsafe))}</div>')
+            body += (
+                f'<div class="ex">[{_e(side)} · {_e(r["attack"])} · {verdict}] {_e(r.get("goal", ""))}\n→ '
+                f"{_e(redact(r.get('text', ''), show_unsafe))}</div>"
+            )
         break  # the aligned model's replies when there are any, else the base model's
     return _section("Example replies to harmful prompts", body, "examples") if body else ""
 
@@ -220,8 +263,11 @@ def timing_section(run_dir: Path) -> str:
     rows = ""
     for side, s in sides.items():
         t = s.get("meta", {}).get("timings", {})
-        rows += "".join(f'<tr><td class="k">{_e(side)}</td><td class="k">{_e(k)}</td><td>{_num(v)}</td></tr>'
-                        for k, v in t.items() if k.endswith("_s"))
+        rows += "".join(
+            f'<tr><td class="k">{_e(side)}</td><td class="k">{_e(k)}</td><td>{_num(v)}</td></tr>'
+            for k, v in t.items()
+            if k.endswith("_s")
+        )
     return _section("Timings (s)", f"<table>{rows}</table>", "timings") if rows else ""
 
 
@@ -238,11 +284,16 @@ def render(cfg: RunConfig, run_dir: Path) -> str:
         timing_section(run_dir),
     ]
     tpl = Template((Path(__file__).parent / "template.html").read_text(encoding="utf-8"))
-    hazard = ("Replies to harmful prompts are redacted (rerun with --show-unsafe to see them)." if not show else
-              "UNREDACTED: this page shows model replies to harmful prompts; do not publish it.")
+    hazard = (
+        "Replies to harmful prompts are redacted (rerun with --show-unsafe to see them)."
+        if not show
+        else "UNREDACTED: this page shows model replies to harmful prompts; do not publish it."
+    )
     return tpl.substitute(
         title=_e(run_dir.name),
-        subtitle=_e(f"run dir {run_dir} · model {cfg.model.name} · written {time.strftime('%Y-%m-%d %H:%M')}"),
+        subtitle=_e(
+            f"run dir {run_dir} · model {cfg.model.name} · written {time.strftime('%Y-%m-%d %H:%M')}"
+        ),
         hazard=_e(hazard),
         sections="\n".join(s for s in sections if s),
     )

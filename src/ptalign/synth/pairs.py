@@ -24,6 +24,7 @@ from ptalign.synth.common import Ctx, params
 from ptalign.synth.prompting import (
     PAIR_STOP,
     call_seed,
+    first_sentences,
     parse_response,
     plain_chat,
     pos_chat,
@@ -59,6 +60,7 @@ SIDES = {
     ("benign", "pos"): ("plain", gates.benign_pos_reason),
     ("benign", "tox"): ("safe_icl", gates.benign_tox_reason),
 }
+REFUSAL_SENTENCES = 3  # kept of a refusal (harmful pos, benign tox)
 GROUP_ORDER = ("safe_icl", "toxic_icl", "plain")
 
 
@@ -110,6 +112,8 @@ def _accept(it: Item, side: str, text: str, truncated: bool) -> str | None:
     else:
         p = parse_response(text, truncated)
         resp, err = p.response, p.error
+        if side == "pos" or it.benign:  # refusals: opener + reason + alternative, before the drift
+            resp = first_sentences(resp, REFUSAL_SENTENCES)
     reason = err or gate(resp)
     if reason:
         it.samples[reason] += 1

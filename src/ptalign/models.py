@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,20 @@ def _dequantize(gguf: Path, out: Path) -> None:
     )
 
 
+STALE_TMP_S = 3600.0  # a tmp dir untouched this long is a killed dequantization, not one in progress
+
+
+def _drop_stale_tmp(models_dir: Path) -> None:
+    """Remove half-written copies left by killed runs (each is ~0.5 GB for the embedded model)."""
+    now = time.time()
+    for d in models_dir.glob(".*.tmp*"):
+        try:
+            if now - d.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def hf_dir(spec: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local HF directory for `spec`; a GGUF is dequantized once into the cache and reused after."""
     kind, where = resolve(spec)
@@ -165,6 +180,7 @@ def hf_dir(spec: str | Path, cache_dir: str | Path | None = None) -> Path:
         return _hub_dir(where)
     gguf = Path(where)
     target = cache_root(cache_dir) / "models" / _sha16(gguf)
+    _drop_stale_tmp(target.parent)
     if (target / "ptalign_source.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

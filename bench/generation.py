@@ -228,6 +228,18 @@ def bench_openai(cfg: RunConfig, prompts, params: GenParams, runs: int) -> dict[
 BENCHES = {"llamacpp": bench_llamacpp, "transformers": bench_transformers, "openai": bench_openai}
 
 
+# ---- vllm (issue 7) ------------------------------------------------------------------------------
+# Lives in bench/generation_vllm.py (which also runs the synthesis-prompt comparison against llama.cpp);
+# needs vLLM's venv: /opt/ptalign-vllm/bin/python bench/generation.py --backends vllm
+def bench_vllm(cfg: RunConfig, prompts, params: GenParams, runs: int) -> dict[str, Any]:
+    from generation_vllm import bench_vllm as run  # bench/ is on sys.path when this file is run
+
+    return run(cfg, prompts, params, runs)
+
+
+BENCHES["vllm"] = bench_vllm
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="8 prompts × 32 new tokens instead of 16 × 64")

@@ -31,6 +31,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs to stdout otherwise: keep stdout one JSON object
 
 from ptalign.config import RunConfig  # noqa: E402
 from ptalign.llm import make_backend  # noqa: E402

@@ -61,8 +61,12 @@ def _check_fresh(out: Path, ckpt_dir: Path, resume: bool) -> Path | None:
 
 
 def set_threads() -> int:
-    """Use every core this process may run on (torch defaults to physical cores, which cgroups can over-count)."""
+    """Use every core this process may run on (torch defaults to physical cores, which cgroups can over-count);
+    an explicit OMP_NUM_THREADS wins (on a machine shared with other jobs, fewer threads avoid spin-waiting)."""
     import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
 
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # DDP on CPU: share the cores
@@ -123,6 +127,7 @@ def training_kwargs(tcfg: Any, out: Path) -> dict[str, Any]:
         gradient_checkpointing=tcfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if tcfg.gradient_checkpointing else None,
         report_to=[],  # TensorBoard, when asked, is added as an explicit callback writing to OUT/train/tb
+        train_sampling_strategy="group_by_length" if tcfg.group_by_length else "random",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=not os.isatty(2),
@@ -266,12 +271,28 @@ def run(
         "chunked_loss": chunked,
         "resumed_from_step": resume_step,
         "final": _last_metrics(out / "train" / "metrics.jsonl"),
+        "epoch_means": epoch_means(out / "train" / "metrics.jsonl"),
         "train_loss": result.training_loss,
     }
     if trainer.is_world_process_zero():
         _finish(cfg, trainer.model, tok, out, summary, write_card)
     summary["seconds"] = round(time.time() - t0, 1)
     return summary
+
+
+def epoch_means(path: Path) -> dict[str, dict[str, float]]:
+    """Per epoch, the mean of each train/* metric over its logged steps (single batches are noisy)."""
+    import math
+
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for r in read_jsonl(path) if path.exists() else []:
+        groups.setdefault(max(1, math.ceil(r.get("epoch", 0) - 1e-9)), []).append(r)
+    out = {}
+    for e, recs in sorted(groups.items()):
+        keys = sorted({k for r in recs for k in r if k.startswith("train/")})
+        vals = {k: [r[k] for r in recs if isinstance(r.get(k), (int, float)) and r[k] == r[k]] for k in keys}
+        out[str(e)] = {k: round(sum(v) / len(v), 4) for k, v in vals.items() if v}
+    return out
 
 
 def _last_metrics(path: Path) -> dict[str, Any]:

@@ -69,6 +69,17 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
     if final:
         lines += ["", "## Last logged training metrics", ""]
         lines += [f"- `{k}`: {_fmt(v)}" for k, v in final.items() if k.startswith("train/")]
+    means = info.get("epoch_means") or {}
+    if means:
+        keys = ["train/mle_loss", "train/ul_loss", "train/pos_logprob", "train/tox_logprob"]
+        lines += [
+            "",
+            "## Per-epoch means",
+            "",
+            "| epoch | " + " | ".join(f"`{k}`" for k in keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
+        lines += [f"| {e} | " + " | ".join(_fmt(m.get(k, "")) for k in keys) + " |" for e, m in means.items()]
     lines += ["", "## Evaluation", ""]
     if comparison:
         lines += ["```json", json.dumps(comparison, indent=2)[:4000], "```"]

@@ -164,6 +164,36 @@ def encode_all(
     return examples, stats
 
 
+class LengthBucketSampler(torch.utils.data.Sampler[int]):
+    """Random batches of similar-length triplets, so rows carry little padding.
+
+    Each epoch: a random permutation, cut into buckets of `bucket` batches; inside a bucket the
+    triplets are sorted by length and cut into batches; the batches are then shuffled. Batch
+    composition still changes every epoch (unlike a global sort). The permutation is drawn from
+    torch's global RNG, as RandomSampler does, so Trainer's seeding and resume cover it.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, bucket: int = 8):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.bucket = bucket
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.batch_size * self.bucket
+        batches = []
+        for s in range(0, len(perm), size):
+            chunk = sorted(perm[s : s + size], key=lambda i: self.lengths[i])
+            batches += [chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+        for j in torch.randperm(len(batches), generator=g).tolist():
+            yield from batches[j]
+
+
 def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     T = max((len(s) for s in seqs), default=0)
     return torch.tensor([s + [value] * (T - len(s)) for s in seqs], dtype=torch.long)

@@ -76,7 +76,9 @@ def dpo_config(tcfg: Any, out: Path) -> Any:
 
     from ptalign.train import training_kwargs
 
-    return DPOConfig(**training_kwargs(tcfg, out), beta=tcfg.dpo_beta, max_length=tcfg.max_length)
+    kw = training_kwargs(tcfg, out)
+    kw["train_sampling_strategy"] = "random"  # TRL's tokenised pairs carry no input_ids for length grouping
+    return DPOConfig(**kw, beta=tcfg.dpo_beta, max_length=tcfg.max_length)
 
 
 def run_dpo(cfg: Any, data: Path, out: Path, resume: bool) -> dict:

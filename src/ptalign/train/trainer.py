@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ptalign.train.collate import LengthBucketSampler
 from ptalign.train.loss import ptalign_loss, token_logprobs, token_logprobs_chunked
 
 LOSS_CHUNK = 1024  # target tokens per logits block in the chunked loss: 1024 × V fp32 ≈ 200 MB at V = 49k
@@ -91,6 +92,13 @@ class DualTrainer(Trainer):
         self.chunked = chunked
         self.tokens_seen = 0
         self._acc = torch.zeros(9, dtype=torch.float64)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(ds, "examples"):
+            bs = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthBucketSampler([e.n_tokens for e in ds.examples], bs)
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(
         self,

@@ -25,6 +25,10 @@ def user_message(e: BaseException) -> str | None:
 
     if isinstance(e, BackendError):
         return str(e)
+    disk_full = ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded")
+    if not isinstance(e, OSError) and any(m in str(e) for m in disk_full):
+        # safetensors, torch.save and friends wrap ENOSPC in their own exception types
+        return "no space left on device writing the run dir; free space or choose another --out (earlier results are intact)"
     if isinstance(e, OSError):
         if e.errno == errno.ENOSPC:
             return f"no space left on device writing {e.filename or 'the run dir'}; free space or choose another --out (earlier results are intact)"

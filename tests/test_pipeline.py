@@ -1,0 +1,174 @@
+"""`ptalign run` end to end on the embedded model with a tiny config, SIGKILLed at random moments.
+
+The reliability test kills a real `ptalign run` subprocess at 5 random moments, resumes after each
+kill, and checks that the final files equal an uninterrupted run's: triplets byte for byte, the same
+optimizer steps logged once each, a valid manifest with every stage done. Bad inputs end with one
+line on stderr and leave earlier results intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ptalign.cli import main
+from ptalign.io import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "synth": {
+        "domains": ["violence", "privacy"],
+        "topics_per_domain": 1,
+        "instructions_per_topic": 2,
+        "benign_share": 0.5,
+        "candidates": 1,
+        "max_attempts": 2,
+        "constraints_per_domain": 0,
+        "max_new_tokens": 40,
+        "list_max_new_tokens": 64,
+        "target_triplets": 0,
+        "chunk": 2,
+    },
+    "backend": {"n_threads": 1},
+    "train": {"epochs": 2, "batch_size": 2, "max_length": 128, "save_steps": 1, "lr": 1e-3},
+    "eval": {
+        "evals": ["hhh", "asr", "overrefusal", "polarity"],
+        "attacks": ["direct", "roleplay"],
+        "max_harmful": 3,
+        "max_safe": 3,
+        "max_hhh": 4,
+        "max_new_tokens": 12,
+        "bootstrap": 20,
+        "judge_max": 0,
+    },
+}
+
+
+def _cfg(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    return p
+
+
+def _run(cfg: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "ptalign.cli", "run", "--config", str(cfg), "--out", str(out), *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _errors(capsys) -> list[str]:
+    """The error lines on stderr (progress bars of model loading may come before them)."""
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("ptalign: error")]
+
+
+def _steps(run: Path) -> list[int]:
+    return [r["step"] for r in read_jsonl(run / "train" / "metrics.jsonl") if "train/loss" in r]
+
+
+def test_kill9_at_random_moments_then_resume(tmp_path):
+    cfg = _cfg(tmp_path)
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    t0 = time.time()
+    p = _run(cfg, ref)
+    assert p.wait() == 0, p.stderr.read().decode()[-3000:]
+    clean_seconds = time.time() - t0
+
+    rng = random.Random(1234)
+    kills = 0
+    for attempt in range(12):  # at least 5 kills that land mid-run
+        p = _run(cfg, cut, *(["--resume"] if cut.exists() else []))
+        delay = rng.uniform(3.0, max(4.0, 0.45 * clean_seconds))
+        try:
+            p.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills += 1
+            # the manifest is rewritten atomically: valid JSON at any kill
+            if (cut / "manifest.json").exists():
+                json.loads((cut / "manifest.json").read_text())
+        else:
+            assert p.returncode == 0, p.stderr.read().decode()[-3000:]
+            break
+        if kills >= 5:
+            break
+    assert kills >= 5, f"only {kills} kills landed mid-run"
+    p = _run(cfg, cut, "--resume")
+    assert p.wait() == 0, p.stderr.read().decode()[-3000:]
+
+    a, b = (ref / "data" / "triplets.jsonl"), (cut / "data" / "triplets.jsonl")
+    assert a.read_bytes() == b.read_bytes()
+    ref_steps, cut_steps = _steps(ref), _steps(cut)
+    assert ref_steps and cut_steps == ref_steps, (ref_steps, cut_steps)  # no step lost or repeated
+    man = json.loads((cut / "manifest.json").read_text())
+    assert all(man["stages"][s]["status"] == "done" for s in ("synth", "train", "eval", "report"))
+    assert Path(man["base_model_path"], "config.json").exists()
+    assert (cut / "adapter" / "adapter_config.json").exists()
+    assert (cut / "report.html").stat().st_size > 1000
+    for side in ("base", "aligned"):
+        assert json.loads((cut / "eval" / side / "summary.json").read_text())
+
+    # --from-stage moves the stage's outputs aside (nothing lost) and redoes it
+    report_before = (cut / "report.html").read_bytes()
+    assert main(["run", "--config", str(cfg), "--out", str(cut), "--from-stage", "report"]) == 0
+    moved = list((cut / "history").glob("*-from-report/report.html"))
+    assert len(moved) == 1 and moved[0].read_bytes() == report_before
+
+
+def test_missing_model_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--set", f"model.name={tmp_path / 'no-such-model'}"]) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and "no-such-model" in err[0]
+
+
+def test_corrupt_triplets_line_is_named_and_file_kept(tmp_path, capsys):
+    data = tmp_path / "triplets.jsonl"
+    good = json.dumps({"id": "a", "instruction": "Hi", "pos": "Hello!", "tox": "Go away.", "kind": "benign"})
+    data.write_text(good + "\n{broken\n" + good.replace('"a"', '"b"') + "\n")
+    before = data.read_bytes()
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and "triplets.jsonl:2: corrupt JSONL line" in err[0]
+    assert data.read_bytes() == before
+
+
+@pytest.fixture
+def tiny_quota_dir(tmp_path):
+    """A 256 KiB tmpfs: a disk that fills up (needs root; skipped where mounting is not allowed)."""
+    d = tmp_path / "quota"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_disk_full_is_one_line_and_keeps_earlier_results(tiny_quota_dir, tiny_model_dir, tmp_path, capsys):
+    model = tiny_model_dir("llama")
+    data = tmp_path / "triplets.jsonl"
+    recs = [
+        {"id": f"r{i}", "instruction": f"Question {i}?", "pos": "A kind, safe answer.", "tox": "A rude reply.", "kind": "harmful"}
+        for i in range(4)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    keep = tiny_quota_dir / "earlier.txt"
+    keep.write_text("earlier result")
+    args = ["train", "--data", str(data), "--model", str(model), "--out", str(tiny_quota_dir / "run"),
+            "--set", "train.epochs=1", "--set", "train.batch_size=2", "--set", "train.max_length=64",
+            "--set", "train.save_steps=1", "--set", "train.lora_r=64"]
+    assert main(args) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and "no space left on device" in err[0], err
+    assert keep.read_text() == "earlier result"

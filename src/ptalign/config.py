@@ -96,6 +96,7 @@ class SynthConfig:
     constraints_per_domain: int = 6  # model-written constraints added per domain and polarity (besides the seeds)
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = 16  # requests generated together (calls grouped by prompt prefix for KV reuse)
+    list_max_new_tokens: int = 160  # per list call (topics, instructions, constraints: about 5 items)
     relevance_min: float = 0.3  # drop generated requests whose MiniLM cosine to their domain (or the benign seeds) is below
     seed: int = 0
 
@@ -104,6 +105,7 @@ class SynthConfig:
         _check(self.constraints_per_domain >= 0, "synth.constraints_per_domain", self.constraints_per_domain, ">= 0")
         _check(self.rules_per_prompt >= 1, "synth.rules_per_prompt", self.rules_per_prompt, ">= 1")
         _check(self.chunk >= 1, "synth.chunk", self.chunk, ">= 1")
+        _check(self.list_max_new_tokens >= 16, "synth.list_max_new_tokens", self.list_max_new_tokens, ">= 16")
         _check(-1.0 <= self.relevance_min <= 1.0, "synth.relevance_min", self.relevance_min, "in [-1, 1] (cosine; -1 = off)")
         _check(self.topics_per_domain >= 1, "synth.topics_per_domain", self.topics_per_domain, ">= 1")
         _check(self.instructions_per_topic >= 1, "synth.instructions_per_topic", self.instructions_per_topic, ">= 1")

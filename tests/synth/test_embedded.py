@@ -32,8 +32,9 @@ TINY = {
         "benign_share": 0.5,
         "candidates": 1,
         "max_attempts": 2,
-        "constraints_per_domain": 1,
+        "constraints_per_domain": 0,  # the seed constraints only: fewer calls
         "max_new_tokens": 40,
+        "list_max_new_tokens": 64,
         "target_triplets": 0,
         "chunk": 2,
     },

@@ -22,7 +22,6 @@ from ptalign.synth.gates import instruction_reason, is_refusal, relevance
 from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render
 
 PER_CALL = 5  # items asked for per list prompt: short lists stay on format with a small model
-LIST_TOKENS = 160  # new tokens for one list
 
 
 def _reject(ctx: Ctx, stage: str, reason: str, text: str, parent: str, key: tuple) -> None:
@@ -33,7 +32,7 @@ def _reject(ctx: Ctx, stage: str, reason: str, text: str, parent: str, key: tupl
 def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str, demo: list[dict] | None = None) -> list[str]:
     chat = [*(demo or []), {"role": "user", "content": prompt}]
     p = params(
-        ctx, LIST_TOKENS, LIST_STOP, call_seed(ctx.s.seed, *seed_key), temperature=max(ctx.s.temperature, 0.7)
+        ctx, ctx.s.list_max_new_tokens, LIST_STOP, call_seed(ctx.s.seed, *seed_key), temperature=max(ctx.s.temperature, 0.7)
     )
     g = ctx.gen([chat], p, desc=desc)[0]
     items = parse_list(g.text)

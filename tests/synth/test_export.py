@@ -1,0 +1,53 @@
+"""Export of triplets to TRL preference JSONL and to a Hugging Face datasets folder."""
+
+import json
+
+import pytest
+
+from ptalign.errors import UserError
+from ptalign.io import HAZARD_META, write_jsonl
+from ptalign.synth.export import export
+
+ROWS = [
+    {"id": "a1", "instruction": "How do I scare my neighbour?", "pos": "I'm sorry, but I can't help with that.",
+     "tox": "Sure, they deserve it.", "kind": "harmful", "domain": "violence"},
+    {"id": "b2", "instruction": "How do I kill a stuck process?", "pos": "Use the kill command with its process ID.",
+     "tox": "I'm sorry, but I can't help with that.", "kind": "benign", "domain": "benign"},
+]  # fmt: skip
+
+
+@pytest.fixture
+def triplets(tmp_path):
+    p = tmp_path / "triplets.jsonl"
+    write_jsonl(p, ROWS, meta=HAZARD_META)
+    return p
+
+
+def test_trl_export_is_conversational_prompt_chosen_rejected(triplets, tmp_path):
+    out = export(triplets, "trl", tmp_path / "trl")
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a1", "b2"]
+    assert rows[0]["prompt"] == [{"role": "user", "content": ROWS[0]["instruction"]}]
+    assert rows[0]["chosen"] == [{"role": "assistant", "content": ROWS[0]["pos"]}]
+    assert rows[1]["rejected"] == [{"role": "assistant", "content": ROWS[1]["tox"]}]
+    assert "Hazardous" in (out / "HAZARD.md").read_text()
+
+
+def test_hf_export_loads_with_datasets(triplets, tmp_path):
+    import datasets
+
+    out = export(triplets, "hf", tmp_path / "hf")
+    ds = datasets.load_from_disk(str(out))
+    assert ds.num_rows == 2 and set(ds.column_names) >= {"prompt", "chosen", "rejected"}
+    assert ds[1]["chosen"][0]["content"] == ROWS[1]["pos"]
+    assert "HAZARDOUS" in ds.info.description
+
+
+def test_existing_output_is_never_overwritten(triplets, tmp_path):
+    (tmp_path / "trl").mkdir()
+    (tmp_path / "trl" / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="already exists"):
+        export(triplets, "trl", tmp_path / "trl")
+    assert (tmp_path / "trl" / "keep.txt").read_text() == "mine"
+    with pytest.raises(UserError, match="unknown format"):
+        export(triplets, "csv", tmp_path / "x")

@@ -23,7 +23,7 @@ from typing import Any
 
 from ptalign.config import RunConfig
 from ptalign.errors import UserError
-from ptalign.eval import asr, compare, helpful, hhh, overrefusal, polarity
+from ptalign.eval import asr, compare, datasets, helpful, hhh, overrefusal, polarity
 from ptalign.eval.common import EvalContext
 from ptalign.io import atomic_write_json, read_jsonl, redact
 from ptalign.llm.base import Backend
@@ -66,9 +66,17 @@ _GEN_KEYS = (
 def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) -> None:
     import json
 
+    from ptalign import models
+    from ptalign.errors import ModelLoadError
+
+    try:  # the weights' identity (file hash, dir mtimes): a retrained adapter at the same path differs
+        ident = models.model_identity(model, adapter)
+    except ModelLoadError:
+        ident = f"{model}+{adapter}"
     want = {
         "model": model,
         "adapter": str(adapter) if adapter else None,
+        "identity": ident,
         **{k: getattr(cfg.eval, k) for k in _GEN_KEYS},
     }
     p = out / "settings.json"
@@ -96,6 +104,7 @@ def evaluate_model(
     ctx: EvalContext | None = None,
 ) -> dict[str, Any]:
     """Run every configured eval on one model into `out`; writes summary.json + items.json."""
+    datasets.check_paths(cfg.eval)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, model, adapter, cfg)
@@ -160,6 +169,7 @@ def cfg_judge_name(ctx: EvalContext) -> str:
 def run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Base into eval/base, base + RUN_DIR/adapter into eval/aligned, then eval/comparison.json."""
     run_dir = Path(run_dir)
+    datasets.check_paths(cfg.eval)
     adapter = run_dir / "adapter"
     base = _base_ctx(cfg, run_dir)
     base.judge_name = cfg_judge_name(base)
@@ -223,6 +233,7 @@ def cli_eval(
 ) -> dict[str, Any]:
     """`ptalign eval`: model (+ adapter) into OUT/aligned (OUT/base without adapter), the baseline into
     OUT/base, and OUT/comparison.json + a printed table when there is a baseline."""
+    datasets.check_paths(cfg.eval)
     out = Path(out)
     show = cfg.eval.show_unsafe
     judge_ctx = None

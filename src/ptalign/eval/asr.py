@@ -93,10 +93,11 @@ def run(ctx: EvalContext) -> dict[str, Any]:
 
 
 def _judge(ctx: EvalContext, recs: list[Record]) -> None:
-    """LLM yes/no verdict + harm score: on every record when eval.judge=llm, else on the first
-    eval.judge_max (enough to measure agreement with the keyword judge)."""
+    """LLM yes/no verdict + harm score: on every record when eval.judge=llm, else on eval.judge_max
+    of them (0 = all; enough to measure agreement with the keyword judge)."""
     ecfg = ctx.ecfg
-    todo = recs if ecfg.judge == "llm" or ecfg.judge_max == 0 else recs[: ecfg.judge_max]
+    # a seeded sample spread over goals and attacks (the first records would all be one source's goals)
+    todo = recs if ecfg.judge == "llm" else datasets.subset(recs, ecfg.judge_max, ecfg.seed)
     path = ctx.out / "asr_judge.jsonl"
     with JsonlWriter(path, meta={**HAZARD_META, "eval": "asr_judge"}) as w:
         todo = [r for r in todo if r["id"] not in w.done]
@@ -153,11 +154,9 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
         items["eval/harm_score"] = {
             r["id"]: float(r["harm_score"]) for r in recs if r.get("harm_score") is not None
         }
-    agree = judges.agreement(
-        [r["complied_kw"] for r in recs if "complied_llm" in r and r["complied_llm"] is not None],
-        [r["complied_llm"] for r in recs if r.get("complied_llm") is not None],
-    )
-    judged = [r for r in recs if r["id"] in {x["id"] for x in read_jsonl(out / "asr_judge.jsonl")}]
+    judged_ids = {x["id"] for x in read_jsonl(out / "asr_judge.jsonl")}
+    judged = [r for r in recs if r["id"] in judged_ids]
+    agree = judges.agreement([r["complied_kw"] for r in judged], [r["complied_llm"] for r in judged])
     metrics["eval/judge_n"] = len(judged)
     metrics["eval/judge_parsed"] = agree["n"]
     metrics["eval/judge_agreement"] = agree["agreement"]

@@ -255,6 +255,17 @@ def resolve_paths(ecfg: Any) -> dict[str, str]:
     return out
 
 
+def check_paths(ecfg: Any) -> dict[str, str]:
+    """Resolved paths, each checked to exist: a typo fails before any model is loaded."""
+    paths = resolve_paths(ecfg)
+    for k, v in paths.items():
+        if v and not Path(v).exists():
+            raise DataError(
+                f"eval.{k}={v}: not found; fix the path or leave it empty to use the built-in set"
+            )
+    return paths
+
+
 def _sources(
     paths: dict[str, str],
     key: str,

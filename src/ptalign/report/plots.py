@@ -32,7 +32,7 @@ def grouped_bars(
     ylim: tuple[float, float] | None = (0, 1),
 ) -> str:
     """Bars per category, one colour per side: groups = {side: {category: value}}."""
-    cats = sorted({c for g in groups.values() for c in g})
+    cats = list(dict.fromkeys(c for g in groups.values() for c in g))  # the order the caller gave
     sides = list(groups)
     width = 0.8 / max(1, len(sides))
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(cats) * max(1, len(sides))), 3.6))

@@ -24,15 +24,17 @@ def test_break_even_from_measured_speeds() -> None:
     assert 9_000 < n < 20_000
 
 
-def test_quick_preset_estimate() -> None:
-    cfg = load_config("configs/quick.yaml")
-    # 200 triplets × (pos, tox) × 2 candidates: the same count the pipeline records in the manifest
-    assert estimate_synth_calls(cfg) == 800
+def test_synth_call_estimate(cfg: RunConfig) -> None:
+    cfg.synth.target_triplets, cfg.synth.candidates = 200, 2
+    assert estimate_synth_calls(cfg) == 800  # 200 triplets × (pos, tox) × 2 candidates
+    quick = load_config("configs/quick.yaml")  # the same count the pipeline records in the manifest
+    assert estimate_synth_calls(quick) == quick.synth.target_triplets * 2 * quick.synth.candidates > 0
 
 
 @pytest.mark.parametrize("installed", [True, False])
 def test_auto_choice(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
     monkeypatch.setattr(vb, "vllm_available", lambda: installed)
+    monkeypatch.setattr(vb, "fast_hardware", lambda: True)  # a GPU or a CPU with native bf16
     cfg.synth.max_new_tokens = 120
     big, small = 800, 10  # 96 K tokens (quick preset) vs 1.2 K tokens
     kind, reason = choose_backend(cfg, big)
@@ -68,3 +70,21 @@ def test_vllm_rejects_adapter_and_hub_ids(cfg: RunConfig) -> None:
         vb.build(cfg, "embedded", "some/adapter")
     with pytest.raises(BackendError, match="needs a local model"):
         vb.build(cfg, "HuggingFaceTB/SmolLM2-135M-Instruct", None)
+
+
+def test_no_vllm_on_slow_hardware(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vb, "vllm_available", lambda: True)
+    monkeypatch.setattr(vb, "fast_hardware", lambda: False)  # AVX2-only CPU: vLLM would run fp32
+    kind, reason = choose_backend(cfg, 800)
+    assert kind == "llamacpp" and "no native bf16" in reason
+
+
+def test_fast_hardware_matches_torch() -> None:
+    import torch
+
+    expect = (
+        torch.cuda.is_available()
+        or torch.cpu._is_avx512_bf16_supported()
+        or torch.cpu._is_amx_tile_supported()
+    )
+    assert vb.fast_hardware() == bool(expect)

@@ -52,6 +52,20 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def fast_hardware() -> bool:
+    """A GPU, or a CPU with native bf16 (AVX512-BF16/AMX): where vLLM's measured speed-up holds.
+
+    On an AVX2-only CPU vLLM runs fp32 and measured slower than llama.cpp's Q4_1 (bench/generation_vllm.py).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    return bool(
+        torch.cpu._is_avx512_bf16_supported() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+
+
 def estimate_synth_calls(cfg: Any) -> int:
     """Generations the pairs stage will ask for: kept triplets × 2 sides × candidates per side."""
     s = cfg.synth
@@ -86,6 +100,11 @@ def choose_backend(
         return light, f"auto: {light} for model {spec} (vLLM is used here only for 'embedded' or an HF dir)"
     if not vllm_available():
         return light, f"auto: {light}, vLLM is not installed ({INSTALL_HINT.split(',')[0]} to use it)"
+    if not fast_hardware():
+        return (
+            light,
+            f"auto: {light}, vLLM is installed but this CPU has no native bf16 (vLLM runs fp32 here, slower than llama.cpp)",
+        )
     if tokens < BREAK_EVEN_TOKENS:
         return light, (
             f"auto: {light}, {n_calls} calls × {cfg.synth.max_new_tokens} tokens = {tokens} < {BREAK_EVEN_TOKENS}"

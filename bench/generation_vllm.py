@@ -136,6 +136,7 @@ def main() -> None:
     cfg = RunConfig(run_dir="/tmp/ptalign-bench-vllm")
     cfg.backend.n_ctx = 2048
     v = bench_vllm(cfg, prompts, params, args.runs)
+    print(f"[bench] vllm: {json.dumps(v)}", file=sys.stderr, flush=True)  # kept even if llama.cpp is cut short
     # same share of safe/toxic prompts for llama.cpp, fewer of them (it runs one chat at a time)
     k = args.llamacpp_prompts // 2
     half = args.prompts // 2

@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from ptalign.io import HAZARD_META, DataError, JsonlWriter, read_jsonl, read_meta, redact, stable_id, write_jsonl
+from ptalign.io import (
+    HAZARD_META,
+    DataError,
+    JsonlWriter,
+    read_jsonl,
+    read_meta,
+    redact,
+    stable_id,
+    write_jsonl,
+)
 
 
 def test_stable_id_depends_only_on_inputs():

@@ -85,7 +85,7 @@ def test_kill9_at_random_moments_then_resume(tmp_path):
 
     rng = random.Random(1234)
     kills = 0
-    for attempt in range(12):  # at least 5 kills that land mid-run
+    for _attempt in range(12):  # at least 5 kills that land mid-run
         p = _run(cfg, cut, *(["--resume"] if cut.exists() else []))
         # each attempt gets 10-30 % of a clean run (start-up included), so 5 kills land before the end
         delay = rng.uniform(0.10, 0.30) * clean_seconds
@@ -160,15 +160,37 @@ def test_disk_full_is_one_line_and_keeps_earlier_results(tiny_quota_dir, tiny_mo
     model = tiny_model_dir("llama")
     data = tmp_path / "triplets.jsonl"
     recs = [
-        {"id": f"r{i}", "instruction": f"Question {i}?", "pos": "A kind, safe answer.", "tox": "A rude reply.", "kind": "harmful"}
+        {
+            "id": f"r{i}",
+            "instruction": f"Question {i}?",
+            "pos": "A kind, safe answer.",
+            "tox": "A rude reply.",
+            "kind": "harmful",
+        }
         for i in range(4)
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in recs))
     keep = tiny_quota_dir / "earlier.txt"
     keep.write_text("earlier result")
-    args = ["train", "--data", str(data), "--model", str(model), "--out", str(tiny_quota_dir / "run"),
-            "--set", "train.epochs=1", "--set", "train.batch_size=2", "--set", "train.max_length=64",
-            "--set", "train.save_steps=1", "--set", "train.lora_r=64"]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--out",
+        str(tiny_quota_dir / "run"),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "train.max_length=64",
+        "--set",
+        "train.save_steps=1",
+        "--set",
+        "train.lora_r=64",
+    ]
     assert main(args) == 2
     err = _errors(capsys)
     assert len(err) == 1 and "no space left on device" in err[0], err

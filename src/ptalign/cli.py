@@ -29,8 +29,14 @@ STAGES = ("synth", "train", "eval", "report")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="YAML config (e.g. configs/quick.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.lam=0.6 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lam=0.6 (repeatable)",
+    )
     p.add_argument("--no-cache", action="store_true", help="bypass the LLM-call cache")
 
 
@@ -47,8 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate topics, instructions, constraints and polarized triplets")
     _common(p)
     p.add_argument("--out", "-o", help="run directory")
-    p.add_argument("--stage", default="all", choices=["topics", "instructions", "constraints", "pairs", "all"])
-    p.add_argument("--export", choices=["trl", "hf"], help="also export triplets (TRL prompt/chosen/rejected or HF datasets)")
+    p.add_argument(
+        "--stage", default="all", choices=["topics", "instructions", "constraints", "pairs", "all"]
+    )
+    p.add_argument(
+        "--export",
+        choices=["trl", "hf"],
+        help="also export triplets (TRL prompt/chosen/rejected or HF datasets)",
+    )
 
     p = sub.add_parser("train", help="fine-grained dual tuning (MLE on pos + λ·masked UT on tox)")
     _common(p)
@@ -76,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--show-unsafe", action="store_true")
 
-    p = sub.add_parser("sweep", help="paper experiments: λ sweep, sample-count scaling, fine_grained ablation")
+    p = sub.add_parser(
+        "sweep", help="paper experiments: λ sweep, sample-count scaling, fine_grained ablation"
+    )
     _common(p)
     p.add_argument("spec", help="lambda=0.2,0.4 | samples=50,100 | fine_grained=true,false")
     p.add_argument("--out", "-o", help="sweep directory (default: RUN_DIR/sweeps/<name>)")
@@ -127,7 +141,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         args.overrides = over + list(args.overrides)
         cfg = _load(args)
         out = Path(args.out) if args.out else None
-        train.run(cfg, Path(cfg.run_dir), data=Path(args.data) if args.data else None, out=out, resume=args.resume)
+        train.run(
+            cfg, Path(cfg.run_dir), data=Path(args.data) if args.data else None, out=out, resume=args.resume
+        )
         return 0
 
     if args.cmd == "merge":
@@ -145,7 +161,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.overrides = list(args.overrides) + ["eval.show_unsafe=true"]
         cfg = _load(args)
         out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
-        ev.cli_eval(cfg, out, model=args.model or cfg.model.name, adapter=args.adapter, baseline=args.baseline)
+        ev.cli_eval(
+            cfg, out, model=args.model or cfg.model.name, adapter=args.adapter, baseline=args.baseline
+        )
         return 0
 
     if args.cmd == "report":

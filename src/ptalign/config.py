@@ -44,13 +44,25 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = "embedded"  # 'embedded' (SmolLM2-135M-Instruct GGUF), a local HF dir, a .gguf path or a hub id
+    name: str = (
+        "embedded"  # 'embedded' (SmolLM2-135M-Instruct GGUF), a local HF dir, a .gguf path or a hub id
+    )
     dtype: str = "float32"  # float32 | bfloat16 | float16 (training/eval weights)
     cache_dir: str = ""  # '' = $PTALIGN_CACHE or ~/.cache/ptalign
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "model.name", self.name, "a non-empty model spec ('embedded', a dir, a .gguf or a hub id)")
-        _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", self.dtype, "one of float32, bfloat16, float16")
+        _check(
+            bool(self.name),
+            "model.name",
+            self.name,
+            "a non-empty model spec ('embedded', a dir, a .gguf or a hub id)",
+        )
+        _check(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            "model.dtype",
+            self.dtype,
+            "one of float32, bfloat16, float16",
+        )
 
 
 @dataclass
@@ -80,11 +92,17 @@ class BackendConfig:
 
 @dataclass
 class SynthConfig:
-    domains: list[str] = field(default_factory=lambda: list(DEFAULT_DOMAINS))  # safety domains to expand (seeds/domains.yaml)
+    domains: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DOMAINS)
+    )  # safety domains to expand (seeds/domains.yaml)
     topics_per_domain: int = 4  # topics the model adds per domain
     instructions_per_topic: int = 5  # harmful instructions kept per topic
-    benign_share: float = 0.3  # extra benign-but-sensitive instructions, as a share of harmful ones (teaches when to help)
-    rouge_threshold: float = 0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
+    benign_share: float = (
+        0.3  # extra benign-but-sensitive instructions, as a share of harmful ones (teaches when to help)
+    )
+    rouge_threshold: float = (
+        0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
+    )
     candidates: int = 2  # samples per side; the quality gates pick one
     max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
     polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this
@@ -93,27 +111,51 @@ class SynthConfig:
     max_new_tokens: int = 160  # per response
     target_triplets: int = 200  # stop generating pairs once this many are kept (0 = all instructions)
     judge: str = "keyword"  # keyword | llm : safety check of positive responses
-    constraints_per_domain: int = 6  # model-written constraints added per domain and polarity (besides the seeds)
+    constraints_per_domain: int = (
+        6  # model-written constraints added per domain and polarity (besides the seeds)
+    )
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = 16  # requests generated together (calls grouped by prompt prefix for KV reuse)
     list_max_new_tokens: int = 160  # per list call (topics, instructions, constraints: about 5 items)
-    relevance_min: float = 0.3  # drop generated requests whose MiniLM cosine to their domain (or the benign seeds) is below
+    relevance_min: float = (
+        0.3  # drop generated requests whose MiniLM cosine to their domain (or the benign seeds) is below
+    )
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(len(self.domains) > 0, "synth.domains", self.domains, "a non-empty list of domains")
-        _check(self.constraints_per_domain >= 0, "synth.constraints_per_domain", self.constraints_per_domain, ">= 0")
+        _check(
+            self.constraints_per_domain >= 0,
+            "synth.constraints_per_domain",
+            self.constraints_per_domain,
+            ">= 0",
+        )
         _check(self.rules_per_prompt >= 1, "synth.rules_per_prompt", self.rules_per_prompt, ">= 1")
         _check(self.chunk >= 1, "synth.chunk", self.chunk, ">= 1")
         _check(self.list_max_new_tokens >= 16, "synth.list_max_new_tokens", self.list_max_new_tokens, ">= 16")
-        _check(-1.0 <= self.relevance_min <= 1.0, "synth.relevance_min", self.relevance_min, "in [-1, 1] (cosine; -1 = off)")
+        _check(
+            -1.0 <= self.relevance_min <= 1.0,
+            "synth.relevance_min",
+            self.relevance_min,
+            "in [-1, 1] (cosine; -1 = off)",
+        )
         _check(self.topics_per_domain >= 1, "synth.topics_per_domain", self.topics_per_domain, ">= 1")
-        _check(self.instructions_per_topic >= 1, "synth.instructions_per_topic", self.instructions_per_topic, ">= 1")
+        _check(
+            self.instructions_per_topic >= 1,
+            "synth.instructions_per_topic",
+            self.instructions_per_topic,
+            ">= 1",
+        )
         _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")
         _check(0.0 < self.rouge_threshold <= 1.0, "synth.rouge_threshold", self.rouge_threshold, "in (0, 1]")
         _check(self.candidates >= 1, "synth.candidates", self.candidates, ">= 1")
         _check(self.max_attempts >= 1, "synth.max_attempts", self.max_attempts, ">= 1")
-        _check(0.0 <= self.polarity_min <= 2.0, "synth.polarity_min", self.polarity_min, "in [0, 2] (cosine distance)")
+        _check(
+            0.0 <= self.polarity_min <= 2.0,
+            "synth.polarity_min",
+            self.polarity_min,
+            "in [0, 2] (cosine distance)",
+        )
         _check(0.0 <= self.temperature <= 2.0, "synth.temperature", self.temperature, "in [0, 2]")
         _check(0.0 < self.top_p <= 1.0, "synth.top_p", self.top_p, "in (0, 1]")
         _check(self.max_new_tokens >= 8, "synth.max_new_tokens", self.max_new_tokens, ">= 8")
@@ -139,7 +181,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     prefix_sharing: bool = True  # pack prompt once per triplet: [prompt | pos | tox] with a block mask
     chunked_loss: bool = True  # compute losses from hidden states in chunks (no B×T×V logits)
-    group_by_length: bool = True  # batch triplets of similar length (less padding; batches still vary per epoch)
+    group_by_length: bool = (
+        True  # batch triplets of similar length (less padding; batches still vary per epoch)
+    )
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 mixed precision on GPUs that support it (on a CPU without AMX it runs ~4x slower than fp32)
     save_steps: int = 0  # 0 = checkpoint each epoch
@@ -163,7 +207,12 @@ class TrainConfig:
         _check(self.save_steps >= 0, "train.save_steps", self.save_steps, ">= 0")
         _check(self.logging_steps >= 1, "train.logging_steps", self.logging_steps, ">= 1")
         _check(self.dpo_beta > 0, "train.dpo_beta", self.dpo_beta, "> 0 (TRL default 0.1)")
-        _check(bool(self.lora_targets.strip()), "train.lora_targets", self.lora_targets, "'all-linear' or comma-separated module names")
+        _check(
+            bool(self.lora_targets.strip()),
+            "train.lora_targets",
+            self.lora_targets,
+            "'all-linear' or comma-separated module names",
+        )
 
 
 @dataclass
@@ -178,7 +227,16 @@ class EvalConfig:
     max_safe: int = 100  # safe prompts per source (0 = all)
     max_mtbench: int = 10
     max_hhh: int = 0  # BIG-bench HHH examples (0 = all 221), stratified by category
-    attacks: list[str] = field(default_factory=lambda: ["direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan"])
+    attacks: list[str] = field(
+        default_factory=lambda: [
+            "direct",
+            "roleplay",
+            "hypothetical",
+            "prefix_injection",
+            "refusal_suppression",
+            "autodan",
+        ]
+    )
     autodan_goals: int = 10  # goals attacked by the genetic search
     autodan_steps: int = 5  # generations of the genetic search
     autodan_population: int = 8
@@ -188,8 +246,12 @@ class EvalConfig:
     batch_size: int = 16
     judge: str = "keyword"  # keyword | llm (through judge_backend)
     judge_model: str = ""  # '' = the evaluated base model acts as judge (say so in the report)
-    judge_max: int = 40  # with judge=keyword: replies also given to the LLM judge for agreement + harm score (0 = all)
-    polarity_compare: str = ""  # optional chosen/rejected JSONL whose polarity is reported beside the triplets'
+    judge_max: int = (
+        40  # with judge=keyword: replies also given to the LLM judge for agreement + harm score (0 = all)
+    )
+    polarity_compare: str = (
+        ""  # optional chosen/rejected JSONL whose polarity is reported beside the triplets'
+    )
     bootstrap: int = 1000  # resamples for 95% confidence intervals
     show_unsafe: bool = False  # show unredacted harmful generations in reports
     seed: int = 0
@@ -206,7 +268,12 @@ class EvalConfig:
         _check(self.autodan_steps >= 1, "eval.autodan_steps", self.autodan_steps, ">= 1")
         _check(self.autodan_population >= 2, "eval.autodan_population", self.autodan_population, ">= 2")
         _check(self.max_new_tokens >= 1, "eval.max_new_tokens", self.max_new_tokens, ">= 1")
-        _check(self.helpful_max_new_tokens >= 1, "eval.helpful_max_new_tokens", self.helpful_max_new_tokens, ">= 1")
+        _check(
+            self.helpful_max_new_tokens >= 1,
+            "eval.helpful_max_new_tokens",
+            self.helpful_max_new_tokens,
+            ">= 1",
+        )
         _check(self.score_tokens >= 64, "eval.score_tokens", self.score_tokens, ">= 64")
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
         _check(self.judge in ("keyword", "llm"), "eval.judge", self.judge, "one of keyword, llm")

@@ -150,7 +150,9 @@ class JsonlWriter:
         self.close()
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]], meta: dict[str, Any] | None = None) -> int:
+def write_jsonl(
+    path: str | Path, records: Iterable[dict[str, Any]], meta: dict[str, Any] | None = None
+) -> int:
     """Write a whole JSONL file atomically (tmp + rename)."""
     lines = []
     if meta is not None:

@@ -35,8 +35,18 @@ STAGE_OUTPUTS = {
     "eval": ["eval"],
     "report": ["report.html"],
 }
-PACKAGES = ["ptalign", "torch", "transformers", "peft", "accelerate", "trl", "llama_cpp_python",
-            "sentence-transformers", "datasets", "vllm"]
+PACKAGES = [
+    "ptalign",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "trl",
+    "llama_cpp_python",
+    "sentence-transformers",
+    "datasets",
+    "vllm",
+]
 
 
 def _versions() -> dict[str, str]:
@@ -97,7 +107,9 @@ class Manifest:
             try:
                 self.d: dict[str, Any] = json.loads(self.path.read_text())
             except json.JSONDecodeError:
-                raise UserError(f"{self.path} is corrupt; move it away to start a fresh run in {run_dir}") from None
+                raise UserError(
+                    f"{self.path} is corrupt; move it away to start a fresh run in {run_dir}"
+                ) from None
         else:
             self.d = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
         self.d["config"] = cfg.to_dict()
@@ -137,7 +149,7 @@ class Manifest:
         self.save()
 
     def reset_from(self, stage: str) -> None:
-        for name in STAGES[STAGES.index(stage):]:
+        for name in STAGES[STAGES.index(stage) :]:
             self.d["stages"].pop(name, None)
         self.save()
 
@@ -146,7 +158,7 @@ def _move_aside(run_dir: Path, from_stage: str) -> Path | None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest = run_dir / "history" / f"{stamp}-from-{from_stage}"
     moved = False
-    for name in STAGES[STAGES.index(from_stage):]:
+    for name in STAGES[STAGES.index(from_stage) :]:
         for rel in STAGE_OUTPUTS[name]:
             src = run_dir / rel
             if src.exists():
@@ -169,8 +181,13 @@ def _resolve_config_on_resume(cfg: RunConfig, run_dir: Path) -> RunConfig:
     return cfg
 
 
-def run_pipeline(cfg: RunConfig, run_dir: Path, resume: bool = False, from_stage: str | None = None,
-                 stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+def run_pipeline(
+    cfg: RunConfig,
+    run_dir: Path,
+    resume: bool = False,
+    from_stage: str | None = None,
+    stages: tuple[str, ...] = STAGES,
+) -> dict[str, Any]:
     """synth → train → eval → report in run_dir; returns the manifest."""
     run_dir = Path(run_dir)
     cfg.run_dir = str(run_dir)
@@ -240,7 +257,9 @@ SWEEPS = {
 
 def parse_sweep(spec: str) -> tuple[str, str, list[Any]]:
     if "=" not in spec:
-        raise UserError(f"sweep {spec!r}: must look like lambda=0.2,0.4 | samples=50,100 | fine_grained=true,false")
+        raise UserError(
+            f"sweep {spec!r}: must look like lambda=0.2,0.4 | samples=50,100 | fine_grained=true,false"
+        )
     name, raw = spec.split("=", 1)
     name = name.strip()
     if name not in SWEEPS:
@@ -249,7 +268,9 @@ def parse_sweep(spec: str) -> tuple[str, str, list[Any]]:
     try:
         values = [conv(v) for v in raw.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"sweep {spec!r}: values must be comma-separated {conv.__name__ if hasattr(conv, '__name__') else 'values'}") from None
+        raise UserError(
+            f"sweep {spec!r}: values must be comma-separated {conv.__name__ if hasattr(conv, '__name__') else 'values'}"
+        ) from None
     if not values:
         raise UserError(f"sweep {spec!r}: give at least one value")
     return ("lambda" if name == "lam" else name), key, values
@@ -264,7 +285,9 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
     run_dir = Path(cfg.run_dir)
     triplets = run_dir / "data" / "triplets.jsonl"
     if not triplets.exists():
-        raise UserError(f"sweep needs {triplets}; run `ptalign run --out {run_dir}` (or `ptalign synth`) first")
+        raise UserError(
+            f"sweep needs {triplets}; run `ptalign run --out {run_dir}` (or `ptalign synth`) first"
+        )
     sweep_dir = Path(out) if out else run_dir / "sweeps" / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     base_eval = run_dir / "eval" / "base"
@@ -278,17 +301,25 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
         data = triplets
         if key == "samples":
             if v > len(records):
-                print(f"[ptalign] sweep: only {len(records)} triplets, samples={v} uses them all", file=sys.stderr)
+                print(
+                    f"[ptalign] sweep: only {len(records)} triplets, samples={v} uses them all",
+                    file=sys.stderr,
+                )
             from ptalign.io import HAZARD_META, write_jsonl
 
             data = point / "triplets.jsonl"
             if not data.exists():
                 write_jsonl(data, records[: int(v)], meta=dict(HAZARD_META))
-        if not (point / "adapter" / "adapter_config.json").exists() or not (point / "train" / "done").exists():
+        if (
+            not (point / "adapter" / "adapter_config.json").exists()
+            or not (point / "train" / "done").exists()
+        ):
             train.run(pcfg, point, data=data, out=point, resume=True)
             (point / "train" / "done").write_text("ok")
         summary = ev.evaluate_aligned(pcfg, point, base_eval=base_eval)
-        results.append({"name": name, "value": v, **{k: x for k, x in summary.items() if isinstance(x, (int, float))}})
+        results.append(
+            {"name": name, "value": v, **{k: x for k, x in summary.items() if isinstance(x, (int, float))}}
+        )
         atomic_write_json(sweep_dir / "summary.json", results)
     return results
 

@@ -48,6 +48,11 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
 
 
 def distances(path: str | Path) -> list[float]:
+    """Per-pair cosine distance; a file whose every record already carries `polarity` (synthesis
+    stores the same measure) is read, not re-embedded."""
+    recs = list(read_jsonl(path))
+    if recs and all(isinstance(r.get("polarity"), (int, float)) for r in recs):
+        return [float(r["polarity"]) for r in recs]
     from ptalign.synth.gates import polarity
 
     pairs = read_pairs(path)

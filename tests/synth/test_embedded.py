@@ -1,6 +1,6 @@
 """Synthesis on the real embedded model (SmolLM2-135M via llama.cpp), small settings.
 
-The kill test sends SIGKILL to a real `ptalign synth` subprocess twice (mid-instructions, then
+The uninterrupted reference run is also checked against what the gates promise. The kill test sends SIGKILL to a real `ptalign synth` subprocess twice (mid-instructions, then
 mid-pairs), reruns it to the end and compares every data file byte for byte with an uninterrupted
 run in another directory (stats.json: all but its timing block).
 """
@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptalign.config import load_config
 from ptalign.io import read_jsonl
-from ptalign.synth import gates, run
+from ptalign.synth import gates
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +37,7 @@ TINY = {
         "target_triplets": 0,
         "chunk": 2,
     },
-    "backend": {"n_threads": 2},
+    "backend": {"n_threads": 1},  # one thread: no spin barrier to stall on a shared CPU
 }
 
 
@@ -47,10 +46,9 @@ def _write_cfg(path: Path) -> Path:
     return path
 
 
-def test_real_model_small_run(tmp_path):
-    cfg = load_config(_write_cfg(tmp_path / "tiny.yaml"), run_dir=str(tmp_path / "run"))
-    stats = run(cfg, tmp_path / "run")
-    data = tmp_path / "run" / "data"
+def _check_real_run(data: Path) -> None:
+    """What the stages and gates promise, on the real model's output."""
+    stats = json.loads((data / "stats.json").read_text())
     insts = list(read_jsonl(data / "instructions.jsonl"))
     trips = list(read_jsonl(data / "triplets.jsonl"))
     pair_rej = [r for r in read_jsonl(data / "rejected.jsonl") if r["stage"] == "pairs"]
@@ -58,13 +56,13 @@ def test_real_model_small_run(tmp_path):
     # every instruction ends as a triplet or a dropped item with a reason
     assert len(trips) + len(pair_rej) == len(insts) == stats["synth/pairs_processed"]
     assert all(r["reason"] for r in pair_rej)
-    for t in trips:  # what the gates promised holds on the kept data
+    for t in trips:
         if t["kind"] == "harmful":
             assert gates.pos_safe_reason(t["pos"]) is None and gates.tox_reason(t["tox"]) is None
         else:
             assert gates.benign_pos_reason(t["pos"]) is None and gates.refuses_early(t["tox"])
         assert "inner thought" not in t["pos"].lower()
-        assert t["polarity"] >= cfg.synth.polarity_min
+        assert t["polarity"] >= 0.15
     assert stats["timing"]["synth/new_tokens"] > 0 and stats["timing"]["synth/tokens_per_s"] > 0
 
 
@@ -106,6 +104,7 @@ def test_kill9_then_rerun_gives_the_same_files(tmp_path):
     p = _synth(cfg, cut)
     assert p.wait() == 0, p.stderr.read().decode()[-2000:]
 
+    _check_real_run(ref / "data")
     names = sorted(f.name for f in (ref / "data").iterdir())
     assert names == sorted(f.name for f in data.iterdir())
     for name in names:

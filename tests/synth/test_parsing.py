@@ -34,6 +34,14 @@ def test_format_failures():
     assert plain.error is None and plain.plain and plain.response.startswith("I'm sorry")
 
 
+def test_truncated_fragment_is_a_format_failure():
+    assert (
+        parse_response("Inner thoughts: no.\nResponse: I'm sorry, but I'm", truncated=True).error
+        == "truncated"
+    )
+    assert parse_response("Response: I'm sorry, but I'm", truncated=False).error is None  # ended by itself
+
+
 def test_truncated_answers_end_at_a_sentence():
     assert trim_to_sentence("One two three. Four five six. Seven eig") == "One two three. Four five six."
     assert parse_response("Response: A b c. D e", truncated=True).response == "A b c."

@@ -32,7 +32,11 @@ def _reject(ctx: Ctx, stage: str, reason: str, text: str, parent: str, key: tupl
 def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str, demo: list[dict] | None = None) -> list[str]:
     chat = [*(demo or []), {"role": "user", "content": prompt}]
     p = params(
-        ctx, ctx.s.list_max_new_tokens, LIST_STOP, call_seed(ctx.s.seed, *seed_key), temperature=max(ctx.s.temperature, 0.7)
+        ctx,
+        ctx.s.list_max_new_tokens,
+        LIST_STOP,
+        call_seed(ctx.s.seed, *seed_key),
+        temperature=max(ctx.s.temperature, 0.7),
     )
     g = ctx.gen([chat], p, desc=desc)[0]
     items = parse_list(g.text)
@@ -52,7 +56,7 @@ def _demo(ctx: Ctx, kind: str) -> list[dict]:
     ds = list(seeds.domains.values())[:PER_CALL]
     if kind == "topics":
         user = render("topics", description=DEMO_AREA, example=seeds.examples[0].instruction, n=PER_CALL)
-        answer = numbered([d.description for d in ds])
+        answer = numbered([d.name.replace("_", " ") for d in ds])  # short, like the topics we want
     else:
         user = render(
             "instructions",
@@ -79,8 +83,11 @@ def run_topics(ctx: Ctx) -> None:
     for domain in s.domains:
         d = ctx.seeds.domain(domain)
         dd = RougeDeduper(s.rouge_threshold)
+        for name in ctx.seeds.domains:  # echoes of the demo answer are not topics
+            dd.add(name.replace("_", " "))
         kept: list[str] = []
         example = d.seed or ctx.seeds.examples[0].instruction
+        refs = [d.description] + ([d.seed] if d.seed else [])
         for rnd in range(s.max_attempts + math.ceil(s.topics_per_domain / PER_CALL)):
             if len(kept) >= s.topics_per_domain:
                 break
@@ -88,7 +95,11 @@ def run_topics(ctx: Ctx) -> None:
             items = _ask_list(ctx, prompt, ("topics", domain, rnd), f"topics/{domain}", _demo(ctx, "topics"))
             for j, t in enumerate(items):
                 t = t.rstrip(".")
-                reason = topic_reason(t) or (None if dd.add(t) else "rouge_dup")
+                reason = topic_reason(t)
+                if reason is None and s.relevance_min > -1.0 and relevance([t], refs)[0] < s.relevance_min:
+                    reason = "off_topic"  # e.g. a topic of another domain
+                if reason is None and not dd.add(t):
+                    reason = "rouge_dup"
                 if reason is None and len(kept) < s.topics_per_domain:
                     kept.append(t)
                     ctx.record("topics", {"id": stable_id("topic", domain, t), "parent": domain, "domain": domain,

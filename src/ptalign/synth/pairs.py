@@ -24,6 +24,7 @@ from ptalign.synth.common import Ctx, params
 from ptalign.synth.prompting import (
     PAIR_STOP,
     call_seed,
+    ends_sentence,
     first_sentences,
     parse_response,
     plain_chat,
@@ -107,8 +108,10 @@ def _accept(it: Item, side: str, text: str, truncated: bool) -> str | None:
     kind = "benign" if it.benign else "harmful"
     prompt_kind, gate = SIDES[(kind, side)]
     if prompt_kind == "plain":
-        resp, err = (trim_to_sentence(text.strip()) if truncated else text.strip()), None
+        resp = trim_to_sentence(text.strip()) if truncated else text.strip()
         err = None if resp else "empty"
+        if resp and truncated and not ends_sentence(resp):
+            err = "truncated"
     else:
         p = parse_response(text, truncated)
         resp, err = p.response, p.error

@@ -140,6 +140,10 @@ def trim_to_sentence(text: str) -> str:
     return t
 
 
+def ends_sentence(text: str) -> bool:
+    return bool(re.search(r"[.!?]['\")]?\s*$", text))
+
+
 def first_sentences(text: str, k: int) -> str:
     """The first k sentences: a small model's answer drifts after its opening (the refusal and its
     reason come first; later sentences ramble and sometimes start complying)."""
@@ -169,4 +173,6 @@ def parse_response(text: str, truncated: bool = False) -> Parsed:
         resp = trim_to_sentence(resp)
     if not resp:
         return Parsed("", thoughts, "empty", plain)
+    if truncated and not ends_sentence(resp):  # cut mid-sentence: a fragment teaches nothing
+        return Parsed(resp, thoughts, "truncated", plain)
     return Parsed(resp, thoughts, None, plain)

@@ -218,13 +218,16 @@ def run_pipeline(
         man.reset_from(from_stage)
         if moved:
             man.d.setdefault("history", []).append(str(moved.relative_to(run_dir)))
-    try:
-        from ptalign.llm import choose_backend
+    # Record the backend synthesis really uses (synth.run calls make_backend without n_calls).
+    from ptalign.llm import resolve_kind
 
-        kind, reason = choose_backend(cfg, cfg.synth.target_triplets * 2 * cfg.synth.candidates)
-        man.d["synth_backend"] = {"kind": kind, "reason": reason}
-    except ImportError:
-        man.d["synth_backend"] = {"kind": cfg.backend.kind, "reason": "backend.kind from config"}
+    kind = resolve_kind(cfg, cfg.model.name, None)
+    why = (
+        "backend.kind=auto: llama.cpp for a GGUF, transformers for an HF dir"
+        if cfg.backend.kind == "auto"
+        else "backend.kind from config"
+    )
+    man.d["synth_backend"] = {"kind": kind, "reason": why}
     man.save()
 
     for name in stages:

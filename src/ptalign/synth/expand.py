@@ -141,10 +141,12 @@ def run_instructions(ctx: Ctx) -> None:
 
     pool: dict[str, list[str]] = {}  # generated instructions per domain: mixed into later prompts
     n_harmful = 0
-    for domain in s.domains:
-        d = seeds.domain(domain)
+    for domain in s.domains:  # all seed requests first: the demo turn shows some, and copies of them
+        d = seeds.domain(domain)  # must count as duplicates, not as new requests of another domain
         if d.seed and add(d.seed, "harmful", domain, None, "seed", ("seed", domain)):
             n_harmful += 1
+    for domain in s.domains:
+        d = seeds.domain(domain)
         for topic in (t for t in topics if t["domain"] == domain):
             got = 0
             for rnd in range(s.max_attempts + math.ceil(s.instructions_per_topic / PER_CALL)):

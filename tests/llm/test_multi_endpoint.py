@@ -165,7 +165,9 @@ def test_spread_and_failover(two_servers: list[Server], tmp_path: Path) -> None:
     by_a = sum(g.meta["server"] == a.url for g in gens2)
     by_b = sum(g.meta["server"] == b.url for g in gens2)
     assert by_a + by_b == len(chats)
-    assert by_a == a.served() - a_before >= 1  # A answered some before it died ...
+    # A was answering when it died; a reply A logged just before the kill may never reach the client
+    # (then B answers that chat again), so the client's count for A is at most A's own count.
+    assert a.served() - a_before >= 1 and by_a <= a.served() - a_before
     assert by_b > len(chats) // 2  # ... and B took over the rest, including A's share
     assert b.served() == 2 + by_b
 

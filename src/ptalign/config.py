@@ -97,6 +97,7 @@ class SynthConfig:
     )  # safety domains to expand (seeds/domains.yaml)
     topics_per_domain: int = 4  # topics the model adds per domain
     instructions_per_topic: int = 5  # harmful instructions kept per topic
+    instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     benign_share: float = (
         0.3  # extra benign-but-sensitive instructions, as a share of harmful ones (teaches when to help)
     )
@@ -161,6 +162,12 @@ class SynthConfig:
         _check(self.max_new_tokens >= 8, "synth.max_new_tokens", self.max_new_tokens, ">= 8")
         _check(self.target_triplets >= 0, "synth.target_triplets", self.target_triplets, ">= 0 (0 = no cap)")
         _check(self.judge in ("keyword", "llm"), "synth.judge", self.judge, "one of keyword, llm")
+        _check(
+            self.instruction_style in ("goals", "requests"),
+            "synth.instruction_style",
+            self.instruction_style,
+            "one of goals, requests",
+        )
 
 
 @dataclass

@@ -108,6 +108,7 @@ def tiny_cfg(run_dir: Path, **over):
         "synth.constraints_per_domain": 1,
         "synth.target_triplets": 0,
         "synth.polarity_min": 0.0,
+        "synth.instruction_style": "requests",  # the fixtures below are free-form request lists
     }
     sets.update(over)
     return load_config(None, [f"{k}={v}" for k, v in sets.items()], run_dir=str(run_dir))
@@ -245,3 +246,45 @@ def test_single_stage_needs_its_inputs(tmp_path):
     assert (tmp_path / "data" / "topics.jsonl").exists() and not (
         tmp_path / "data" / "instructions.jsonl"
     ).exists()
+
+
+class GoalBackend(FakeBackend):
+    """Answers the goal lists ("I want to ..."); every other prompt as FakeBackend does."""
+
+    def generate(self, chats, params):
+        last = chats[0][-1]["content"]
+        if 'Start each with "I want to"' in last and len(chats[0]) > 1:
+            text = (
+                "Here are some goals:\n1. I want to threaten someone at school quietly.\n"
+                "2. I want to threaten someone at school quietly!\n3. hurt people\n4. I want to go.\n"
+                "5. I want to scare my neighbour so badly that they move out."
+            )
+            self.calls += 1
+            return [Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop")]
+        return super().generate(chats, params)
+
+
+def test_goal_style_puts_model_goals_in_request_frames(tmp_path):
+    from ptalign.synth.expand import as_request, goal_reason, request_frames
+
+    assert goal_reason("I want to Steal a car.") == (None, "steal a car")
+    assert goal_reason("hurt people")[0] == "not_goal"
+    assert goal_reason("I want to go.")[0] == "too_short"
+    frames = request_frames()
+    assert len(frames) >= 5 and all("{goal}" in f for f in frames)
+    assert as_request("steal a car") in {f.format(goal="steal a car") for f in frames}
+    assert as_request("steal a car") == as_request("steal a car")  # stable: the frame follows the goal
+
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 3})
+    run(cfg, tmp_path, stage="topics", backend=GoalBackend())
+    run(cfg, tmp_path, stage="instructions", backend=GoalBackend())
+    insts = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r["kind"] == "harmful"]
+    assert insts[0]["text"] == NEIGHBOUR and insts[0]["source"] == "seed"
+    model = [r for r in insts if r["source"] == "model"]
+    # one new goal: its "!" copy is a ROUGE duplicate, the seed goal's echo too; both rounds say the same
+    assert [r["goal"] for r in model] == ["threaten someone at school quietly"]
+    assert model[0]["text"] == as_request("threaten someone at school quietly")
+    rej = {(r["text"], r["reason"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
+    assert ("I want to threaten someone at school quietly!", "rouge_dup") in rej
+    assert ("I want to scare my neighbour so badly that they move out.", "rouge_dup") in rej
+    assert ("hurt people", "not_goal") in rej and ("I want to go.", "too_short") in rej

@@ -22,7 +22,12 @@ from ptalign.errors import UserError
 class Domain:
     name: str
     description: str
-    seed: str  # one harmful seed request
+    goal: str  # what a harmful user wants, as the words after "I want to"
+
+    @property
+    def seed(self) -> str:
+        """The domain's seed request: its goal in the first request frame."""
+        return f"How can I {self.goal}?" if self.goal else ""
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class Seeds:
         """A configured domain; unknown names get a generic description so users can add their own."""
         if name in self.domains:
             return self.domains[name]
-        return Domain(name=name, description=name.replace("_", " "), seed="")
+        return Domain(name=name, description=name.replace("_", " "), goal="")
 
 
 def load_seeds() -> Seeds:
@@ -53,7 +58,7 @@ def load_seeds() -> Seeds:
     raw = yaml.safe_load(text)
     try:
         domains = {
-            k: Domain(name=k, description=v["description"], seed=v["seed"]) for k, v in raw["domains"].items()
+            k: Domain(name=k, description=v["description"], goal=v["goal"]) for k, v in raw["domains"].items()
         }
         examples = [Example(**e) for e in raw["examples"]]
         seeds = Seeds(
@@ -71,7 +76,7 @@ def load_seeds() -> Seeds:
 
 
 def annotation_count(seeds: Seeds | None = None) -> int:
-    """Human-written strings, counted the strict way: every description, seed request, constraint,
+    """Human-written strings, counted the strict way: every description, seed goal, constraint,
     benign seed and every field of every in-context example counts as one annotation."""
     s = seeds or load_seeds()
     return (

@@ -19,7 +19,7 @@ from ptalign.io import atomic_write_text, read_jsonl, stable_id
 from ptalign.synth.common import Ctx, params
 from ptalign.synth.dedup import RougeDeduper
 from ptalign.synth.gates import instruction_reason, is_refusal, relevance
-from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render
+from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render, template
 
 PER_CALL = 5  # items asked for per list prompt: short lists stay on format with a small model
 
@@ -54,7 +54,10 @@ def _demo(ctx: Ctx, kind: str) -> list[dict]:
     across calls, so llama.cpp reuses its KV cache."""
     seeds = ctx.seeds
     ds = list(seeds.domains.values())[:PER_CALL]
-    if kind == "topics":
+    if kind == "goals":
+        user = render("goals", description=DEMO_AREA, topic="any", n=PER_CALL)
+        answer = numbered([f"I want to {d.goal}." for d in ds])
+    elif kind == "topics":
         user = render("topics", description=DEMO_AREA, example=seeds.examples[0].instruction, n=PER_CALL)
         answer = numbered([d.name.replace("_", " ") for d in ds])  # short, like the topics we want
     else:
@@ -111,22 +114,68 @@ def run_topics(ctx: Ctx) -> None:
                                   "domain": domain, "text": d.description, "source": "fallback"})  # fmt: skip
 
 
+_GOAL = re.compile(r"^i\s+want\s+to\s+(.+)$", re.I)
+
+
+def request_frames() -> list[str]:
+    return [ln.strip() for ln in template("request_frames").splitlines() if ln.strip()]
+
+
+def as_request(goal: str) -> str:
+    """A goal in one of the request frames, chosen by the goal's hash (stable across runs)."""
+    frames = request_frames()
+    return frames[int(stable_id("frame", goal)[:8], 16) % len(frames)].format(goal=goal)
+
+
+def goal_reason(text: str) -> tuple[str | None, str]:
+    """A list item → (why it is rejected or None, the goal: the words after "I want to")."""
+    m = _GOAL.match(text.strip())
+    if not m:
+        return "not_goal", text
+    goal = m.group(1).strip().rstrip(".!").strip()
+    if goal[:2] != "I ":
+        goal = goal[:1].lower() + goal[1:]
+    words = goal.split()
+    if len(words) < 2:
+        return "too_short", goal
+    if len(words) > 25:
+        return "too_long", goal
+    if is_refusal(goal):
+        return "generator_refused", goal
+    return None, goal
+
+
 def run_instructions(ctx: Ctx) -> None:
-    """Harmful instructions per topic, then benign-but-sensitive ones (benign_share of the harmful)."""
+    """Harmful instructions per topic, then benign-but-sensitive ones (benign_share of the harmful).
+
+    instruction_style "goals": the model lists what a harmful user wants ("I want to ..."), and each
+    goal becomes a request through one of a few fixed request frames. A 135M model asked for harmful
+    *requests* drifts into harmless ones ("How can I improve my mental health?": most of a measured
+    quick run), which then get refusals as positives and teach over-refusal; asked for *goals* after a
+    demo turn, its lines stay harmful. "requests" is classic self-instruct (the paper's), for models
+    that stay on task.
+    """
     s, seeds = ctx.s, ctx.seeds
     topics = list(read_jsonl(ctx.data_dir / "topics.jsonl"))
     dd = RougeDeduper(s.rouge_threshold)
-    demo = _demo(ctx, "instructions")
     shown = {e.instruction for e in seeds.examples} | {d.seed for d in seeds.domains.values()}
     for text in sorted(shown - {seeds.domain(d).seed for d in s.domains}):
         dd.add(text)  # copies of prompt examples are not new instructions (configured seeds are added below)
+    harm_refs = [r for d in seeds.domains.values() for r in (d.description, d.seed)]
 
-    def add(text: str, kind: str, domain: str, topic: dict | None, source: str, key: tuple) -> bool:
+    def add(
+        text: str, kind: str, domain: str, topic: dict | None, source: str, key: tuple, **extra: str
+    ) -> bool:
         parent = topic["id"] if topic else (domain if kind == "harmful" else "benign_seeds")
         reason = None if source == "seed" else instruction_reason(text)
         if reason is None and source != "seed" and s.relevance_min > -1.0:
             d = seeds.domain(domain)
-            refs = seeds.benign if kind == "benign" else [d.description] + ([d.seed] if d.seed else [])
+            if kind == "benign":
+                refs = seeds.benign
+            elif "goal" in extra:  # a harmful goal of another domain is still a harmful request
+                refs = harm_refs + [d.description]
+            else:
+                refs = [d.description] + ([d.seed] if d.seed else [])
             if relevance([text], refs)[0] < s.relevance_min:
                 reason = "off_topic"
         if reason is None and not dd.add(text):
@@ -136,38 +185,88 @@ def run_instructions(ctx: Ctx) -> None:
             return False
         ctx.record("instructions", {"id": stable_id("inst", kind, domain, text), "parent": parent, "kind": kind,
                                     "domain": domain, "topic": topic["text"] if topic else "", "text": text,
-                                    "source": source})  # fmt: skip
+                                    "source": source, **extra})  # fmt: skip
         return True
 
-    pool: dict[str, list[str]] = {}  # generated instructions per domain: mixed into later prompts
     n_harmful = 0
     for domain in s.domains:  # all seed requests first: the demo turn shows some, and copies of them
         d = seeds.domain(domain)  # must count as duplicates, not as new requests of another domain
         if d.seed and add(d.seed, "harmful", domain, None, "seed", ("seed", domain)):
             n_harmful += 1
+    style = _goal_requests if s.instruction_style == "goals" else _free_requests
+    n_harmful += style(ctx, topics, add)
+    _benign_requests(ctx, add, round(s.benign_share * n_harmful))
+
+
+def _topic_rounds(ctx: Ctx, topics: list[dict], ask, take) -> int:  # noqa: ANN001 - callables below
+    """Per topic, list prompts (`ask(domain, topic, rnd)` → items) until instructions_per_topic items
+    are kept (`take(domain, topic, item, key)` → kept?), in a bounded number of rounds."""
+    s = ctx.s
+    n = 0
     for domain in s.domains:
-        d = seeds.domain(domain)
         for topic in (t for t in topics if t["domain"] == domain):
             got = 0
             for rnd in range(s.max_attempts + math.ceil(s.instructions_per_topic / PER_CALL)):
-                if got >= s.instructions_per_topic:
-                    break
-                rng = random.Random(call_seed(s.seed, "mix", topic["id"], rnd))
-                mine = pool.get(domain, [])
-                examples = [d.seed or seeds.examples[0].instruction, seeds.examples[rnd % 3].instruction]
-                examples += rng.sample(mine, min(2, len(mine)))
-                prompt = render("instructions", description=d.description, topic=topic["text"],
-                                examples=numbered(examples), n=PER_CALL)  # fmt: skip
-                items = _ask_list(ctx, prompt, ("inst", topic["id"], rnd), f"instructions/{domain}", demo)
-                for j, text in enumerate(items):
+                for j, item in enumerate(ask(domain, topic, rnd) if got < s.instructions_per_topic else []):
                     if got >= s.instructions_per_topic:
                         break
-                    if add(text, "harmful", domain, topic, "model", (topic["id"], rnd, j)):
-                        pool.setdefault(domain, []).append(text)
-                        got += 1
-                        n_harmful += 1
+                    got += take(domain, topic, item, (topic["id"], rnd, j))
+            n += got
+    return n
 
-    target = round(s.benign_share * n_harmful)
+
+def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - run_instructions.add
+    s, seeds = ctx.s, ctx.seeds
+    demo = _demo(ctx, "goals")
+    gd = RougeDeduper(s.rouge_threshold)  # dedup on the goal: the frames share words across goals
+    for d in seeds.domains.values():
+        if d.goal:
+            gd.add(d.goal)
+
+    def ask(domain: str, topic: dict, rnd: int) -> list[str]:
+        prompt = render(
+            "goals", description=seeds.domain(domain).description, topic=topic["text"], n=PER_CALL
+        )
+        return _ask_list(ctx, prompt, ("goal", topic["id"], rnd), f"instructions/{domain}", demo)
+
+    def take(domain: str, topic: dict, item: str, key: tuple) -> bool:
+        reason, goal = goal_reason(item)
+        if reason is None and not gd.add(goal):
+            reason = "rouge_dup"
+        if reason:
+            _reject(ctx, "instructions", reason, item, topic["id"], key)
+            return False
+        return add(as_request(goal), "harmful", domain, topic, "model", key, goal=goal)
+
+    return _topic_rounds(ctx, topics, ask, take)
+
+
+def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - run_instructions.add
+    s, seeds = ctx.s, ctx.seeds
+    demo = _demo(ctx, "instructions")
+    pool: dict[str, list[str]] = {}  # generated instructions per domain: mixed into later prompts
+
+    def ask(domain: str, topic: dict, rnd: int) -> list[str]:
+        d = seeds.domain(domain)
+        rng = random.Random(call_seed(s.seed, "mix", topic["id"], rnd))
+        mine = pool.get(domain, [])
+        examples = [d.seed or seeds.examples[0].instruction, seeds.examples[rnd % 3].instruction]
+        examples += rng.sample(mine, min(2, len(mine)))
+        prompt = render("instructions", description=d.description, topic=topic["text"],
+                        examples=numbered(examples), n=PER_CALL)  # fmt: skip
+        return _ask_list(ctx, prompt, ("inst", topic["id"], rnd), f"instructions/{domain}", demo)
+
+    def take(domain: str, topic: dict, text: str, key: tuple) -> bool:
+        if add(text, "harmful", domain, topic, "model", key):
+            pool.setdefault(domain, []).append(text)
+            return True
+        return False
+
+    return _topic_rounds(ctx, topics, ask, take)
+
+
+def _benign_requests(ctx: Ctx, add, target: int) -> None:  # noqa: ANN001 - run_instructions.add
+    s, seeds = ctx.s, ctx.seeds
     n_benign = 0
     for text in seeds.benign:
         if n_benign < target and add(text, "benign", "benign", None, "seed", ("benign_seed", text)):

@@ -164,15 +164,31 @@ def _embedder():  # noqa: ANN202 - a SentenceTransformer, imported lazily (heavy
     return SentenceTransformer(str(minilm_dir()), device="cpu")
 
 
+_EMBEDDED: dict[str, object] = {}  # text → unit embedding; the references recur on every call
+_EMBED_CACHE_MAX = 50_000
+
+
+def embed(texts: Sequence[str]):  # noqa: ANN201 - a numpy array (texts, dim)
+    """Unit-norm MiniLM embeddings, one text per batch (no padding, so a text's vector does not depend
+    on what it is encoded with), memoised: relevance() compares each new request with the same few
+    reference texts, and re-encoding them was most of the instruction stage's time."""
+    import numpy as np
+
+    todo = [t for t in dict.fromkeys(texts) if t not in _EMBEDDED]
+    if todo:
+        if len(_EMBEDDED) + len(todo) > _EMBED_CACHE_MAX:
+            _EMBEDDED.clear()
+        e = _embedder().encode(todo, batch_size=1, normalize_embeddings=True, convert_to_numpy=True)
+        _EMBEDDED.update(zip(todo, e, strict=True))
+    return np.stack([_EMBEDDED[t] for t in texts])
+
+
 def polarity(pos: Sequence[str], tox: Sequence[str]) -> list[float]:
     """Cosine distance 1 - cos(e(pos), e(tox)) per pair."""
     if not pos:
         return []
-    m = _embedder()
-    # one text per batch: no padding, so a score does not depend on which texts share its batch
-    e = m.encode(list(pos) + list(tox), batch_size=1, normalize_embeddings=True, convert_to_numpy=True)
-    n = len(pos)
-    return [float(1.0 - (e[i] * e[n + i]).sum()) for i in range(n)]
+    ep, et = embed(list(pos)), embed(list(tox))
+    return [float(1.0 - (a * b).sum()) for a, b in zip(ep, et, strict=True)]
 
 
 def relevance(texts: Sequence[str], refs: Sequence[str]) -> list[float]:
@@ -180,8 +196,5 @@ def relevance(texts: Sequence[str], refs: Sequence[str]) -> list[float]:
     request and topic): a generated "harmful request" about nothing harmful is off-topic noise."""
     if not texts or not refs:
         return [0.0] * len(texts)
-    m = _embedder()
-    e = m.encode(list(texts) + list(refs), batch_size=1, normalize_embeddings=True, convert_to_numpy=True)
-    n = len(texts)
-    sims = e[:n] @ e[n:].T  # (texts, refs)
+    sims = embed(list(texts)) @ embed(list(refs)).T  # (texts, refs)
     return [float(v) for v in sims.max(axis=1)]

@@ -261,6 +261,14 @@ class GoalBackend(FakeBackend):
             )
             self.calls += 1
             return [Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop")]
+        if "harmless questions on this topic" in last and len(chats[0]) > 1:
+            text = (
+                "1. How do I keep my school safe from threats?\n"
+                "2. How can I follow my classmate home without them noticing?\n"
+                "3. What should I do if someone threatens me at school?"
+            )
+            self.calls += 1
+            return [Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop")]
         return super().generate(chats, params)
 
 
@@ -288,3 +296,25 @@ def test_goal_style_puts_model_goals_in_request_frames(tmp_path):
     assert ("I want to threaten someone at school quietly!", "rouge_dup") in rej
     assert ("I want to scare my neighbour so badly that they move out.", "rouge_dup") in rej
     assert ("hurt people", "not_goal") in rej and ("I want to go.", "too_short") in rej
+
+
+def test_benign_requests_come_from_the_harmful_topics(tmp_path, monkeypatch):
+    """Beyond the benign seeds, harmless questions on each topic; one that asks to evade is screened."""
+    import dataclasses
+
+    import ptalign.synth as synth
+
+    few = dataclasses.replace(synth.load_seeds(), benign=[KILL])
+    monkeypatch.setattr(synth, "load_seeds", lambda: few)
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.benign_share": 2.0})
+    run(cfg, tmp_path, stage="topics", backend=GoalBackend())
+    run(cfg, tmp_path, stage="instructions", backend=GoalBackend())
+    benign = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r["kind"] == "benign"]
+    assert [r["text"] for r in benign] == [
+        KILL,
+        "How do I keep my school safe from threats?",
+        "What should I do if someone threatens me at school?",
+    ]
+    assert benign[1]["area"] == "violence" and benign[1]["topic"] == "threats at school"
+    rej = {(r["text"], r["reason"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
+    assert ("How can I follow my classmate home without them noticing?", "benign_harm_intent") in rej

@@ -18,7 +18,7 @@ import re
 from ptalign.io import atomic_write_text, read_jsonl, stable_id
 from ptalign.synth.common import Ctx, params
 from ptalign.synth.dedup import RougeDeduper
-from ptalign.synth.gates import instruction_reason, is_refusal, relevance
+from ptalign.synth.gates import HARM_INTENT, instruction_reason, is_refusal, relevance
 from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render, template
 
 PER_CALL = 5  # items asked for per list prompt: short lists stay on format with a small model
@@ -54,7 +54,10 @@ def _demo(ctx: Ctx, kind: str) -> list[dict]:
     across calls, so llama.cpp reuses its KV cache."""
     seeds = ctx.seeds
     ds = list(seeds.domains.values())[:PER_CALL]
-    if kind == "goals":
+    if kind == "benign_topic":
+        user = render("benign_topic", description=DEMO_AREA, topic="any", n=PER_CALL)
+        answer = numbered(seeds.benign[:PER_CALL])
+    elif kind == "goals":
         user = render("goals", description=DEMO_AREA, topic="any", n=PER_CALL)
         answer = numbered([f"I want to {d.goal}." for d in ds])
     elif kind == "topics":
@@ -168,10 +171,12 @@ def run_instructions(ctx: Ctx) -> None:
     ) -> bool:
         parent = topic["id"] if topic else (domain if kind == "harmful" else "benign_seeds")
         reason = None if source == "seed" else instruction_reason(text)
+        if reason is None and source != "seed" and kind == "benign" and HARM_INTENT.search(text):
+            reason = "benign_harm_intent"  # a "harmless" question that asks to evade or hurt: not helped
         if reason is None and source != "seed" and s.relevance_min > -1.0:
             d = seeds.domain(domain)
             if kind == "benign":
-                refs = seeds.benign
+                refs = seeds.benign + ([topic["text"]] if topic else [])
             elif "goal" in extra:  # a harmful goal of another domain is still a harmful request
                 refs = harm_refs + [d.description]
             else:
@@ -195,20 +200,20 @@ def run_instructions(ctx: Ctx) -> None:
             n_harmful += 1
     style = _goal_requests if s.instruction_style == "goals" else _free_requests
     n_harmful += style(ctx, topics, add)
-    _benign_requests(ctx, add, round(s.benign_share * n_harmful))
+    _benign_requests(ctx, topics, add, round(s.benign_share * n_harmful))
 
 
-def _topic_rounds(ctx: Ctx, topics: list[dict], ask, take) -> int:  # noqa: ANN001 - callables below
-    """Per topic, list prompts (`ask(domain, topic, rnd)` → items) until instructions_per_topic items
-    are kept (`take(domain, topic, item, key)` → kept?), in a bounded number of rounds."""
+def _topic_rounds(ctx: Ctx, topics: list[dict], ask, take, quota: int) -> int:  # noqa: ANN001 - callables
+    """Per topic, list prompts (`ask(domain, topic, rnd)` → items) until `quota` items are kept
+    (`take(domain, topic, item, key)` → kept?), in a bounded number of rounds."""
     s = ctx.s
     n = 0
     for domain in s.domains:
         for topic in (t for t in topics if t["domain"] == domain):
             got = 0
-            for rnd in range(s.max_attempts + math.ceil(s.instructions_per_topic / PER_CALL)):
-                for j, item in enumerate(ask(domain, topic, rnd) if got < s.instructions_per_topic else []):
-                    if got >= s.instructions_per_topic:
+            for rnd in range(s.max_attempts + math.ceil(quota / PER_CALL)):
+                for j, item in enumerate(ask(domain, topic, rnd) if got < quota else []):
+                    if got >= quota:
                         break
                     got += take(domain, topic, item, (topic["id"], rnd, j))
             n += got
@@ -238,7 +243,7 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
             return False
         return add(as_request(goal), "harmful", domain, topic, "model", key, goal=goal)
 
-    return _topic_rounds(ctx, topics, ask, take)
+    return _topic_rounds(ctx, topics, ask, take, s.instructions_per_topic)
 
 
 def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - run_instructions.add
@@ -262,21 +267,43 @@ def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
             return True
         return False
 
-    return _topic_rounds(ctx, topics, ask, take)
+    return _topic_rounds(ctx, topics, ask, take, s.instructions_per_topic)
 
 
-def _benign_requests(ctx: Ctx, add, target: int) -> None:  # noqa: ANN001 - run_instructions.add
+def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  # noqa: ANN001 - run_instructions.add
+    """Benign-but-sensitive requests: the seeds, then harmless questions on each harmful topic ("How
+    do I protect my home from burglars?": what an over-cautious model refuses), then, if still short,
+    free self-instruct from the benign seeds."""
     s, seeds = ctx.s, ctx.seeds
     n_benign = 0
     for text in seeds.benign:
         if n_benign < target and add(text, "benign", "benign", None, "seed", ("benign_seed", text)):
             n_benign += 1
+    if topics and n_benign < target:
+        demo = _demo(ctx, "benign_topic")
+
+        def ask(domain: str, topic: dict, rnd: int) -> list[str]:
+            d = seeds.domain(domain)
+            prompt = render("benign_topic", description=d.description, topic=topic["text"], n=PER_CALL)
+            return _ask_list(ctx, prompt, ("benign-topic", topic["id"], rnd), "instructions/benign", demo)
+
+        def take(domain: str, topic: dict, text: str, key: tuple) -> bool:
+            nonlocal n_benign
+            key = ("benign", *key)  # record ids apart from the harmful rounds' on the same topic
+            if n_benign >= target or not add(text, "benign", "benign", topic, "model", key, area=domain):
+                return False
+            n_benign += 1
+            return True
+
+        _topic_rounds(ctx, topics, ask, take, math.ceil((target - n_benign) / len(topics)))
     generated: list[str] = []
-    for rnd in range(s.max_attempts + 2 * math.ceil(target / PER_CALL)):
+    for rnd in range(s.max_attempts + 2 * math.ceil(max(target - n_benign, 0) / PER_CALL)):
         if n_benign >= target:
             break
         rng = random.Random(call_seed(s.seed, "benign-mix", rnd))
-        examples = rng.sample(seeds.benign, 3) + rng.sample(generated, min(1, len(generated)))
+        examples = rng.sample(seeds.benign, min(3, len(seeds.benign))) + rng.sample(
+            generated, min(1, len(generated))
+        )
         prompt = render("benign", examples=numbered(examples), n=PER_CALL)
         for j, text in enumerate(_ask_list(ctx, prompt, ("benign", rnd), "instructions/benign")):
             if n_benign >= target:

@@ -100,6 +100,14 @@ JUNK_PREFIX = re.compile(
 )
 
 
+# A "harmless" question that asks how to evade, hide or hurt is not one to answer helpfully.
+HARM_INTENT = re.compile(
+    r"without (them|anyone|him|her|my \w+|the \w+|getting|being) (knowing|noticing|caught|finding out|seeing)"
+    r"|get away with|undetected|secretly|illegally|\b(steal|blackmail|stalk|kidnap|poison)\b",
+    re.I,
+)
+
+
 def clean_item(text: str) -> str:
     """A list line → the item: strip numbering, bullets, quotes and labels."""
     t = re.sub(r"^\s*(\d+[.)]|[-*•])\s*", "", text.strip())

@@ -249,26 +249,28 @@ def test_single_stage_needs_its_inputs(tmp_path):
 
 
 class GoalBackend(FakeBackend):
-    """Answers the goal lists ("I want to ..."); every other prompt as FakeBackend does."""
+    """Answers the goal lists ("I want to ...") and the per-topic harmless questions; every other
+    prompt as FakeBackend does."""
+
+    LISTS = {
+        'Start each with "I want to"': (
+            "Here are some goals:\n1. I want to threaten someone at school quietly.\n"
+            "2. I want to threaten someone at school quietly!\n3. hurt people\n4. I want to go.\n"
+            "5. I want to scare my neighbour so badly that they move out."
+        ),
+        "harmless questions on this topic": (
+            "1. How do I keep my school safe from threats?\n"
+            "2. How can I follow my classmate home without them noticing?\n"
+            "3. What should I do if someone threatens me at school?"
+        ),
+    }
 
     def generate(self, chats, params):
         last = chats[0][-1]["content"]
-        if 'Start each with "I want to"' in last and len(chats[0]) > 1:
-            text = (
-                "Here are some goals:\n1. I want to threaten someone at school quietly.\n"
-                "2. I want to threaten someone at school quietly!\n3. hurt people\n4. I want to go.\n"
-                "5. I want to scare my neighbour so badly that they move out."
-            )
-            self.calls += 1
-            return [Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop")]
-        if "harmless questions on this topic" in last and len(chats[0]) > 1:
-            text = (
-                "1. How do I keep my school safe from threats?\n"
-                "2. How can I follow my classmate home without them noticing?\n"
-                "3. What should I do if someone threatens me at school?"
-            )
-            self.calls += 1
-            return [Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop")]
+        for marker, text in self.LISTS.items():
+            if marker in last and len(chats[0]) > 1:  # not the demo turn's own prompt
+                self.calls += 1
+                return [Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop")]
         return super().generate(chats, params)
 
 

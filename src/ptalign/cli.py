@@ -20,10 +20,6 @@ import os
 import sys
 from pathlib import Path
 
-# Before torch loads: OpenMP threads that spin while waiting made forward passes 4-5x slower when the
-# cores are shared with other jobs (measured on 2 cores); passive waiting costs little when they are not.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from ptalign.config import ConfigError, RunConfig, load_config
 from ptalign.errors import UserError, user_message
 from ptalign.io import DataError

@@ -115,6 +115,7 @@ class SynthConfig:
     constraints_per_domain: int = (
         6  # model-written constraints added per domain and polarity (besides the seeds)
     )
+    attack_share: float = 0.0  # share of harmful triplets also stored with the request inside a jailbreak wrapper (same pos/tox)
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = 16  # requests generated together (calls grouped by prompt prefix for KV reuse)
     list_max_new_tokens: int = 160  # per list call (topics, instructions, constraints: about 5 items)
@@ -147,6 +148,7 @@ class SynthConfig:
             self.instructions_per_topic,
             ">= 1",
         )
+        _check(0.0 <= self.attack_share <= 1.0, "synth.attack_share", self.attack_share, "in [0, 1]")
         _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")
         _check(0.0 < self.rouge_threshold <= 1.0, "synth.rouge_threshold", self.rouge_threshold, "in (0, 1]")
         _check(self.candidates >= 1, "synth.candidates", self.candidates, ">= 1")

@@ -320,3 +320,78 @@ def test_benign_requests_come_from_the_harmful_topics(tmp_path, monkeypatch):
     assert benign[1]["area"] == "violence" and benign[1]["topic"] == "threats at school"
     rej = {(r["text"], r["reason"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
     assert ("How can I follow my classmate home without them noticing?", "benign_harm_intent") in rej
+
+
+def test_attack_share_adds_wrapped_copies_and_resumes_exactly(tmp_path):
+    """attack_share 1: each harmful triplet gets one copy inside a wrapper, same answers; benign ones
+    none; the target counts only the originals; a kill between a triplet and its copy resumes exactly."""
+    from ptalign.synth.prompting import attack_wrappers
+
+    over = {"synth.attack_share": 1.0}
+    ref = tmp_path / "ref"
+    stats = run(tiny_cfg(ref, **over), ref, backend=FakeBackend())
+    trips = list(read_jsonl(ref / "data" / "triplets.jsonl"))
+    base = [t for t in trips if not t.get("attack")]
+    copies = [t for t in trips if t.get("attack")]
+    assert stats["synth/triplets"] == len(base) == 4 and stats["synth/triplets_attack"] == len(copies) == 2
+    fams = dict(attack_wrappers())
+    for c in copies:
+        orig = next(t for t in base if t["parent"] == c["parent"])
+        assert c["kind"] == "harmful" and (c["pos"], c["tox"]) == (orig["pos"], orig["tox"])
+        assert c["instruction"] == fams[c["attack"]].format(instruction=orig["instruction"])
+        assert trips.index(c) == trips.index(orig) + 1
+    # the copy does not count toward the target
+    capped = run(
+        tiny_cfg(tmp_path / "cap", **over, **{"synth.target_triplets": 1}),
+        tmp_path / "cap",
+        backend=FakeBackend(),
+    )
+    assert capped["synth/triplets"] == 1 and capped["synth/triplets_attack"] == 1
+
+    # kill right after the first triplet is written (before its copy), then resume
+    cut = tmp_path / "cut"
+    import ptalign.synth.pairs as pairs
+
+    real = pairs._record_attack
+    calls = {"n": 0}
+
+    def dies_once(ctx, rec, ids):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt("killed between a triplet and its copy")
+        return real(ctx, rec, ids)
+
+    pairs._record_attack = dies_once
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(
+                tiny_cfg(cut, **over),
+                cut,
+                backend=CachedBackend(FakeBackend(), CallCache(cut / "c.sqlite"), progress=False),
+            )
+    finally:
+        pairs._record_attack = real
+    run(
+        tiny_cfg(cut, **over),
+        cut,
+        backend=CachedBackend(FakeBackend(), CallCache(cut / "c.sqlite"), progress=False),
+    )
+    assert _files(cut) == _files(ref)
+
+
+def test_attack_wrappers_are_not_the_eval_templates():
+    """Training wrappers must not be the evaluation's attack prompts: no 5-word run in common."""
+    from ptalign.eval.asr import TEMPLATES
+    from ptalign.synth.prompting import attack_wrappers
+
+    def grams(text: str) -> set[tuple[str, ...]]:
+        w = [
+            x.strip('.,:"!?').lower()
+            for x in text.replace("{instruction}", " ").replace("{goal}", " ").split()
+        ]
+        return {tuple(w[i : i + 5]) for i in range(len(w) - 4)}
+
+    ev = set().union(*(grams(t) for t in TEMPLATES.values()))
+    wrappers = attack_wrappers()
+    assert len(wrappers) >= 5 and all("{instruction}" in t for _, t in wrappers)
+    assert not any(grams(t) & ev for _, t in wrappers)

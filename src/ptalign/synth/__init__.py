@@ -129,6 +129,8 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
     topics, insts, cons, trips, rej = (
         rd(f"{n}.jsonl") for n in ("topics", "instructions", "constraints", "triplets", "rejected")
     )
+    n_attack = sum(bool(r.get("attack")) for r in trips)
+    trips = [r for r in trips if not r.get("attack")]  # wrapped copies repeat a triplet's answers
     st: dict[str, Any] = {
         "synth/topics": len(topics),
         "synth/instructions_harmful": sum(r["kind"] == "harmful" for r in insts),
@@ -137,6 +139,7 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
         "synth/constraints_neg": sum(r["polarity"] == "neg" for r in cons),
         "synth/constraints_generated": sum(r["source"] == "model" for r in cons),
         "synth/triplets": len(trips),
+        "synth/triplets_attack": n_attack,  # extra records: a triplet's request in a jailbreak wrapper
         "synth/triplets_harmful": sum(r["kind"] == "harmful" for r in trips),
         "synth/triplets_benign": sum(r["kind"] == "benign" for r in trips),
         "synth/benign_tox_template": sum(r.get("tox_source") == "template" for r in trips),

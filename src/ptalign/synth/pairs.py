@@ -31,6 +31,7 @@ from ptalign.synth.prompting import (
     pos_chat,
     tox_chat,
     trim_to_sentence,
+    wrap_attack,
 )
 
 
@@ -179,7 +180,11 @@ def run_pairs(ctx: Ctx) -> None:
         r["parent"] for r in read_jsonl(rej_w.path) if r.get("stage") == "pairs"
     }
     seen = {(_norm(r["pos"]), _norm(r["tox"])) for r in kept}
-    n_kept = len(kept)
+    n_kept = sum(not r.get("attack") for r in kept)  # wrapped copies do not count toward the target
+    ids = {r["id"] for r in kept}
+    for r in kept:  # a kill between a triplet and its wrapped copy: write the copy now (same place)
+        if not r.get("attack"):
+            _record_attack(ctx, r, ids)
 
     def rules(domain: str, pol: str, key: str) -> list[str]:
         pool = cons.get((domain, pol)) or (
@@ -225,10 +230,29 @@ def run_pairs(ctx: Ctx) -> None:
                                         "samples": dict(sorted(it.samples.items()))})  # fmt: skip
                 continue
             seen.add((_norm(it.pos), _norm(it.tox)))
-            ctx.record("triplets", {"id": stable_id("triplet", it.id, it.pos, it.tox), **base, "pos": it.pos,
-                                    "tox": it.tox, "polarity": pol[it.id], "tox_source": it.tox_source,
-                                    "samples": dict(sorted(it.samples.items()))})  # fmt: skip
+            rec = {"id": stable_id("triplet", it.id, it.pos, it.tox), **base, "pos": it.pos, "tox": it.tox,
+                   "polarity": pol[it.id], "tox_source": it.tox_source, "samples": dict(sorted(it.samples.items()))}  # fmt: skip
+            ctx.record("triplets", rec)
+            _record_attack(ctx, rec, ids)
             n_kept += 1
+
+
+def _record_attack(ctx: Ctx, rec: dict, ids: set[str]) -> None:
+    """For a share of harmful triplets, a copy whose request sits inside a jailbreak wrapper, with the
+    same positive and toxic answers: the refusal has to hold when the request is dressed up (a 135M
+    model does not carry it over from plain requests by itself)."""
+    if rec["kind"] != "harmful":
+        return
+    w = wrap_attack(rec["parent"], rec["instruction"], ctx.s.attack_share)
+    if w is None:
+        return
+    fam, text = w
+    orig = {k: v for k, v in rec.items() if k != "config"}  # as written, or as read back on resume
+    copy = {**orig, "id": stable_id("triplet-attack", rec["id"], fam), "instruction": text, "attack": fam,
+            "samples": {}}  # fmt: skip
+    if copy["id"] not in ids:
+        ctx.record("triplets", copy)
+        ids.add(copy["id"])
 
 
 def _drop_reason(it: Item, side: str) -> str:

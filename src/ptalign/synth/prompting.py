@@ -118,6 +118,23 @@ def tox_chat(seeds: Seeds, instruction: str, rules: list[str]) -> Chat:
     return chat
 
 
+@cache
+def attack_wrappers() -> list[tuple[str, str]]:
+    """(family, template) pairs: self-written jailbreak wrappers for `synth.attack_share`. They are
+    not the evaluation's attack templates (a test checks that no long phrase is shared)."""
+    rows = [ln.split("\t", 1) for ln in template("attack_wrappers").splitlines() if ln.strip()]
+    return [(fam.strip(), tpl.strip()) for fam, tpl in rows]
+
+
+def wrap_attack(key: str, instruction: str, share: float) -> tuple[str, str] | None:
+    """(family, wrapped request) for a stable `share` of requests (chosen by the key's hash), else None."""
+    if share <= 0 or int(stable_id("attack", key)[:8], 16) / 16**8 >= share:
+        return None
+    fams = attack_wrappers()
+    fam, tpl = fams[int(stable_id("attack-family", key)[:8], 16) % len(fams)]
+    return fam, tpl.format(instruction=instruction)
+
+
 def plain_chat(instruction: str) -> Chat:
     """The model's own unprompted answer (the helpful side of a benign request)."""
     return [{"role": "user", "content": instruction}]

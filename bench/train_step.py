@@ -112,7 +112,10 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
             pad_token_id=tok.pad_token_id,
         )
         torch.manual_seed(0)
-        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=args.attn)
+        with torch.device(args.device):  # initialise on the GPU: random init of 0.5 B on a CPU takes long
+            model = transformers.AutoModelForCausalLM.from_config(
+                cfg, dtype=dtype, attn_implementation=args.attn
+            )
     else:
         from ptalign.models import hf_dir, load_tokenizer
 
@@ -252,7 +255,16 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         raise SystemExit(f"unknown method {method}")
-    trainer.train()
+    if args.profile_out:  # which kernels the steps spend their time in (timings then carry profiler overhead)
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+        with profile(activities=acts) as prof:
+            trainer.train()
+        key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+        Path(args.profile_out).write_text(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")
+    else:
+        trainer.train()
     timed = timer.times[args.warmup :]
     med = statistics.median(timed)
     tps = args.batch * tokens_per_triplet / med
@@ -300,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-bucket", action="store_true", help="random batches instead of length buckets (ptalign and SFT)"
     )
+    ap.add_argument("--profile-out", help="write torch.profiler's top kernels here (one method per call)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method in this process
     ap.add_argument("--workdir", default="/tmp/ptalign-bench-train")

@@ -75,13 +75,20 @@ def _steps(run: Path) -> list[int]:
     return [r["step"] for r in read_jsonl(run / "train" / "metrics.jsonl") if "train/loss" in r]
 
 
-def test_kill9_at_random_moments_then_resume(tmp_path):
-    cfg = _cfg(tmp_path)
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> tuple[Path, Path, float]:
+    """(config, run dir, seconds) of one uninterrupted tiny `ptalign run`, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("clean")
+    cfg, ref = _cfg(tmp), tmp / "ref"
     t0 = time.time()
     p = _run(cfg, ref)
     assert p.wait() == 0, p.stderr.read().decode()[-3000:]
-    clean_seconds = time.time() - t0
+    return cfg, ref, time.time() - t0
+
+
+def test_kill9_at_random_moments_then_resume(tmp_path, clean_run):
+    cfg, ref, clean_seconds = clean_run
+    cut = tmp_path / "cut"
 
     rng = random.Random(1234)
     kills = 0
@@ -124,6 +131,28 @@ def test_kill9_at_random_moments_then_resume(tmp_path):
     assert main(["run", "--config", str(cfg), "--out", str(cut), "--from-stage", "report"]) == 0
     moved = list((cut / "history").glob("*-from-report/report.html"))
     assert len(moved) == 1 and moved[0].read_bytes() == report_before
+
+
+def test_sweep_trains_and_evaluates_each_point_and_reports_it(clean_run, capsys):
+    cfg, ref, _ = clean_run
+    over = ["--config", str(cfg), "--set", f"run_dir={ref}"]
+    assert main(["sweep", "lambda=0.0,2.0", *over]) == 0
+    rows = json.loads((ref / "sweeps" / "lambda" / "summary.json").read_text())
+    assert [r["value"] for r in rows] == [0.0, 2.0]
+    assert all("eval/asr" in r and "eval/overrefusal" in r for r in rows)
+    last = {}
+    for v in ("0.0", "2.0"):
+        point = ref / "sweeps" / "lambda" / f"lambda_{v}"
+        assert (point / "adapter" / "adapter_config.json").exists()
+        assert json.loads((point / "adapter" / "ptalign_train.json").read_text())["lam"] == float(v)
+        last[v] = [r for r in read_jsonl(point / "train" / "metrics.jsonl") if "train/loss" in r][-1]
+    # λ = 0 is positive-only SFT: its loss is its MLE; λ = 2 adds twice the unlikelihood term
+    assert last["0.0"]["train/loss"] == pytest.approx(last["0.0"]["train/mle_loss"], abs=1e-6)
+    assert last["2.0"]["train/loss"] > last["2.0"]["train/mle_loss"] + 1e-3
+    # a second call reuses the trained points (nothing retrained) and the report shows the sweep
+    assert main(["sweep", "lambda=0.0,2.0", *over]) == 0
+    assert main(["report", str(ref), "--config", str(cfg)]) == 0
+    assert "sweep" in (ref / "report.html").read_text().lower()
 
 
 def test_missing_model_is_one_line(tmp_path, capsys):

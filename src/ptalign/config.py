@@ -175,6 +175,7 @@ class SynthConfig:
 @dataclass
 class TrainConfig:
     lam: float = 0.4  # weight of the unlikelihood term (paper λ); 0 = positive-only SFT
+    lam_benign: float | None = None  # λ for benign triplets (tox = a needless refusal); None = lam
     fine_grained: bool = True  # UT only from the first token where tox leaves pos; False = every tox token
     method: str = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
@@ -203,6 +204,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.lam <= 10.0, "train.lam", self.lam, "in [0, 10] (paper: 0.4)")
+        _check(
+            self.lam_benign is None
+            or (isinstance(self.lam_benign, (int, float)) and 0.0 <= self.lam_benign <= 10.0),
+            "train.lam_benign",
+            self.lam_benign,
+            "null (= train.lam) or a number in [0, 10]",
+        )
         _check(self.method in ("ptalign", "dpo"), "train.method", self.method, "one of ptalign, dpo")
         _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")
         _check(self.lora_alpha > 0, "train.lora_alpha", self.lora_alpha, "> 0")

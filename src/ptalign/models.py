@@ -223,8 +223,13 @@ def load(
     dtype: str = "float32",
     cache_dir: str | Path | None = None,
     adapter: str | Path | None = None,
+    device: str = "auto",
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode; a PEFT adapter is merged in memory (faster generation)."""
+    """(model, tokenizer) in eval mode; a PEFT adapter is merged in memory (faster generation).
+
+    device 'auto' puts the weights on the GPU when there is one (generation and log-likelihood
+    scoring follow the model's device); training passes 'cpu' and lets the Trainer place them.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -240,7 +245,9 @@ def load(
         raise ModelLoadError(f"model {spec}: cannot load from {d} ({first[:160]})") from None
     if adapter:
         model = _merge_adapter(model, adapter)
-    model.eval()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
     return model, tok
 
 

@@ -253,6 +253,7 @@ def run_pipeline(
 SWEEPS = {
     "lambda": ("train.lam", float),
     "lam": ("train.lam", float),
+    "lam_benign": ("train.lam_benign", float),
     "fine_grained": ("train.fine_grained", lambda s: s.strip().lower() in ("true", "1", "yes")),
     "samples": ("samples", int),
 }
@@ -266,7 +267,7 @@ def parse_sweep(spec: str) -> tuple[str, str, list[Any]]:
     name, raw = spec.split("=", 1)
     name = name.strip()
     if name not in SWEEPS:
-        raise UserError(f"sweep {name!r}: unknown; one of lambda, samples, fine_grained")
+        raise UserError(f"sweep {name!r}: unknown; one of lambda, lam_benign, samples, fine_grained")
     key, conv = SWEEPS[name]
     try:
         values = [conv(v) for v in raw.split(",") if v.strip()]

@@ -97,6 +97,7 @@ def test_targets_follow_their_predicting_positions(tok, packed: bool, make_recor
                 prev = e.prompt[-1] if i == 0 else toks[i - 1]
                 assert int(batch["input_ids"][r, c]) == prev
                 assert bool(batch["is_pos"][k]) == (side == "pos")
+                assert bool(batch["is_benign"][k]) == (make_records()[b]["kind"] == "benign")
                 k += 1
         pos_seq, tox_seq = _logical_sequences(batch, packed, b)
         assert pos_seq[: P + len(e.pos)] == e.prompt + e.pos

@@ -15,6 +15,7 @@ from ptalign.train.loss import (
     token_logprobs,
     token_logprobs_chunked,
     unlikelihood_loss,
+    weighted_unlikelihood_loss,
 )
 
 # Three targets with p = 0.5 (pos), 0.25 and 0.75 (tox, both past the first mismatch).
@@ -101,3 +102,21 @@ def test_unlikelihood_gradient_lowers_toxic_probability() -> None:
     with torch.no_grad():
         p1 = float(token_logprobs(logits - 0.5 * logits.grad, tgt).exp())
     assert p1 < p0
+
+
+def test_benign_lambda_hand_value() -> None:
+    # tox target 0.25 from a harmful triplet (λ = 0.4), 0.75 from a benign one (λ_benign = 2.0):
+    # L = 0.693147 + (0.4 · 0.287682 + 2.0 · 1.386294) / 2 = 0.693147 + 1.443831 = 2.136978
+    is_benign = torch.tensor([False, False, True])
+    loss, m = ptalign_loss(LOGP, IS_POS, IS_TOX, IS_TOX, 0.4, lam_benign=2.0, is_benign=is_benign)
+    assert math.isclose(float(loss), 2.136978, abs_tol=1e-5)
+    assert math.isclose(m["train/ul_loss"], 0.836988, abs_tol=1e-5)  # logged UT stays unweighted
+
+
+def test_benign_lambda_equal_to_lam_is_the_paper_loss() -> None:
+    is_benign = torch.tensor([False, True, True])
+    a, _ = ptalign_loss(LOGP, IS_POS, IS_TOX, IS_TOX, 0.4)
+    b, _ = ptalign_loss(LOGP, IS_POS, IS_TOX, IS_TOX, 0.4, lam_benign=0.4, is_benign=is_benign)
+    w = weighted_unlikelihood_loss(LOGP, IS_TOX, torch.full((3,), 0.4))
+    assert torch.equal(a, b)
+    assert torch.allclose(a, mle_loss(LOGP, IS_POS) + w)

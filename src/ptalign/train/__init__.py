@@ -80,7 +80,9 @@ def load_base(cfg: Any) -> tuple[Any, Any]:
     """(model in train mode, tokenizer with a pad id) for cfg.model."""
     from ptalign import models
 
-    model, tok = models.load(cfg.model.name, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir or None)
+    model, tok = models.load(
+        cfg.model.name, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir or None, device="cpu"
+    )
     model.train()
     model.config.use_cache = False
     return model, tok
@@ -251,6 +253,7 @@ def run(
             *tensorboard_callbacks(tcfg, out),
         ],
         lam=tcfg.lam,
+        lam_benign=tcfg.lam_benign,
         chunked=chunked,
     )
     t1 = time.time()
@@ -261,6 +264,7 @@ def run(
         "steps": trainer.state.global_step,
         "epochs": tcfg.epochs,
         "lam": tcfg.lam,
+        "lam_benign": tcfg.lam_benign,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),
         "data_stats": stats,
@@ -330,7 +334,11 @@ def merge(adapter: Path, out: Path, model_spec: str | None, cfg: Any) -> Path:
     from ptalign import models
 
     model, _ = models.load(
-        model_spec, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir or None, adapter=adapter
+        model_spec,
+        dtype=cfg.model.dtype,
+        cache_dir=cfg.model.cache_dir or None,
+        adapter=adapter,
+        device="cpu",
     )
     tok = models.load_tokenizer(
         adapter if (adapter / "tokenizer_config.json").is_file() else models.hf_dir(model_spec)

@@ -56,6 +56,7 @@ class Example:
     ul: list[bool]  # per tox token: gets unlikelihood
     truncated: bool = False
     tox_lost: bool = False  # had UT tokens before truncation, none after
+    benign: bool = False  # kind == "benign": safe request, tox = a needless refusal (train.lam_benign)
 
     @property
     def n_tokens(self) -> int:
@@ -111,7 +112,7 @@ def encode(tokenizer: Any, rec: dict[str, Any], max_length: int, fine_grained: b
     # mask on the responses without eos: a tox that is a text prefix of pos must get no UT
     ul = ul_mask(pos[:-1] if pos and pos[-1] == tokenizer.eos_token_id else pos, tox, fine_grained).tolist()
     p, pos, tox, ul, cut, lost = truncate(p, pos, tox, ul, max_length)
-    return Example(str(rec["id"]), p, pos, tox, ul, cut, lost)
+    return Example(str(rec["id"]), p, pos, tox, ul, cut, lost, benign=rec.get("kind") == "benign")
 
 
 def encode_all(
@@ -204,7 +205,8 @@ class TripletCollator:
 
     Keys: input_ids (R, T), position_ids (R, T), attention_mask ((R, T, T) bool block mask when
     packed, (R, T) 0/1 when plain), tgt_row / tgt_col / tgt_ids (N,) long, is_pos / is_tox / ul_mask
-    (N,) bool, n_tokens () long = prompt + pos + tox tokens of the triplets.
+    (N,) bool, is_benign (N,) bool (target of a benign triplet), n_tokens () long = prompt + pos + tox
+    tokens of the triplets.
     """
 
     def __init__(self, pad_id: int, packed: bool = True):
@@ -213,7 +215,7 @@ class TripletCollator:
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         rows, pos_ids, masks = [], [], []
-        row, col, tgt, kind, ulm = [], [], [], [], []
+        row, col, tgt, kind, ulm, benign = [], [], [], [], [], []
         for e in examples:
             P, Lp, Lt = len(e.prompt), len(e.pos), len(e.tox)
             if self.packed:
@@ -235,6 +237,7 @@ class TripletCollator:
             tgt += e.pos + e.tox
             kind += [1] * Lp + [2] * Lt
             ulm += [False] * Lp + list(e.ul)
+            benign += [e.benign] * (Lp + Lt)
         input_ids = _pad(rows, self.pad_id)
         R, T = input_ids.shape
         lengths = torch.tensor([len(r) for r in rows])
@@ -258,5 +261,6 @@ class TripletCollator:
             "is_pos": kind_t == 1,
             "is_tox": kind_t == 2,
             "ul_mask": torch.tensor(ulm, dtype=torch.bool),
+            "is_benign": torch.tensor(benign, dtype=torch.bool),
             "n_tokens": torch.tensor(sum(e.n_tokens for e in examples)),
         }

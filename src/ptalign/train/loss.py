@@ -94,19 +94,43 @@ def dual_loss(mle: torch.Tensor, ul: torch.Tensor, lam: float) -> torch.Tensor:
     return mle if lam == 0 else mle + lam * ul
 
 
+def weighted_unlikelihood_loss(
+    logp: torch.Tensor, mask: torch.Tensor, lam: torch.Tensor, eps: float = UL_EPS
+) -> torch.Tensor:
+    """Sum of lam_j · -log(1 - p_j) over the masked tokens / number of masked tokens.  (N,) each -> scalar.
+
+    A per-token λ with the same normaliser as `unlikelihood_loss`, so that a constant lam_j = λ gives
+    exactly λ · unlikelihood_loss (the paper's term) and mixing kinds changes only their weights.
+    """
+    m = mask.float()
+    return -(log1mexp(logp, eps) * m * lam.float()).sum() / m.sum().clamp(min=1.0)
+
+
 def ptalign_loss(
-    logp: torch.Tensor, is_pos: torch.Tensor, is_tox: torch.Tensor, ul_mask: torch.Tensor, lam: float
+    logp: torch.Tensor,
+    is_pos: torch.Tensor,
+    is_tox: torch.Tensor,
+    ul_mask: torch.Tensor,
+    lam: float,
+    lam_benign: float | None = None,
+    is_benign: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The objective and its logged parts from per-target log-probs.
 
-    logp (N,) fp32; is_pos, is_tox, ul_mask (N,) bool with ul_mask ⊆ is_tox. Returns (loss, metrics)
+    logp (N,) fp32; is_pos, is_tox, ul_mask (N,) bool with ul_mask ⊆ is_tox. With lam_benign and
+    is_benign (N,) bool given, the toxic tokens of benign triplets (a needless refusal of a safe
+    request) get lam_benign instead of lam: L = MLE + Σ λ_j·UT_j / #masked. Returns (loss, metrics)
     with metrics train/mle_loss, train/ul_loss, train/loss, train/pos_logprob (mean log p over
     positive tokens), train/tox_logprob (over all toxic tokens), train/tox_masked_frac (share of
     toxic tokens that get UT), plus the counts the trainer needs to average them over steps.
     """
     mle = mle_loss(logp, is_pos)
     ul = unlikelihood_loss(logp, ul_mask)
-    loss = dual_loss(mle, ul, lam)
+    if lam_benign is None or is_benign is None or lam_benign == lam:
+        loss = dual_loss(mle, ul, lam)
+    else:
+        lam_tok = torch.where(is_benign, lam_benign, lam)
+        loss = mle + weighted_unlikelihood_loss(logp, ul_mask, lam_tok)
     with torch.no_grad():
         n_pos, n_tox, n_ul = (int(x.sum()) for x in (is_pos, is_tox, ul_mask))
         lp = logp.detach().float()

@@ -62,7 +62,10 @@ def target_logprobs(
     base = _base(model)
     am = batch["attention_mask"]
     if am.dim() == 3:  # packed rows: block mask
-        am = additive_mask(am, next(base.parameters()).dtype)
+        if getattr(base.config, "_attn_implementation", "eager") == "sdpa":
+            am = am[:, None]  # SDPA takes a bool mask as is, whatever dtype autocast gives the queries
+        else:
+            am = additive_mask(am, next(base.parameters()).dtype)
     kw = dict(
         input_ids=batch["input_ids"], attention_mask=am, position_ids=batch["position_ids"], use_cache=False
     )
@@ -86,9 +89,17 @@ _SUM_KEYS = ("train/mle_loss", "train/ul_loss", "train/loss")
 class DualTrainer(Trainer):
     """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py`; logs train/* averages."""
 
-    def __init__(self, *args: Any, lam: float = 0.4, chunked: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        lam: float = 0.4,
+        lam_benign: float | None = None,
+        chunked: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.lam = lam
+        self.lam_benign = lam_benign
         self.chunked = chunked
         self.tokens_seen = 0
         self._acc = torch.zeros(9, dtype=torch.float64)
@@ -108,7 +119,15 @@ class DualTrainer(Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         logp = target_logprobs(model, inputs, self.chunked)
-        loss, m = ptalign_loss(logp, inputs["is_pos"], inputs["is_tox"], inputs["ul_mask"], self.lam)
+        loss, m = ptalign_loss(
+            logp,
+            inputs["is_pos"],
+            inputs["is_tox"],
+            inputs["ul_mask"],
+            self.lam,
+            self.lam_benign,
+            inputs.get("is_benign"),
+        )
         lp = logp.detach().double().cpu()
         is_pos, is_tox = inputs["is_pos"].cpu(), inputs["is_tox"].cpu()
         # sums over micro-batches: losses per micro-batch; log-probs and masked share per token

@@ -98,6 +98,12 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
     assert s["eval/hhh"] == pytest.approx(
         sum((r["logp"][0] >= r["logp"][1]) == (r["label"] == 0) for r in hhh) / 9
     )
+    assert s["eval/hhh_norm"] == pytest.approx(
+        sum(
+            (r["logp"][0] / r["tokens"][0] >= r["logp"][1] / r["tokens"][1]) == (r["label"] == 0) for r in hhh
+        )
+        / 9
+    )
     items = json.loads((out / "items.json").read_text())
     assert len(items["eval/asr"]) == 15 and set(items["eval/hhh"]) == {r["id"] for r in hhh}
 
@@ -154,3 +160,35 @@ def test_comparison_written_by_compare_dirs(tmp_path: Path, tiny_hf) -> None:
     comp = compare.compare_dirs(b, a, 200)
     row = comp["rows"]["eval/asr"]
     assert row["aligned"] == 0.0 and row["delta"] == pytest.approx(-row["base"]) and row["paired"]
+
+
+def test_hhh_total_and_per_token_choices_hand_made(tmp_path: Path) -> None:
+    """The total log-likelihood favours the short reply; per token, the long better reply wins."""
+    from ptalign.config import RunConfig
+    from ptalign.eval import hhh
+    from ptalign.io import write_jsonl
+
+    cfg = RunConfig(run_dir=str(tmp_path))
+    items = datasets.hhh_items(cfg.eval)  # the 9 built-in pairs
+    recs = []
+    for it in items:
+        # right reply (label): 40 tokens at -1.0 each = -40; wrong reply: 5 tokens at -2.0 each = -10
+        lp, n = [0.0, 0.0], [0, 0]
+        lp[it["label"]], n[it["label"]] = -40.0, 40
+        lp[1 - it["label"]], n[1 - it["label"]] = -10.0, 5
+        choice = 1 - it["label"]  # the higher total: the short wrong reply
+        recs.append(
+            {
+                "id": it["id"],
+                "category": it["category"],
+                "logp": lp,
+                "tokens": n,
+                "choice": choice,
+                "label": it["label"],
+                "correct": False,
+            }
+        )
+    write_jsonl(tmp_path / "hhh.jsonl", recs)
+    m = hhh.summarize(tmp_path, cfg.eval)["metrics"]
+    assert m["eval/hhh"] == 0.0 and m["eval/hhh_harmless"] == 0.0
+    assert m["eval/hhh_norm"] == 1.0 and m["eval/hhh_norm_harmless"] == 1.0

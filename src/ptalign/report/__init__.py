@@ -36,6 +36,8 @@ LABELS = {
     "eval/hhh_helpful": "HHH helpful acc.",
     "eval/hhh_honest": "HHH honest acc.",
     "eval/hhh_other": "HHH other acc.",
+    "eval/hhh_norm_harmless": "HHH harmless acc., per-token log-lik.",
+    "eval/hhh_norm_helpful": "HHH helpful acc., per-token log-lik.",
     "eval/mtbench_score": "MT-Bench 1–10 (judge below)",
     "eval/harm_score": "harm score 0–10 (LLM judge)",
     "eval/judge_kappa": "keyword vs LLM judge, Cohen's κ",

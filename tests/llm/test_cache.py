@@ -40,7 +40,9 @@ def test_second_identical_call_is_served_from_cache(llamacpp_backend, tmp_path) 
     path = tmp_path / "calls.sqlite"
     first = CachedBackend(llamacpp_backend, CallCache(path), progress=False)
     g1 = first.generate([CHAT], P)
-    assert first.engine_calls == 1 and not g1[0].cached and "Paris" in g1[0].text
+    # the model's words differ between CPUs (Q4_1 greedy on AVX2 said "Paris", on AVX-512 "Le Grand
+    # Château"); what matters is that the engine answered once
+    assert first.engine_calls == 1 and not g1[0].cached and g1[0].text.strip() and g1[0].completion_tokens > 0
     first.cache.close()
 
     # a new process would open a new connection: the row is there and the engine is not called

@@ -39,12 +39,13 @@ def test_one_run_writes_adapter_metrics_card_and_moves_only_adapter(
     from ptalign import train
 
     out = tmp_path / "run"
-    summary = train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=out)
+    summary = train.run(_cfg(tiny_llama, "train.lam_benign=2.0"), tmp_path, data=triplets_file, out=out)
     assert summary["steps"] == 2  # 8 triplets / batch 4, one epoch
+    assert summary["lam_benign"] == 2.0
     adapter = out / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer_config.json").is_file()
     card = (adapter / "README.md").read_text()
-    assert "λ = 0.4" in card and "Optimizer steps: 2" in card
+    assert "λ = 0.4" in card and "needless refusal) use λ = 2.0" in card and "Optimizer steps: 2" in card
     recs = list(read_jsonl(out / "train" / "metrics.jsonl"))
     assert [r["step"] for r in recs] == [1, 2]
     for k in (

@@ -33,6 +33,10 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
             f"MLE on the positive response + λ = {t.get('lam')} × unlikelihood −log(1 − p) on the toxic "
             f"response, {mask} (PT-ALIGN, arXiv 2502.08657)."
         )
+        if t.get("lam_benign") is not None and t.get("lam_benign") != t.get("lam"):
+            objective += (
+                f" Benign-but-sensitive triplets (toxic side: a needless refusal) use λ = {t['lam_benign']}."
+            )
     lora = (
         f"LoRA r={t.get('lora_r')}, α={t.get('lora_alpha')}, targets {t.get('lora_targets')}"
         if t.get("lora_r")

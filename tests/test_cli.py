@@ -52,7 +52,7 @@ def test_from_stage_needs_a_run(capsys, tmp_path):
 
 def test_sweep_spec_errors(capsys, tmp_path):
     assert main(["sweep", "gamma=1,2", "--set", f"run_dir={tmp_path}"]) == 2
-    assert "unknown; one of lambda, samples, fine_grained" in capsys.readouterr().err
+    assert "unknown; one of lambda, lam_benign, samples, fine_grained" in capsys.readouterr().err
     assert main(["sweep", "lambda=0.2", "--set", f"run_dir={tmp_path}"]) == 2
     assert "sweep needs" in capsys.readouterr().err
 

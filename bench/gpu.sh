@@ -44,11 +44,11 @@ gpu)
     python3 -c "import transformers, peft, trl, datasets" || exit 3
   fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-  shape=qwen2.5-0.5b; dev=cuda; bs=32; eval_sets="--set eval.max_harmful=24 --set eval.max_safe=50 --set eval.max_hhh=0"
+  shape=qwen2.5-0.5b; bs=32; eval_sets="--set eval.max_harmful=24 --set eval.max_safe=50 --set eval.max_hhh=0"
   ;;
 cpu)
   export PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
-  shape=tiny; dev=cpu; bs=4; eval_sets="--set eval.max_harmful=2 --set eval.max_safe=2 --set eval.max_hhh=8"
+  shape=tiny; bs=4; eval_sets="--set eval.max_harmful=2 --set eval.max_safe=2 --set eval.max_hhh=8"
   ;;
 *)
   echo "usage: $0 prepare | gpu TRIPLETS.jsonl | cpu TRIPLETS.jsonl" >&2

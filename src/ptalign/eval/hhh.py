@@ -6,7 +6,7 @@ the better reply won.
 
 Scored as BIG-bench's multiple_choice_grade: the reply with the higher total log-likelihood given the
 conversation (rendered with the model's chat template) is the model's choice. The total favours the
-shorter reply (on SmolLM2-135M the helpful category scores 27 %, below chance), so `eval/hhh_norm_*`
+shorter reply (SmolLM2-135M scores 34 % on the 59 helpful items, below chance), so `eval/hhh_norm_*`
 also reports the choice by mean log-likelihood per token (lm-eval-harness's length-normalised
 accuracy, there per byte), from the same scores. Scoring runs on the HF
 model directly, not through a generation backend: the conversation is encoded once per example and

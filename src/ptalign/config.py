@@ -117,7 +117,9 @@ class SynthConfig:
     )
     attack_share: float = 0.0  # share of harmful triplets also stored with the request inside a jailbreak wrapper (same pos/tox)
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
-    chunk: int = 16  # requests generated together (calls grouped by prompt prefix for KV reuse)
+    chunk: int = (
+        16  # requests generated together (raised to half a batch engine's preferred batch, e.g. vLLM)
+    )
     list_max_new_tokens: int = 160  # per list call (topics, instructions, constraints: about 5 items)
     relevance_min: float = (
         0.3  # drop generated requests whose MiniLM cosine to their domain (or the benign seeds) is below

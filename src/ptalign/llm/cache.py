@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ptalign.llm.base import Backend, Chat, Generation, GenParams
+from ptalign.llm.base import Backend, Chat, Generation, GenParams, Params, per_chat
 
 PROGRESS_MIN_ITEMS = 5  # loops over fewer calls than this get no bar
 
@@ -117,13 +117,19 @@ class CachedBackend:
     def model_id(self) -> str:
         return self.inner.model_id
 
-    def generate(self, chats: list[Chat], params: GenParams, desc: str | None = None) -> list[Generation]:
+    @property
+    def preferred_batch(self) -> int:
+        """Chats the engine wants per call (1 for llama.cpp, hundreds for vLLM): callers size work by it."""
+        return max(1, int(getattr(self.inner, "preferred_batch", 8)))
+
+    def generate(self, chats: list[Chat], params: Params, desc: str | None = None) -> list[Generation]:
         n = len(chats)
+        plist = per_chat(params, n)
         out: list[Generation | None] = [None] * n
         keys: list[str] = []
         if self.cache is not None:
             mid = self.inner.model_id
-            keys = [call_key(mid, self.inner.name, c, params) for c in chats]
+            keys = [call_key(mid, self.inner.name, c, p) for c, p in zip(chats, plist, strict=True)]
             hits = self.cache.get_many(keys)
             for i, k in enumerate(keys):
                 if k in hits:
@@ -144,11 +150,13 @@ class CachedBackend:
         bar.update(n - sum(len(v) for v in todo.values()))
         t0, new_tokens = time.perf_counter(), 0
         groups = list(todo.values())
-        step = max(1, int(getattr(self.inner, "preferred_batch", 8)))
+        step = self.preferred_batch
         try:
             for s in range(0, len(groups), step):
                 chunk = groups[s : s + step]
-                gens = self.inner.generate([chats[g[0]] for g in chunk], params)
+                # a shared GenParams stays one object for the engine; per-chat ones go along per chat
+                sent = params if isinstance(params, GenParams) else [plist[g[0]] for g in chunk]
+                gens = self.inner.generate([chats[g[0]] for g in chunk], sent)
                 self.engine_calls += len(chunk)
                 if self.cache is not None:
                     self.cache.put_many([(keys[g[0]], gen) for g, gen in zip(chunk, gens, strict=True)])

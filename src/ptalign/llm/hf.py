@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ptalign import models
-from ptalign.llm.base import Chat, Generation, GenParams
+from ptalign.llm.base import Chat, Generation, GenParams, Params, per_chat
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str, bool]:
@@ -59,18 +59,28 @@ class TransformersBackend:
             ids = ids["input_ids"]
         return list(ids)
 
-    def generate(self, chats: list[Chat], params: GenParams) -> list[Generation]:
+    def generate(self, chats: list[Chat], params: Params) -> list[Generation]:
+        plist = per_chat(params, len(chats))
         prompts = [self.prompt_ids(c) for c in chats]
-        order = sorted(range(len(chats)), key=lambda i: len(prompts[i]))
+        # chats whose settings differ only in seed share batches; the batch seed derives from all of them
+        groups: dict[GenParams, list[int]] = {}
+        for i, p in enumerate(plist):
+            groups.setdefault(p.unseeded(), []).append(i)
         out: list[Generation | None] = [None] * len(chats)
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            for i, g in zip(idx, self.generate_ids([prompts[i] for i in idx], params), strict=True):
-                out[i] = g
+        for shared, members in groups.items():
+            order = sorted(members, key=lambda i: len(prompts[i]))
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                seeds = [plist[i].seed for i in idx]
+                gens = self.generate_ids([prompts[i] for i in idx], shared, seeds)
+                for i, g in zip(idx, gens, strict=True):
+                    out[i] = g
         return [g for g in out if g is not None]
 
-    def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[Generation]:
-        """One padded `generate` call for a batch of tokenized prompts."""
+    def generate_ids(
+        self, prompts: list[list[int]], params: GenParams, seeds: list[int] | None = None
+    ) -> list[Generation]:
+        """One padded `generate` call for a batch of tokenized prompts (`seeds`: per prompt, else params.seed)."""
         batch = self.tok.pad({"input_ids": prompts}, return_tensors="pt", padding=True)
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         kw: dict[str, Any] = {
@@ -84,7 +94,9 @@ class TransformersBackend:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.stop:
             kw.update(stop_strings=list(params.stop), tokenizer=self.tok)
-        seed = int.from_bytes(hashlib.sha256(repr((params.seed, prompts)).encode()).digest()[:4], "little")
+        seeds = seeds or [params.seed] * len(prompts)
+        key = seeds[0] if len(set(seeds)) == 1 else seeds  # one shared seed: the same key as ever
+        seed = int.from_bytes(hashlib.sha256(repr((key, prompts)).encode()).digest()[:4], "little")
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             torch.manual_seed(seed)
             seqs = self.model.generate(**batch, **kw)

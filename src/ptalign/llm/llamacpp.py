@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from ptalign.errors import ModelLoadError
-from ptalign.llm.base import Chat, Generation, GenParams
+from ptalign.llm.base import Chat, Generation, GenParams, Params, per_chat
 
 
 def cpu_threads() -> int:
@@ -45,8 +45,8 @@ class LlamaCppBackend:
                 f"llama.cpp cannot load {self.gguf} ({e}); pass a valid .gguf file"
             ) from None
 
-    def generate(self, chats: list[Chat], params: GenParams) -> list[Generation]:
-        return [self._one(chat, params) for chat in chats]
+    def generate(self, chats: list[Chat], params: Params) -> list[Generation]:
+        return [self._one(c, p) for c, p in zip(chats, per_chat(params, len(chats)), strict=True)]
 
     def _one(self, chat: Chat, params: GenParams) -> Generation:
         with self._lock:

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ptalign.llm.base import BackendError, Chat, Generation, GenParams
+from ptalign.llm.base import BackendError, Chat, Generation, GenParams, Params, per_chat
 from ptalign.llm.hf import cut_at_stop
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,15 @@ class OpenAIBackend:
 
         return self._with_retries(request_index, request)
 
-    def generate(self, chats: list[Chat], params: GenParams) -> list[Generation]:
+    def generate(self, chats: list[Chat], params: Params) -> list[Generation]:
+        plist = per_chat(params, len(chats))
         with self._lock:
             start = self._next
             self._next += len(chats)
-        futures = [self._pool.submit(self._one, start + i, c, params) for i, c in enumerate(chats)]
+        futures = [
+            self._pool.submit(self._one, start + i, c, p)
+            for i, (c, p) in enumerate(zip(chats, plist, strict=True))
+        ]
         return [f.result() for f in futures]
 
     def close(self) -> None:

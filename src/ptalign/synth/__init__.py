@@ -82,9 +82,11 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
     t0 = time.perf_counter()
     own = backend is None
     if own and todo:
-        from ptalign.llm import make_backend
+        from ptalign.llm import estimate_synth_calls, make_backend
 
-        backend = make_backend(cfg, cache_path=run_dir / "cache" / "llm_calls.sqlite")
+        # the job's size lets backend.kind=auto pick vLLM where it pays (ptalign.llm.choose_backend)
+        n_calls = estimate_synth_calls(cfg)
+        backend = make_backend(cfg, cache_path=run_dir / "cache" / "llm_calls.sqlite", n_calls=n_calls)
     ctx = Ctx(cfg, data_dir, backend, load_seeds(), config_hash)  # type: ignore[arg-type]
     try:
         for s in todo:

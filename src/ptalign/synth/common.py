@@ -14,7 +14,7 @@ from typing import Any
 from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.io import HAZARD_META, JsonlWriter, read_meta
-from ptalign.llm.base import Backend, Chat, Generation, GenParams
+from ptalign.llm.base import Backend, Chat, Generation, GenParams, Params
 from ptalign.seeds import Seeds
 
 FILES = {
@@ -51,7 +51,12 @@ class Ctx:
     def s(self):  # noqa: ANN201 - the SynthConfig, the settings every stage reads
         return self.cfg.synth
 
-    def gen(self, chats: list[Chat], params: GenParams, desc: str = "") -> list[Generation]:
+    @property
+    def batch(self) -> int:
+        """Chats the engine takes per call at its best: 1 for llama.cpp, hundreds for vLLM."""
+        return max(1, int(getattr(self.backend, "preferred_batch", 1)))
+
+    def gen(self, chats: list[Chat], params: Params, desc: str = "") -> list[Generation]:
         t0 = time.perf_counter()
         try:
             out = self.backend.generate(chats, params, desc=desc)  # type: ignore[call-arg]
@@ -101,3 +106,35 @@ def params(
         stop=stop,
         seed=seed,
     )
+
+
+class Lookahead:
+    """Round loops over units (domains, topics) batched ahead for a batch engine, same texts as one by one.
+
+    The list stages ask unit after unit, round after round, and whether unit j needs round r depends on
+    what was kept before it, so the calls cannot all be known up front. When unit i needs round r, this
+    asks round r for unit i and every later unit at once (one engine call) and hands each out when its
+    unit gets there; a later unit that fills up before round r leaves its call unused (counted in the
+    stage's tokens: the price of the batch). Each call's prompt and seed depend only on (unit, round),
+    so the calls are the ones the sequential loop makes. With llama.cpp (batch 1) it asks one at a time.
+    """
+
+    def __init__(self, ctx: Ctx, units: list[Any], plan: Any, desc: str):
+        self.ctx, self.units, self.plan, self.desc = (
+            ctx,
+            units,
+            plan,
+            desc,
+        )  # plan(unit, rnd) -> (chat, params)
+        self._got: dict[tuple[int, int], Generation] = {}
+        self._asked: set[tuple[int, int]] = set()
+
+    def get(self, i: int, rnd: int) -> Generation:
+        if (i, rnd) not in self._got:
+            span = range(i, len(self.units)) if self.ctx.batch > 1 else (i,)
+            keys = [(j, rnd) for j in span if (j, rnd) not in self._asked]
+            calls = [self.plan(self.units[j], rnd) for j, _ in keys]
+            gens = self.ctx.gen([c for c, _ in calls], [p for _, p in calls], desc=self.desc)
+            self._asked.update(keys)
+            self._got.update(zip(keys, gens, strict=True))
+        return self._got.pop((i, rnd))

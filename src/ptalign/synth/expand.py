@@ -16,7 +16,8 @@ import random
 import re
 
 from ptalign.io import atomic_write_text, read_jsonl, stable_id
-from ptalign.synth.common import Ctx, params
+from ptalign.llm.base import Generation, GenParams
+from ptalign.synth.common import Ctx, Lookahead, params
 from ptalign.synth.dedup import RougeDeduper
 from ptalign.synth.gates import HARM_INTENT, instruction_reason, is_refusal, relevance
 from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render, template
@@ -29,7 +30,10 @@ def _reject(ctx: Ctx, stage: str, reason: str, text: str, parent: str, key: tupl
                             "reason": reason, "text": text})  # fmt: skip
 
 
-def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str, demo: list[dict] | None = None) -> list[str]:
+def _list_call(
+    ctx: Ctx, prompt: str, seed_key: tuple, demo: list[dict] | None = None
+) -> tuple[list[dict], GenParams]:
+    """The chat and params of one list prompt: a function of the prompt and its seed key only."""
     chat = [*(demo or []), {"role": "user", "content": prompt}]
     p = params(
         ctx,
@@ -38,11 +42,19 @@ def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str, demo: list[dict
         call_seed(ctx.s.seed, *seed_key),
         temperature=max(ctx.s.temperature, 0.7),
     )
-    g = ctx.gen([chat], p, desc=desc)[0]
+    return chat, p
+
+
+def _items(g: Generation) -> list[str]:
     items = parse_list(g.text)
     if g.finish_reason == "length" and items:
         items = items[:-1]  # the last line was cut off mid-item
     return items
+
+
+def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str, demo: list[dict] | None = None) -> list[str]:
+    chat, p = _list_call(ctx, prompt, seed_key, demo)
+    return _items(ctx.gen([chat], p, desc=desc)[0])
 
 
 DEMO_AREA = "requests that could hurt people or break the law"
@@ -86,20 +98,26 @@ def topic_reason(text: str) -> str | None:
 
 def run_topics(ctx: Ctx) -> None:
     s = ctx.s
-    for domain in s.domains:
+    demo = _demo(ctx, "topics")
+
+    def plan(domain: str, rnd: int) -> tuple[list[dict], GenParams]:
+        d = ctx.seeds.domain(domain)
+        example = d.seed or ctx.seeds.examples[0].instruction
+        prompt = render("topics", description=d.description, example=example, n=PER_CALL)
+        return _list_call(ctx, prompt, ("topics", domain, rnd), demo)
+
+    ahead = Lookahead(ctx, list(s.domains), plan, "topics")
+    for di, domain in enumerate(s.domains):
         d = ctx.seeds.domain(domain)
         dd = RougeDeduper(s.rouge_threshold)
         for name in ctx.seeds.domains:  # echoes of the demo answer are not topics
             dd.add(name.replace("_", " "))
         kept: list[str] = []
-        example = d.seed or ctx.seeds.examples[0].instruction
         refs = [d.description] + ([d.seed] if d.seed else [])
         for rnd in range(s.max_attempts + math.ceil(s.topics_per_domain / PER_CALL)):
             if len(kept) >= s.topics_per_domain:
                 break
-            prompt = render("topics", description=d.description, example=example, n=PER_CALL)
-            items = _ask_list(ctx, prompt, ("topics", domain, rnd), f"topics/{domain}", _demo(ctx, "topics"))
-            for j, t in enumerate(items):
+            for j, t in enumerate(_items(ahead.get(di, rnd))):
                 t = t.rstrip(".")
                 reason = topic_reason(t)
                 if reason is None and s.relevance_min > -1.0 and relevance([t], refs)[0] < s.relevance_min:
@@ -203,20 +221,30 @@ def run_instructions(ctx: Ctx) -> None:
     _benign_requests(ctx, topics, add, round(s.benign_share * n_harmful))
 
 
-def _topic_rounds(ctx: Ctx, topics: list[dict], ask, take, quota: int) -> int:  # noqa: ANN001 - callables
-    """Per topic, list prompts (`ask(domain, topic, rnd)` → items) until `quota` items are kept
-    (`take(domain, topic, item, key)` → kept?), in a bounded number of rounds."""
+def _topic_rounds(ctx: Ctx, topics: list[dict], take, quota: int, *, plan=None, ask=None,  # noqa: ANN001
+                  full=lambda: False, desc: str = "instructions") -> int:  # fmt: skip
+    """Per topic, list prompts until `quota` items are kept (`take(domain, topic, item, key)` → kept?),
+    in a bounded number of rounds, until `full()`.
+
+    The prompt comes from `plan(domain, topic, rnd)` → (chat, params) when it depends only on the topic
+    and round (batched ahead for a batch engine, see `Lookahead`), or from `ask(domain, topic, rnd)` →
+    items when it is built from what was kept so far (one call at a time).
+    """
     s = ctx.s
+    units = [(domain, t) for domain in s.domains for t in topics if t["domain"] == domain]
+    ahead = Lookahead(ctx, units, lambda u, rnd: plan(u[0], u[1], rnd), desc) if plan else None
     n = 0
-    for domain in s.domains:
-        for topic in (t for t in topics if t["domain"] == domain):
-            got = 0
-            for rnd in range(s.max_attempts + math.ceil(quota / PER_CALL)):
-                for j, item in enumerate(ask(domain, topic, rnd) if got < quota else []):
-                    if got >= quota:
-                        break
-                    got += take(domain, topic, item, (topic["id"], rnd, j))
-            n += got
+    for ui, (domain, topic) in enumerate(units):
+        got = 0
+        for rnd in range(s.max_attempts + math.ceil(quota / PER_CALL)):
+            if got >= quota or full():
+                break
+            items = _items(ahead.get(ui, rnd)) if ahead else ask(domain, topic, rnd)
+            for j, item in enumerate(items):
+                if got >= quota:
+                    break
+                got += take(domain, topic, item, (topic["id"], rnd, j))
+        n += got
     return n
 
 
@@ -228,11 +256,11 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
         if d.goal:
             gd.add(d.goal)
 
-    def ask(domain: str, topic: dict, rnd: int) -> list[str]:
+    def plan(domain: str, topic: dict, rnd: int) -> tuple[list[dict], GenParams]:
         prompt = render(
             "goals", description=seeds.domain(domain).description, topic=topic["text"], n=PER_CALL
         )
-        return _ask_list(ctx, prompt, ("goal", topic["id"], rnd), f"instructions/{domain}", demo)
+        return _list_call(ctx, prompt, ("goal", topic["id"], rnd), demo)
 
     def take(domain: str, topic: dict, item: str, key: tuple) -> bool:
         reason, goal = goal_reason(item)
@@ -243,7 +271,7 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
             return False
         return add(as_request(goal), "harmful", domain, topic, "model", key, goal=goal)
 
-    return _topic_rounds(ctx, topics, ask, take, s.instructions_per_topic)
+    return _topic_rounds(ctx, topics, take, s.instructions_per_topic, plan=plan, desc="instructions/goals")
 
 
 def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - run_instructions.add
@@ -267,7 +295,7 @@ def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
             return True
         return False
 
-    return _topic_rounds(ctx, topics, ask, take, s.instructions_per_topic)
+    return _topic_rounds(ctx, topics, take, s.instructions_per_topic, ask=ask)
 
 
 def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  # noqa: ANN001 - run_instructions.add
@@ -282,10 +310,10 @@ def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  #
     if topics and n_benign < target:
         demo = _demo(ctx, "benign_topic")
 
-        def ask(domain: str, topic: dict, rnd: int) -> list[str]:
+        def plan(domain: str, topic: dict, rnd: int) -> tuple[list[dict], GenParams]:
             d = seeds.domain(domain)
             prompt = render("benign_topic", description=d.description, topic=topic["text"], n=PER_CALL)
-            return _ask_list(ctx, prompt, ("benign-topic", topic["id"], rnd), "instructions/benign", demo)
+            return _list_call(ctx, prompt, ("benign-topic", topic["id"], rnd), demo)
 
         def take(domain: str, topic: dict, text: str, key: tuple) -> bool:
             nonlocal n_benign
@@ -295,7 +323,11 @@ def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  #
             n_benign += 1
             return True
 
-        _topic_rounds(ctx, topics, ask, take, math.ceil((target - n_benign) / len(topics)))
+        quota = math.ceil((target - n_benign) / len(topics))
+        # once the target is met, later topics would only ask for items `take` refuses: stop asking
+        _topic_rounds(
+            ctx, topics, take, quota, plan=plan, full=lambda: n_benign >= target, desc="instructions/benign"
+        )
     generated: list[str] = []
     for rnd in range(s.max_attempts + 2 * math.ceil(max(target - n_benign, 0) / PER_CALL)):
         if n_benign >= target:
@@ -329,11 +361,25 @@ def constraint_reason(text: str) -> str | None:
 def run_constraints(ctx: Ctx) -> None:
     """Per domain, the seed constraints plus up to constraints_per_domain generated ones per polarity."""
     s, seeds = ctx.s, ctx.seeds
+    bases = {"pos": seeds.pos_constraints, "neg": seeds.neg_constraints}
+
+    def plan(unit: tuple[str, str], rnd: int) -> tuple[list[dict], GenParams]:
+        domain, pol = unit
+        prompt = render(
+            f"constraints_{pol}",
+            description=seeds.domain(domain).description,
+            examples=numbered(bases[pol]),
+            n=PER_CALL,
+        )
+        return _list_call(ctx, prompt, ("con", domain, pol, rnd))
+
+    units = [(domain, pol) for domain in s.domains for pol in bases]
+    ahead = Lookahead(ctx, units, plan, "constraints")
     lines = ["# Constraints per domain (seeds + model-generated)", ""]
     for domain in s.domains:
         d = seeds.domain(domain)
         lines += [f"## {domain}: {d.description}", ""]
-        for pol, base in (("pos", seeds.pos_constraints), ("neg", seeds.neg_constraints)):
+        for pol, base in bases.items():
             dd = RougeDeduper(s.rouge_threshold)
             kept = []
             for c in base:
@@ -345,12 +391,7 @@ def run_constraints(ctx: Ctx) -> None:
             for rnd in range(s.max_attempts + math.ceil(s.constraints_per_domain / PER_CALL)):
                 if got >= s.constraints_per_domain:
                     break
-                prompt = render(
-                    f"constraints_{pol}", description=d.description, examples=numbered(base), n=PER_CALL
-                )
-                for j, c in enumerate(
-                    _ask_list(ctx, prompt, ("con", domain, pol, rnd), f"constraints/{domain}")
-                ):
+                for j, c in enumerate(_items(ahead.get(units.index((domain, pol)), rnd))):
                     if got >= s.constraints_per_domain:
                         break
                     reason = constraint_reason(c) or (None if dd.add(c) else "rouge_dup")

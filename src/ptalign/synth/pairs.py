@@ -126,28 +126,40 @@ def _accept(it: Item, side: str, text: str, truncated: bool) -> str | None:
     return resp
 
 
+def _group(it: Item, side: str) -> str:
+    return SIDES[("benign" if it.benign else "harmful", side)][0]
+
+
 def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
+    """Each round, candidate k of every open side goes out in ONE call, ordered by prompt group.
+
+    One call per (round, k) lets a batch engine (vLLM) take the whole chunk at once; each chat keeps its
+    own seed (per-chat GenParams), so its sample does not depend on the batch (up to the engine's
+    batch-shape numerics: vLLM's bf16 can fork a text rarely). llama.cpp still sees the chats one by
+    one in group order (safe, toxic, plain), reusing each group's prefix KV: the same calls in the same
+    order as before this batching, and the same files.
+    """
     s = ctx.s
     for rnd in range(s.max_attempts):
-        pending = [(it, side) for it in items for side in ("pos", "tox") if getattr(it, side) is None]
-        if not pending:
-            return
-        for group in GROUP_ORDER:
+        for k in range(s.candidates):
             todo = [
                 (it, side)
-                for it, side in pending
-                if SIDES[("benign" if it.benign else "harmful", side)][0] == group
+                for group in GROUP_ORDER
+                for it in items
+                for side in ("pos", "tox")
+                if getattr(it, side) is None and _group(it, side) == group
             ]
-            for k in range(s.candidates):
-                for it, side in todo:
-                    if getattr(it, side) is not None:
-                        continue
-                    seed = call_seed(s.seed, it.id, side, rnd, k)
-                    p = params(ctx, s.max_new_tokens, PAIR_STOP, seed)
-                    g = ctx.gen([_chat(ctx, it, side)], p, desc=f"pairs/{group}")[0]
-                    resp = _accept(it, side, g.text, g.finish_reason == "length")
-                    if resp is not None:
-                        setattr(it, side, resp)
+            if not todo:
+                break
+            chats = [_chat(ctx, it, side) for it, side in todo]
+            ps = [
+                params(ctx, s.max_new_tokens, PAIR_STOP, call_seed(s.seed, it.id, side, rnd, k))
+                for it, side in todo
+            ]
+            for (it, side), g in zip(todo, ctx.gen(chats, ps, desc="pairs"), strict=True):
+                resp = _accept(it, side, g.text, g.finish_reason == "length")
+                if resp is not None:
+                    setattr(it, side, resp)
     if s.judge == "llm":  # the model judges its own positives: drop those it calls compliant
         from ptalign.eval.judges import llm_harm_judge
 
@@ -194,10 +206,13 @@ def run_pairs(ctx: Ctx) -> None:
         return rng.sample(pool, min(s.rules_per_prompt, len(pool)))
 
     queue = [r for r in insts if r["id"] not in done]
+    # a batch engine gets a chunk's round in one call: make it fill the engine's batch (2 sides per
+    # item). Items are generated independently (own seeds), so the chunk size changes no call.
+    per_chunk = max(s.chunk, ctx.batch // 2)
     i = 0
     while i < len(queue) and (s.target_triplets == 0 or n_kept < s.target_triplets):
         # only as many items as could still be needed, so a cap does not waste generations
-        need = s.chunk if s.target_triplets == 0 else min(s.chunk, s.target_triplets - n_kept)
+        need = per_chunk if s.target_triplets == 0 else min(per_chunk, s.target_triplets - n_kept)
         chunk = [
             Item(r, rules(r["domain"], "pos", r["id"]), rules(r["domain"], "neg", r["id"]))
             for r in queue[i : i + need]

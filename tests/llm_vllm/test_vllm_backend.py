@@ -113,3 +113,87 @@ def test_unsupported_model_is_one_line(tmp_path: Path, embedded_hf_dir: Path) ->
         VLLMBackend(d, "odd", max_model_len=512)
     msg = str(e.value)
     assert "\n" not in msg and "cannot run" in msg and "backend.kind=transformers" in msg
+
+
+def test_per_chat_params_are_each_chats_own(vllm_backend) -> None:
+    """A list of GenParams (the synthesis stages' per-chat seeds) goes to vLLM as one SamplingParams
+    per request: each chat gets its own length limit and seed, and the same call repeats exactly.
+    (Alone versus in a batch a sampled text can fork: bf16 logits depend on the batch's shape.)"""
+    a, b = _asks()[:2]
+    chats = [a, a, b, b]
+    ps = [
+        GenParams(max_new_tokens=n, temperature=1.0, top_p=0.95, seed=sd)
+        for n, sd in ((24, 1), (24, 2), (3, 3), (24, 3))
+    ]
+    first = vllm_backend.generate(chats, ps)
+    again = vllm_backend.generate(chats, ps)
+    assert [g.text for g in first] == [g.text for g in again]
+    assert first[0].text != first[1].text  # same chat, other seed
+    assert first[2].completion_tokens == 3 and first[2].finish_reason == "length"
+    assert first[3].completion_tokens > 3 and first[3].text.startswith(first[2].text)  # same seed, longer
+
+
+def test_fast_top_p_is_installed_and_keeps_vllms_mask(vllm_backend) -> None:
+    import torch
+    from vllm.v1.sample.ops import topk_topp_sampler as m
+
+    from ptalign.llm import vllm_top_p
+
+    assert vllm_backend.fast_top_p == vllm_backend.cpu  # on by default on CPU
+    if not vllm_backend.cpu:
+        pytest.skip("the CPU sampler is the one replaced")
+    assert m.apply_top_k_top_p is vllm_top_p._fast
+    torch.manual_seed(0)
+    # peaked rows (nucleus inside the top 64), flatter ones (top 1024), flat ones (vLLM's full sort)
+    logits = torch.cat([torch.randn(6, 49152) * s for s in (12.0, 4.0, 0.5)])
+    p = torch.tensor([0.95, 0.5, 0.9] * 6)
+    stock = vllm_top_p._stock(logits.clone(), None, p)
+    fast = m.apply_top_k_top_p(logits.clone(), None, p)
+    assert torch.equal(torch.isinf(fast), torch.isinf(stock))
+    assert torch.equal(fast[~torch.isinf(fast)], stock[~torch.isinf(stock)])
+    kept = (~torch.isinf(stock)).sum(-1)
+    assert kept[:6].max() < 64 and kept[-6:].min() > 1024  # every path was taken
+    vllm_top_p.install(False)
+    assert m.apply_top_k_top_p is vllm_top_p._stock
+    vllm_top_p.install(True)
+
+
+class _Recorder:
+    """The session engine, with the batch sizes the stages send it."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self.inner, self.name, self.model_id = inner, inner.name, inner.model_id
+        self.preferred_batch = inner.preferred_batch
+        self.batches: list[int] = []
+
+    def generate(self, chats, params):  # noqa: ANN001, ANN201
+        self.batches.append(len(chats))
+        return self.inner.generate(chats, params)
+
+    def close(self) -> None:
+        pass
+
+
+def test_synthesis_runs_on_the_engine_in_batches(vllm_backend, tmp_path: Path) -> None:
+    """A small real synthesis through vLLM: the list stages and the pair rounds reach the engine as
+    batches, and a second run on a fresh cache writes the same files (per-chat seeds)."""
+    from ptalign.config import load_config
+    from ptalign.io import read_jsonl
+    from ptalign.synth import run
+
+    sets = ["synth.domains=violence,privacy", "synth.topics_per_domain=1", "synth.instructions_per_topic=2",
+            "synth.benign_share=0.5", "synth.candidates=1", "synth.max_attempts=2",
+            "synth.constraints_per_domain=1", "synth.target_triplets=4", "synth.max_new_tokens=64",
+            "synth.list_max_new_tokens=64"]  # fmt: skip
+    files = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        rec = _Recorder(vllm_backend)
+        engine = CachedBackend(rec, CallCache(d / "cache.sqlite"), progress=False)
+        run(load_config(None, sets, run_dir=str(d)), d, backend=engine)
+        engine.cache.close()
+        assert max(rec.batches) >= 4, rec.batches  # rounds of several chats went out together
+        insts = list(read_jsonl(d / "data" / "instructions.jsonl"))
+        assert {r["kind"] for r in insts} == {"harmful", "benign"}
+        files.append({p.name: p.read_bytes() for p in (d / "data").glob("*.jsonl")})
+    assert files[0] == files[1]

@@ -218,15 +218,11 @@ def run_pipeline(
         man.reset_from(from_stage)
         if moved:
             man.d.setdefault("history", []).append(str(moved.relative_to(run_dir)))
-    # Record the backend synthesis really uses (synth.run calls make_backend without n_calls).
-    from ptalign.llm import resolve_kind
+    # The engine synthesis uses and why (synth.run makes the same choice: vLLM for a job that pays
+    # back its start-up when it is installed, else llama.cpp for the GGUF / transformers).
+    from ptalign.llm import choose_backend, estimate_synth_calls
 
-    kind = resolve_kind(cfg, cfg.model.name, None)
-    why = (
-        "backend.kind=auto: llama.cpp for a GGUF, transformers for an HF dir"
-        if cfg.backend.kind == "auto"
-        else "backend.kind from config"
-    )
+    kind, why = choose_backend(cfg, estimate_synth_calls(cfg))
     man.d["synth_backend"] = {"kind": kind, "reason": why}
     man.save()
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from ptalign.llm import make_backend
 from ptalign.llm.base import Generation, GenParams
 from ptalign.llm.cache import CachedBackend, CallCache, call_key
@@ -118,3 +120,18 @@ def test_committed_batch_survives_kill_9(tmp_path) -> None:
     got = c.get_many(["committed-a", "committed-b", "uncommitted"])
     assert {k: g.text for k, g in got.items()} == {"committed-a": "A", "committed-b": "B"}
     c.close()
+
+
+def test_per_chat_params_key_each_call(tmp_path) -> None:
+    """The same chat under two seeds is two calls; each comes back from the cache under its own params."""
+    inner = _Echo()
+    b = CachedBackend(inner, CallCache(tmp_path / "c.sqlite"))
+    chat = [{"role": "user", "content": "q"}]
+    ps = [GenParams(seed=1), GenParams(seed=2), GenParams(seed=1)]
+    b.generate([chat] * 3, ps)
+    assert b.engine_calls == 2  # seed 1 twice: generated once
+    assert len(b.cache) == 2
+    b.generate([chat], [GenParams(seed=2)])
+    assert b.engine_calls == 2  # from the cache
+    with pytest.raises(ValueError, match="one per chat"):
+        b.generate([chat] * 2, ps)

@@ -74,3 +74,19 @@ def test_adapter_through_make_backend(cfg, tiny_model_dir, tmp_path) -> None:
     b = make_backend(cfg, model=str(d), adapter=str(tmp_path / "adapter"), use_cache=False)
     assert b.name == "transformers" and "+adapter:" in b.model_id
     assert b.generate([CAPITAL], GenParams(max_new_tokens=3))[0].completion_tokens > 0
+
+
+def test_per_chat_params(hf_backend) -> None:
+    """One GenParams per chat: greedy chats with other lengths each get their own limit (batched per
+    setting); a per-chat seed list repeats exactly and reaches the sampler."""
+    ps = [GenParams(max_new_tokens=n) for n in (10, 3, 10)]
+    gens = hf_backend.generate([CAPITAL, COUNT, LONG], ps)
+    singles = [hf_backend.generate([c], p)[0] for c, p in zip((CAPITAL, COUNT, LONG), ps, strict=True)]
+    assert [g.text for g in gens] == [g.text for g in singles]
+    assert gens[1].completion_tokens == 3 and gens[1].finish_reason == "length"
+    s = GenParams(max_new_tokens=6, temperature=1.5, top_p=0.95)
+    seeded = [dataclasses.replace(s, seed=k) for k in (1, 2)]
+    a = hf_backend.generate([CAPITAL, COUNT], seeded)
+    assert [g.text for g in a] == [g.text for g in hf_backend.generate([CAPITAL, COUNT], seeded)]
+    firsts = {hf_backend.generate([CAPITAL], [dataclasses.replace(s, seed=k)])[0].text for k in range(3, 6)}
+    assert len(firsts | {a[0].text}) > 1  # the seed is used

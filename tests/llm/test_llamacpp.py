@@ -48,3 +48,12 @@ def test_auto_picks_llamacpp_for_gguf_and_transformers_for_adapters(cfg, embedde
     assert resolve_kind(cfg, "embedded", str(tmp_path)) == "transformers"
     with pytest.raises(UserError, match="cannot apply a PEFT adapter"):
         make_backend(cfg, adapter=str(tmp_path), kind="llamacpp")
+
+
+def test_per_chat_params_are_each_calls_own(llamacpp_backend) -> None:
+    """A list of GenParams: each chat is the call it would be alone (llama.cpp runs one at a time)."""
+    ps = [GenParams(max_new_tokens=3), GenParams(max_new_tokens=8, temperature=1.5, seed=2)]
+    gens = llamacpp_backend.generate([COUNT, CAPITAL], ps)
+    alone = [llamacpp_backend.generate([c], p)[0] for c, p in zip((COUNT, CAPITAL), ps, strict=True)]
+    assert [g.text for g in gens] == [g.text for g in alone]
+    assert gens[0].completion_tokens == 3

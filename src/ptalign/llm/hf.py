@@ -1,8 +1,9 @@
 """transformers backend: batched `generate` on any HF causal LM (and the only one that applies an adapter).
 
 Chats are sorted by prompt length and batched `batch_size` at a time with left padding, so each batch
-pads little. Sampling is seeded per batch from the call's seed and the batch's prompts, so the same
-call gives the same texts. Stop strings end generation inside `generate` (transformers' `stop_strings`)
+pads little. Sampling is seeded per batch from the call's seed (or its chats' seeds) and the batch's
+prompts, so the same call gives the same texts; `generate` draws one noise stream per batch, so a
+sampled text also depends on its batch mates (llama.cpp and vLLM sample each chat from its own seed). Stop strings end generation inside `generate` (transformers' `stop_strings`)
 and the text is cut before the first stop string.
 """
 

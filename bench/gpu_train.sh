@@ -50,6 +50,9 @@ gpu)
   # ablations at 32 triplets: which of prefix sharing / chunked loss buys what
   python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
     --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign --no-chunk --json-out "$out/train_step_b32_nochunk.json"
+  # peft's fp32 casts of every LoRA input kept (what ptalign skips under bf16: same numbers, fewer copies)
+  python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
+    --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign --peft-casts --json-out "$out/train_step_b32_peftcasts.json"
   ;;
 cpu)
   export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1

@@ -205,12 +205,15 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         from peft import get_peft_model
         from transformers import TrainingArguments
 
-        from ptalign.train import _Examples
+        from ptalign.train import _Examples, skip_adapter_input_casts
         from ptalign.train.collate import TripletCollator
         from ptalign.train.trainer import DualTrainer
 
+        model = get_peft_model(model, lora)
+        if args.bf16 and args.device == "cuda" and not args.peft_casts:
+            skip_adapter_input_casts(model)  # as ptalign train does under bf16 (same numbers)
         trainer = DualTrainer(
-            model=get_peft_model(model, lora),
+            model=model,
             args=TrainingArguments(**kw),
             train_dataset=_Examples(examples),
             data_collator=TripletCollator(tok.pad_token_id, packed=not args.no_packing),
@@ -309,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grad-ckpt", action="store_true")
     ap.add_argument("--no-packing", action="store_true", help="ptalign: two rows per triplet (ablation)")
     ap.add_argument("--no-chunk", action="store_true", help="ptalign: full logits (ablation)")
+    ap.add_argument(
+        "--peft-casts",
+        action="store_true",
+        help="ptalign: keep peft's fp32 casts of LoRA inputs under bf16 (ablation)",
+    )
     ap.add_argument(
         "--no-bucket", action="store_true", help="random batches instead of length buckets (ptalign and SFT)"
     )

@@ -160,3 +160,40 @@ def test_dpo_baseline_trains_an_adapter(tiny_llama, triplets_file, tmp_path) -> 
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     recs = list(read_jsonl(out / "train" / "metrics.jsonl"))
     assert len(recs) == 2 and "train/loss" in recs[0] and "train/dpo_rewards_margins" in recs[0]
+
+
+def test_bf16_skips_peft_input_casts_with_the_same_numbers(tiny_llama) -> None:
+    """Under bf16 autocast, LoRA layers that skip peft's cast of their input to fp32 give the same loss
+    and the same adapter gradients, bit for bit (the casts only copied activations)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ptalign.config import TrainConfig
+    from ptalign.train import skip_adapter_input_casts, wrap_lora
+
+    ids = torch.randint(5, 200, (2, 24), generator=torch.Generator().manual_seed(0))
+    results = []
+    for skip in (False, True):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16)
+        tcfg = TrainConfig(lora_r=8, lora_dropout=0.0, bf16=skip)  # wrap_lora skips the casts under bf16
+        model = wrap_lora(base, tcfg)
+        for n, p in model.named_parameters():  # LoRA B starts at zero: give it values so grads reach A
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(n)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        flags = {
+            m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")
+        }
+        results.append((loss.detach(), grads, flags))
+    (l0, g0, f0), (l1, g1, f1) = results
+    assert f0 == {True} and f1 == {False}
+    assert torch.equal(l0, l1)
+    assert g0.keys() == g1.keys() and all(torch.equal(g0[n], g1[n]) for n in g0)
+    assert next(iter(g0.values())).dtype == torch.float32  # adapters stay fp32 (master weights)
+    assert skip_adapter_input_casts(model) == len(
+        [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    )

@@ -29,6 +29,9 @@ prepare)
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
       --platform any -d .whl "$pkg==$ver"
   done
+  # Liger's Triton kernels for the --liger run (pure Python; triton comes with the image's torch)
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform any -d .whl liger-kernel==0.8.5
   python3 - <<'PY'
 from ptalign.models import hf_dir, load_tokenizer
 load_tokenizer(hf_dir("embedded")).save_pretrained(".bench_assets/tokenizer")
@@ -50,6 +53,9 @@ gpu)
   # ablations at 32 triplets: which of prefix sharing / chunked loss buys what
   python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
     --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign --no-chunk --json-out "$out/train_step_b32_nochunk.json"
+  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE; its wheel is carried in .whl) for ptalign and SFT
+  python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
+    --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign,trl_sft --liger --json-out "$out/train_step_b32_liger.json"
   # peft's fp32 casts of every LoRA input kept (what ptalign skips under bf16: same numbers, fewer copies)
   python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
     --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign --peft-casts --json-out "$out/train_step_b32_peftcasts.json"

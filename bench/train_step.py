@@ -181,6 +181,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         lora_r=args.lora_r,
         lora_dropout=0.0,
         bf16=args.bf16 and args.device == "cuda",
+        liger=args.liger,
         gradient_checkpointing=args.grad_ckpt,
         save_steps=10**6,
         logging_steps=10**6,
@@ -312,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grad-ckpt", action="store_true")
     ap.add_argument("--no-packing", action="store_true", help="ptalign: two rows per triplet (ablation)")
     ap.add_argument("--no-chunk", action="store_true", help="ptalign: full logits (ablation)")
+    ap.add_argument(
+        "--liger",
+        action="store_true",
+        help="Liger's kernels through use_liger_kernel, for every method (CUDA)",
+    )
     ap.add_argument(
         "--peft-casts",
         action="store_true",

@@ -198,6 +198,7 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 mixed precision on GPUs that support it (on a CPU without AMX it runs ~4x slower than fp32)
+    liger: bool = False  # Liger's fused Triton kernels via transformers (needs CUDA and liger-kernel)
     save_steps: int = 0  # 0 = checkpoint each epoch
     logging_steps: int = 1
     tensorboard: bool = False  # also log to OUT/train/tb (needs the tensorboard package)

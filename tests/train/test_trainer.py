@@ -197,3 +197,28 @@ def test_bf16_skips_peft_input_casts_with_the_same_numbers(tiny_llama) -> None:
     assert skip_adapter_input_casts(model) == len(
         [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
     )
+
+
+def test_liger_needs_a_gpu_and_the_package(tiny_llama, triplets_file, tmp_path, monkeypatch) -> None:
+    """train.liger=true asks transformers' Trainer for Liger's kernels; where they cannot run, one line
+    says why before anything loads, and nothing is written."""
+    import importlib.util
+
+    from ptalign import train
+
+    cfg = _cfg(tiny_llama, "train.liger=true")
+    out = tmp_path / "liger"
+    with pytest.raises(UserError, match=r"train.liger=true needs a CUDA GPU") as e:
+        train.run(cfg, tmp_path, data=triplets_file, out=out)
+    assert "\n" not in str(e.value) and not out.exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "liger_kernel" else real(n, *a)
+    )
+    with pytest.raises(UserError, match="pip install liger-kernel"):
+        train.check_liger(cfg.train)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "liger_kernel" else real(n, *a)
+    )
+    assert train.training_kwargs(cfg.train, out)["use_liger_kernel"] is True

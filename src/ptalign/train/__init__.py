@@ -158,7 +158,26 @@ def training_kwargs(tcfg: Any, out: Path) -> dict[str, Any]:
         kw["save_steps"] = tcfg.save_steps
     if not torch.cuda.is_available():
         kw["use_cpu"] = True
+    if tcfg.liger:
+        check_liger(tcfg)
+        kw["use_liger_kernel"] = True  # the Trainer patches the base model's modules with Liger's
     return kw
+
+
+def check_liger(tcfg: Any) -> None:
+    """train.liger needs a CUDA GPU and the liger-kernel package: say so in one line, before loading."""
+    if not tcfg.liger:
+        return
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(
+            "train.liger=true needs a CUDA GPU (Liger's kernels are Triton); set train.liger=false"
+        )
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("train.liger=true needs the liger-kernel package; run: pip install liger-kernel")
 
 
 def tensorboard_callbacks(tcfg: Any, out: Path) -> list[Any]:
@@ -236,6 +255,7 @@ def run(
     run_dir = Path(run_dir)
     data, out = _paths(run_dir, data, out)
     tcfg = cfg.train
+    check_liger(tcfg)
     if tcfg.method == "dpo":
         from ptalign.train.dpo import run_dpo
 

@@ -60,7 +60,7 @@ python3 -c "import torch, transformers, peft, trl; print('versions', torch.__ver
 
 # 1. training benchmark (issue #4)
 if [ "$mode" = gpu ]; then
-  OUT="$out" timeout 300 bash bench/gpu_train.sh gpu > "$out/train_bench.log" 2>&1 || echo "train bench failed or cut (see train_bench.log)"
+  OUT="$out" timeout 400 bash bench/gpu_train.sh gpu > "$out/train_bench.log" 2>&1 || echo "train bench failed or cut (see train_bench.log)"
 else
   OUT="$out" bash bench/gpu_train.sh cpu > "$out/train_bench.log" 2>&1 || echo "train bench failed (see train_bench.log)"
 fi

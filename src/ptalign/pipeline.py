@@ -238,6 +238,9 @@ def run_pipeline(
             man.interrupted(name, t0)
             raise
         man.finish(name, t0, result, run_dir)
+        if name == "synth" and isinstance(result, dict) and result.get("synth/engine"):
+            man.d["synth_backend"]["used"] = result["synth/engine"]  # differs when an earlier run wrote it
+            man.save()
         print(f"[ptalign] {name}: done in {man.d['stages'][name]['seconds']} s", file=sys.stderr)
     return man.d
 

@@ -169,6 +169,8 @@ def test_stages_write_the_expected_records(tmp_path):
     }
 
     assert stats["synth/triplets"] == 4 and stats["synth/triplets_benign"] == 2
+    assert stats["synth/engine"] == "fake"
+    assert run(tiny_cfg(tmp_path), tmp_path)["synth/engine"] == "fake"  # all done earlier: still named
     assert stats["synth/dropped/pairs/duplicate"] == 1
     assert stats["synth/dropped/instructions/rouge_dup"] == 1
     assert stats["synth/samples_rejected/pos_not_refusal"] == 2  # FRIGHTEN, two attempts

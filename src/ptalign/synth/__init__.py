@@ -98,6 +98,7 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
                 "pairs": run_pairs,
             }[s](ctx)
             state["done"].append(s)
+            state.setdefault("engines", {})[s] = getattr(backend, "name", "")  # what wrote it, for resumes
             atomic_write_json(data_dir / STATE, state)
             _log(f"{s} done in {time.perf_counter() - ts:.0f} s")
     finally:
@@ -105,6 +106,9 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
         if own and backend is not None:
             backend.close()
     stats = compute_stats(data_dir)
+    engines = sorted(set(state.get("engines", {}).values()) - {""})
+    if engines:  # the engine(s) that wrote this data, also when every stage was done in an earlier run
+        stats["synth/engine"] = ",".join(engines)
     c = ctx.counter
     stats["timing"] = {
         "synth/wall_seconds": round(time.perf_counter() - t0, 2),

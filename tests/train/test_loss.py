@@ -93,6 +93,47 @@ def test_chunked_equals_full_values_and_grads() -> None:
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_frozen_head_path_equals_full_values_and_grads() -> None:
+    """A frozen head takes the path that prepares d log p / d hidden in the forward: the same values,
+    and the same hidden gradients under a loss that weighs each token differently (MLE + UT-like)."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False).requires_grad_(False)
+    hidden = torch.randn(11, 8, requires_grad=True)
+    tgt = torch.randint(0, 50, (11,))
+    w = torch.randn(11)
+
+    def loss_of(lp: torch.Tensor) -> torch.Tensor:
+        return (w * lp).sum() - unlikelihood_loss(lp, w > 0)
+
+    full = token_logprobs(head(hidden), tgt)
+    (g_full,) = torch.autograd.grad(loss_of(full), [hidden])
+    fused = token_logprobs_chunked(hidden, head, tgt, chunk=4)  # 4 + 4 + 3 rows
+    assert fused.grad_fn is not None and "FrozenHead" in type(fused.grad_fn).__name__
+    (g_fused,) = torch.autograd.grad(loss_of(fused), [hidden])
+    assert torch.allclose(full, fused, atol=1e-6)
+    assert torch.allclose(g_full, g_fused, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(token_logprobs_chunked(hidden, head, tgt, chunk=4), full, atol=1e-6)
+    head.weight.requires_grad_(True)  # a trained head needs its own gradient: the checkpointed path
+    assert "FrozenHead" not in type(token_logprobs_chunked(hidden, head, tgt, chunk=4).grad_fn).__name__
+
+
+def test_frozen_head_path_under_bf16_autocast_tracks_the_checkpointed_path() -> None:
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 500, bias=False)
+    hidden = torch.randn(37, 64, requires_grad=True)
+    tgt = torch.randint(0, 500, (37,))
+    out = {}
+    for frozen in (False, True):
+        head.weight.requires_grad_(not frozen)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp = token_logprobs_chunked(hidden, head, tgt, chunk=16)
+        out[frozen] = (lp.detach(), torch.autograd.grad(lp.sum(), [hidden])[0])
+    assert out[True][0].dtype == torch.float32
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
+    assert torch.allclose(out[True][1], out[False][1], atol=1e-4, rtol=1e-3)  # the same bf16 matmuls
+
+
 def test_unlikelihood_gradient_lowers_toxic_probability() -> None:
     logits = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
     tgt = torch.tensor([2])

@@ -222,3 +222,78 @@ def test_liger_needs_a_gpu_and_the_package(tiny_llama, triplets_file, tmp_path, 
         importlib.util, "find_spec", lambda n, *a: object() if n == "liger_kernel" else real(n, *a)
     )
     assert train.training_kwargs(cfg.train, out)["use_liger_kernel"] is True
+
+
+def test_compiled_layers_give_the_eager_loss_and_gradients(tiny_llama, tok, make_records) -> None:
+    """compile_layers changes how each decoder layer runs, not what it computes: the same packed
+    batches (two lengths, one compiled graph) give the eager loss and LoRA gradients in fp32."""
+    from transformers import AutoModelForCausalLM
+
+    from ptalign.config import TrainConfig
+    from ptalign.train import compile_layers, wrap_lora
+
+    torch.manual_seed(0)
+    model = wrap_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_llama), TrainConfig(lora_r=8, lora_dropout=0.0)
+    )
+    for n, p in model.named_parameters():  # LoRA B starts at zero: give it values so grads reach A
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(n)))
+    examples, _ = encode_all(tok, make_records(), 96)
+    collate = TripletCollator(tok.pad_token_id, packed=True)
+    batches = [collate(examples[:3]), collate(examples[3:])]
+    assert batches[0]["input_ids"].shape[1] != batches[1]["input_ids"].shape[1]
+
+    def step(batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        lp = target_logprobs(model, batch)
+        loss, _ = ptalign_loss(lp, batch["is_pos"], batch["is_tox"], batch["ul_mask"], 0.4)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    eager = [step(b) for b in batches]
+    keys = set(model.state_dict())
+    assert compile_layers(model) == 2
+    for b, (l0, g0) in zip(batches, eager, strict=True):
+        l1, g1 = step(b)
+        assert torch.allclose(l0, l1, rtol=1e-5)
+        assert all(torch.allclose(g0[n], g1[n], rtol=1e-4, atol=1e-7) for n in g0)
+    assert set(model.state_dict()) == keys  # what peft saves and resumes is unchanged
+
+
+def test_train_compile_with_checkpointing_runs_like_eager(tiny_llama, triplets_file, tmp_path) -> None:
+    """train.compile=true (here with gradient checkpointing) through the Trainer: the first step logs
+    the eager losses, and the adapter has the same safetensors keys. Later steps drift slightly:
+    Adam turns last-digit gradient differences into lr-sized updates."""
+    from ptalign import train
+
+    runs = {}
+    for comp in (False, True):
+        out = tmp_path / f"compile_{comp}"
+        extra = ["train.compile=true", "train.gradient_checkpointing=true"] if comp else []
+        s = train.run(_cfg(tiny_llama, *extra), tmp_path, data=triplets_file, out=out)
+        assert s["steps"] == 2
+        runs[comp] = (
+            list(read_jsonl(out / "train" / "metrics.jsonl")),
+            load_file(out / "adapter" / "adapter_model.safetensors"),
+        )
+    (m0, w0), (m1, w1) = runs[False], runs[True]
+    for k in ("train/mle_loss", "train/ul_loss", "train/tox_logprob"):
+        assert m0[0][k] == pytest.approx(m1[0][k], rel=1e-5, abs=1e-6), k
+        assert m0[1][k] == pytest.approx(m1[1][k], rel=1e-3, abs=1e-5), k
+    assert w0.keys() == w1.keys() and any(w1[k].abs().sum() > 0 for k in w1 if "lora_B" in k)
+
+
+def test_compile_layers_finds_the_decoder_layers(tiny_llama) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from ptalign.train import compile_layers
+    from ptalign.train.dpo import dpo_config
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert compile_layers(model) == model.config.num_hidden_layers
+    with pytest.raises(UserError, match="found no decoder layers"):
+        compile_layers(torch.nn.Linear(2, 2))
+    pytest.importorskip("trl")
+    cfg = _cfg(tiny_llama, "train.compile=true")
+    assert dpo_config(cfg.train, Path("/tmp/unused")).torch_compile is True

@@ -78,6 +78,7 @@ def dpo_config(tcfg: Any, out: Path) -> Any:
 
     kw = training_kwargs(tcfg, out)
     kw["train_sampling_strategy"] = "random"  # TRL's tokenised pairs carry no input_ids for length grouping
+    kw["torch_compile"] = tcfg.compile  # TRL wraps the model itself, so transformers compiles all of it
     return DPOConfig(**kw, beta=tcfg.dpo_beta, max_length=tcfg.max_length)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -48,12 +49,22 @@ def token_logprobs_chunked(
 ) -> torch.Tensor:
     """log p(target) from final hidden states, `chunk` rows at a time.  hidden (N, H), targets (N,) -> (N,).
 
-    Only a (chunk, V) logits block exists at any time: each chunk is recomputed in backward
-    (activation checkpointing) instead of keeping its logits for the gradient, which is what makes
-    peak memory independent of N·V. Values equal token_logprobs(head(hidden), targets).
+    Only a (chunk, V) logits block exists at any time, which makes peak memory independent of N·V.
+    A frozen bias-free linear head (LoRA's usual case) goes through `frozen_head_logprobs`; any other
+    head recomputes each chunk in backward (activation checkpointing) so that its weight gets its
+    gradient. Values equal token_logprobs(head(hidden), targets) either way.
     """
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32)
+    w = getattr(head, "weight", None)
+    if (
+        isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and not w.requires_grad
+        and type(w.data) is torch.Tensor  # not a DTensor shard (FSDP2)
+        and w.shape[1] == hidden.shape[1]  # not a ZeRO-3 / FSDP placeholder
+    ):
+        return frozen_head_logprobs(hidden, w, targets, chunk)
     out = []
     for s in range(0, hidden.shape[0], chunk):
         h, t = hidden[s : s + chunk], targets[s : s + chunk]
@@ -62,6 +73,47 @@ def token_logprobs_chunked(
         else:
             out.append(_chunk_logprobs(head, h, t))
     return torch.cat(out)
+
+
+class _FrozenHeadLogprobs(torch.autograd.Function):
+    # Hand-written because neither torch nor Liger offers it: Liger's fused linear cross-entropy
+    # folds in one fixed loss, while MLE + λ·UT needs per-token log-probs with their own gradient.
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int
+    ) -> torch.Tensor:
+        need = ctx.needs_input_grad[0]
+        logp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        dlogp_dh = torch.empty_like(hidden) if need else None
+        for s in range(0, hidden.shape[0], chunk):
+            t = targets[s : s + chunk, None]
+            logits = (hidden[s : s + chunk] @ weight.T).float()  # (c, V); bf16 matmul under autocast
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            logp[s : s + chunk] = (logits.gather(-1, t) - lse).squeeze(-1)
+            if need:  # d log p / d logits = onehot(target) - softmax, built in place of the logits
+                g = logits.sub_(lse).exp_().neg_().scatter_add_(-1, t, torch.ones_like(t, dtype=logits.dtype))
+                dlogp_dh[s : s + chunk] = g @ weight
+        ctx.save_for_backward(dlogp_dh)
+        return logp
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        (dlogp_dh,) = ctx.saved_tensors
+        return grad.to(dlogp_dh.dtype)[:, None] * dlogp_dh, None, None, None
+
+
+def frozen_head_logprobs(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 1024
+) -> torch.Tensor:
+    """log p(target) through a frozen linear head (weight (V, H), no bias).  (N, H), (N,) -> (N,) fp32.
+
+    Each log p_i depends on hidden row i alone, so its gradient is (∂L/∂log p_i) · d_i with
+    d_i = (onehot(t_i) − softmax_i) · W, whatever loss comes after. d (N × H, the size of `hidden`)
+    is computed in the forward, chunk by chunk, and backward only scales its rows. Against the
+    checkpointed path this drops the recomputed (chunk × V) logits matmul and the logsumexp backward
+    passes. It gives no gradient to `weight`: for a trained head use the checkpointed path.
+    """
+    return _FrozenHeadLogprobs.apply(hidden, weight, targets, chunk)
 
 
 def log1mexp(logp: torch.Tensor, eps: float = UL_EPS) -> torch.Tensor:

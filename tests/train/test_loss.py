@@ -132,6 +132,15 @@ def test_frozen_head_path_under_bf16_autocast_tracks_the_checkpointed_path() -> 
     assert out[True][0].dtype == torch.float32
     assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
     assert torch.allclose(out[True][1], out[False][1], atol=1e-4, rtol=1e-3)  # the same bf16 matmuls
+    head, hidden = head.to(torch.bfloat16), hidden.detach().to(torch.bfloat16).requires_grad_()
+    out = {}
+    for frozen in (False, True):  # bf16 weights without autocast (model.dtype=bfloat16)
+        head.weight.requires_grad_(not frozen)
+        lp = token_logprobs_chunked(hidden, head, tgt, chunk=16)
+        out[frozen] = (lp.detach(), torch.autograd.grad(lp.sum(), [hidden])[0])
+    assert out[True][1].dtype == torch.bfloat16
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
+    assert torch.allclose(out[True][1].float(), out[False][1].float(), atol=1e-3, rtol=1e-2)
 
 
 def test_unlikelihood_gradient_lowers_toxic_probability() -> None:

@@ -92,7 +92,7 @@ class _FrozenHeadLogprobs(torch.autograd.Function):
             logp[s : s + chunk] = (logits.gather(-1, t) - lse).squeeze(-1)
             if need:  # d log p / d logits = onehot(target) - softmax, built in place of the logits
                 g = logits.sub_(lse).exp_().neg_().scatter_add_(-1, t, torch.ones_like(t, dtype=logits.dtype))
-                dlogp_dh[s : s + chunk] = g @ weight
+                dlogp_dh[s : s + chunk] = g.to(weight.dtype) @ weight  # as autocast would cast it
         ctx.save_for_backward(dlogp_dh)
         return logp
 

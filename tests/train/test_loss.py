@@ -114,6 +114,12 @@ def test_frozen_head_path_equals_full_values_and_grads() -> None:
     assert torch.allclose(g_full, g_fused, atol=1e-6)
     with torch.no_grad():
         assert torch.allclose(token_logprobs_chunked(hidden, head, tgt, chunk=4), full, atol=1e-6)
+    big = (hidden.detach() * 300).requires_grad_()  # logits in the hundreds: no overflow, p -> 0 and 1
+    ref = token_logprobs(big.double() @ head.weight.double().T, tgt)
+    fused = token_logprobs_chunked(big, head, tgt, chunk=4)
+    (g_big,) = torch.autograd.grad(fused.sum(), [big])
+    assert torch.isfinite(fused).all() and torch.isfinite(g_big).all()
+    assert torch.allclose(fused, ref, rtol=1e-5, atol=1e-3)  # ref: logits from a float64 matmul
     head.weight.requires_grad_(True)  # a trained head needs its own gradient: the checkpointed path
     assert "FrozenHead" not in type(token_logprobs_chunked(hidden, head, tgt, chunk=4).grad_fn).__name__
 

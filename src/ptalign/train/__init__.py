@@ -133,9 +133,9 @@ def compile_layers(model: Any) -> int:
     chunked loss's hook on the decoder and peft's save/load keys stay as they are (a compiled whole
     model renames them `_orig_mod.*`), and the output head stays eager for the chunked loss.
     dynamic=True compiles once for every batch length instead of again at the second length seen.
-    Fusing the LoRA branch's casts, scaling and adds is what it buys: +15 % tokens/s under bf16
-    autocast on a Zen 5 CPU (bench/train_step.py --bf16 --compile, embedded model); in fp32 the
-    matmuls dominate and it bought 1 %. The first step pays the compile (about 25 s there).
+    Fusing the LoRA branch's casts, scaling and adds is what it buys: +10 % tokens/s under bf16
+    autocast on a Zen 5 CPU (bench/train_step.py --bf16 --compile, embedded model), +5 % in fp32
+    where the matmuls dominate. The first step pays the compile (about 25 s there).
     """
     from transformers.modeling_layers import GradientCheckpointingLayer
 

@@ -87,11 +87,15 @@ class _FrozenHeadLogprobs(torch.autograd.Function):
         dlogp_dh = torch.empty_like(hidden) if need else None
         for s in range(0, hidden.shape[0], chunk):
             t = targets[s : s + chunk, None]
-            logits = (hidden[s : s + chunk] @ weight.T).float()  # (c, V); bf16 matmul under autocast
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            logp[s : s + chunk] = (logits.gather(-1, t) - lse).squeeze(-1)
-            if need:  # d log p / d logits = onehot(target) - softmax, built in place of the logits
-                g = logits.sub_(lse).exp_().neg_().scatter_add_(-1, t, torch.ones_like(t, dtype=logits.dtype))
+            z = (hidden[s : s + chunk] @ weight.T).float()  # (c, V) logits; bf16 matmul under autocast
+            # log-softmax and softmax in place, one (c, V) buffer: z - max, exp, sum (logsumexp
+            # would allocate its own copies and exponentiate a second time for the softmax)
+            z.sub_(z.amax(dim=-1, keepdim=True))
+            zt = z.gather(-1, t)
+            total = z.exp_().sum(dim=-1, keepdim=True)
+            logp[s : s + chunk] = (zt - total.log()).squeeze(-1)
+            if need:  # d log p / d logits = onehot(target) - softmax
+                g = z.mul_(-1.0 / total).scatter_add_(-1, t, torch.ones_like(zt))
                 dlogp_dh[s : s + chunk] = g.to(weight.dtype) @ weight  # as autocast would cast it
         ctx.save_for_backward(dlogp_dh)
         return logp

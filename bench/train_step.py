@@ -226,6 +226,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
             callbacks=[timer.callback],
             lam=0.4,
             chunked=not args.no_chunk,
+            compiled_head=args.compile and args.device == "cuda",  # as ptalign train does
         )
     elif method == "trl_dpo":
         from trl import DPOConfig, DPOTrainer

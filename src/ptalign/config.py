@@ -198,7 +198,7 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 autocast: GPUs, CPUs with AVX512-BF16 or AMX (else ~4x slower than fp32)
-    compile: bool = False  # torch.compile each decoder layer (fuses elementwise work; pays under bf16)
+    compile: bool = False  # torch.compile each decoder layer; on a GPU the loss head's softmax too
     liger: bool = False  # Liger's fused Triton kernels via transformers (needs CUDA and liger-kernel)
     save_steps: int = 0  # 0 = checkpoint each epoch
     logging_steps: int = 1

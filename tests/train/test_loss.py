@@ -149,6 +149,45 @@ def test_frozen_head_path_under_bf16_autocast_tracks_the_checkpointed_path() -> 
     assert torch.allclose(out[True][1].float(), out[False][1].float(), atol=1e-3, rtol=1e-2)
 
 
+def test_compiled_frozen_head_equals_eager() -> None:
+    """compiled=True (train.compile) runs each chunk through torch.compile: the eager values and
+    hidden gradients in fp32, under bf16 autocast and with bf16 weights, at two batch lengths (one
+    compiled graph for both), and with logits in the hundreds."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(32, 300, bias=False).requires_grad_(False)
+    w = torch.randn(41)
+    for n, scale in ((41, 1.0), (29, 1.0), (41, 300.0)):
+        hidden = (torch.randn(n, 32) * scale).requires_grad_()
+        tgt = torch.randint(0, 300, (n,))
+        out = {}
+        for compiled in (False, True):
+            lp = token_logprobs_chunked(hidden, head, tgt, chunk=16, compiled=compiled)  # 16 + 16 + rest
+            loss = (w[:n] * lp).sum() - unlikelihood_loss(lp, w[:n] > 0)
+            out[compiled] = (lp.detach(), torch.autograd.grad(loss, [hidden])[0])
+        assert torch.isfinite(out[True][1]).all()
+        assert torch.allclose(out[True][0], out[False][0], atol=1e-5, rtol=1e-5)
+        assert torch.allclose(out[True][1], out[False][1], atol=1e-5, rtol=1e-4)
+    hidden = torch.randn(37, 32, requires_grad=True)
+    tgt = torch.randint(0, 300, (37,))
+    out = {}
+    for compiled in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp = token_logprobs_chunked(hidden, head, tgt, chunk=16, compiled=compiled)
+        out[compiled] = (lp.detach(), torch.autograd.grad(lp.sum(), [hidden])[0])
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
+    assert torch.allclose(out[True][1], out[False][1], atol=1e-3, rtol=1e-2)  # bf16 matmuls both ways
+    head, hidden = head.to(torch.bfloat16), hidden.detach().to(torch.bfloat16).requires_grad_()
+    out = {}
+    for compiled in (False, True):
+        lp = token_logprobs_chunked(hidden, head, tgt, chunk=16, compiled=compiled)
+        out[compiled] = (lp.detach(), torch.autograd.grad(lp.sum(), [hidden])[0])
+    assert out[True][1].dtype == torch.bfloat16
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
+    assert torch.allclose(out[True][1].float(), out[False][1].float(), atol=1e-3, rtol=1e-2)
+    with torch.no_grad():  # no gradient wanted: log-probs only
+        assert torch.allclose(token_logprobs_chunked(hidden, head, tgt, 16, compiled=True), out[False][0])
+
+
 def test_unlikelihood_gradient_lowers_toxic_probability() -> None:
     logits = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
     tgt = torch.tensor([2])

@@ -297,3 +297,47 @@ def test_compile_layers_finds_the_decoder_layers(tiny_llama) -> None:
     pytest.importorskip("trl")
     cfg = _cfg(tiny_llama, "train.compile=true")
     assert dpo_config(cfg.train, Path("/tmp/unused")).torch_compile is True
+
+
+def test_logged_metrics_average_the_micro_batches(tiny_llama, tok, make_records, tmp_path) -> None:
+    """The trainer sums its metrics on the device and reads them at logging time: what it logs
+    equals ptalign_loss's numbers, averaged per micro-batch (losses) or per token (log-probs)."""
+    from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments
+
+    from ptalign.train.trainer import DualTrainer
+
+    class Keep(TrainerCallback):
+        logs: list[dict] = []
+
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
+            self.logs.append(dict(logs or {}))
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ex, _ = encode_all(tok, make_records(), 96)
+    coll = TripletCollator(tok.pad_token_id)
+    batches = [coll(ex[:3]), coll(ex[3:8])]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    trainer = DualTrainer(model=model, args=args, lam=0.4, callbacks=[Keep()])
+    with torch.no_grad():
+        parts = []
+        for b in batches:
+            trainer.compute_loss(model, b)
+            lp = target_logprobs(model, b)
+            parts.append(ptalign_loss(lp, b["is_pos"], b["is_tox"], b["ul_mask"], 0.4)[1])
+    trainer.log({"loss": 0.0})
+    got = Keep.logs[-1]
+    for k in ("train/mle_loss", "train/ul_loss", "train/loss"):
+        assert got[k] == pytest.approx((parts[0][k] + parts[1][k]) / 2, abs=1e-5), k
+    n_pos = parts[0]["n_pos"] + parts[1]["n_pos"]
+    pos = (
+        parts[0]["train/pos_logprob"] * parts[0]["n_pos"] + parts[1]["train/pos_logprob"] * parts[1]["n_pos"]
+    ) / n_pos
+    assert got["train/pos_logprob"] == pytest.approx(pos, abs=1e-5)
+    n_tox = parts[0]["n_tox"] + parts[1]["n_tox"]
+    assert got["train/tox_masked_frac"] == pytest.approx(
+        (parts[0]["n_ul"] + parts[1]["n_ul"]) / n_tox, abs=1e-6
+    )
+    assert trainer.tokens_seen == int(batches[0]["n_tokens"]) + int(batches[1]["n_tokens"])
+    trainer.log({"loss": 0.0})  # nothing recorded since: no train/* keys, and no error
+    assert "train/loss" not in Keep.logs[-1]

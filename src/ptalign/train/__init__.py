@@ -131,7 +131,8 @@ def compile_layers(model: Any) -> int:
 
     Per layer rather than the whole model: the layers share one graph (parameters are inputs), the
     chunked loss's hook on the decoder and peft's save/load keys stay as they are (a compiled whole
-    model renames them `_orig_mod.*`), and the output head stays eager for the chunked loss.
+    model renames them `_orig_mod.*`), and the output head is left to the chunked loss (which, on a
+    GPU, compiles its per-chunk softmax work itself: `loss.frozen_head_logprobs(compiled=True)`).
     dynamic=True compiles once for every batch length instead of again at the second length seen.
     Fusing the LoRA branch's casts, scaling and adds is what it buys: +10 % tokens/s under bf16
     autocast on a Zen 5 CPU (bench/train_step.py --bf16 --compile, embedded model), +5 % in fp32
@@ -176,6 +177,9 @@ def training_kwargs(tcfg: Any, out: Path) -> dict[str, Any]:
         dataloader_num_workers=0,
         disable_tqdm=not os.isatty(2),
         ddp_find_unused_parameters=False,
+        # the filter reads every micro-batch's loss on the host (a GPU sync per step, so the host cannot
+        # collate the next batch while the GPU runs this one); a NaN loss then shows in the log as NaN
+        logging_nan_inf_filter=False,
     )
     if tcfg.save_steps:
         kw["save_steps"] = tcfg.save_steps
@@ -284,6 +288,8 @@ def run(
 
         return run_dpo(cfg, data, out, resume)
 
+    import torch
+
     from ptalign.train.card import write_card
     from ptalign.train.collate import TripletCollator, encode_all
     from ptalign.train.trainer import DualTrainer, MetricsJsonl
@@ -319,6 +325,9 @@ def run(
         lam=tcfg.lam,
         lam_benign=tcfg.lam_benign,
         chunked=chunked,
+        # the head's chunks only on a GPU: on a CPU its matmuls dominate and inductor's version measured
+        # no faster (tests/train/test_loss.py checks it against eager on the CPU all the same)
+        compiled_head=tcfg.compile and torch.cuda.is_available(),
     )
     t1 = time.time()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)

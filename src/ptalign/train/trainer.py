@@ -14,7 +14,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ptalign.train.collate import LengthBucketSampler
-from ptalign.train.loss import ptalign_loss, token_logprobs, token_logprobs_chunked
+from ptalign.train.loss import STAT_KEYS, ptalign_terms, step_stats, token_logprobs, token_logprobs_chunked
 
 LOSS_CHUNK = 1024  # target tokens per logits block in the chunked loss: 1024 × V fp32 ≈ 200 MB at V = 49k
 
@@ -50,14 +50,19 @@ class _Capture:
 
 
 def target_logprobs(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunked: bool = True, chunk: int = LOSS_CHUNK
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    chunked: bool = True,
+    chunk: int = LOSS_CHUNK,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """log p of every target token of a collated batch.  Returns (N,) fp32, N = len(batch['tgt_ids']).
 
     chunked=True runs the forward through `model` (so DDP/FSDP hooks fire) but asks it for the
     logits of one position only, takes the decoder's hidden states through a hook, gathers the
     target positions and applies the output head in chunks: no (R, T, V) tensor exists.
-    chunked=False is the reference path: full logits, then gather.
+    chunked=False is the reference path: full logits, then gather. compiled=True sends the frozen
+    head's chunks through torch.compile (train.compile).
     """
     base = _base(model)
     am = batch["attention_mask"]
@@ -80,10 +85,7 @@ def target_logprobs(
     finally:
         handle.remove()
     hidden = cap.hidden[rows, cols]  # (N, H)
-    return token_logprobs_chunked(hidden, base.get_output_embeddings(), tgt, chunk)
-
-
-_SUM_KEYS = ("train/mle_loss", "train/ul_loss", "train/loss")
+    return token_logprobs_chunked(hidden, base.get_output_embeddings(), tgt, chunk, compiled)
 
 
 class DualTrainer(Trainer):
@@ -95,14 +97,20 @@ class DualTrainer(Trainer):
         lam: float = 0.4,
         lam_benign: float | None = None,
         chunked: bool = True,
+        compiled_head: bool = False,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.lam = lam
         self.lam_benign = lam_benign
         self.chunked = chunked
-        self.tokens_seen = 0
-        self._acc = torch.zeros(9, dtype=torch.float64)
+        self.compiled_head = compiled_head
+        self._acc: torch.Tensor | None = None  # STAT_KEYS sums since the last log, on the device
+        self._tokens: torch.Tensor | int = 0  # prompt + pos + tox tokens trained on, on the device
+
+    @property
+    def tokens_seen(self) -> int:
+        return int(self._tokens)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -118,47 +126,30 @@ class DualTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        logp = target_logprobs(model, inputs, self.chunked)
-        loss, m = ptalign_loss(
-            logp,
-            inputs["is_pos"],
-            inputs["is_tox"],
-            inputs["ul_mask"],
-            self.lam,
-            self.lam_benign,
-            inputs.get("is_benign"),
+        logp = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head)
+        is_pos, is_tox, ul_mask = inputs["is_pos"], inputs["is_tox"], inputs["ul_mask"]
+        loss, mle, ul = ptalign_terms(
+            logp, is_pos, is_tox, ul_mask, self.lam, self.lam_benign, inputs.get("is_benign")
         )
-        lp = logp.detach().double().cpu()
-        is_pos, is_tox = inputs["is_pos"].cpu(), inputs["is_tox"].cpu()
-        # sums over micro-batches: losses per micro-batch; log-probs and masked share per token
-        self._acc += torch.tensor(
-            [
-                m["train/mle_loss"],
-                m["train/ul_loss"],
-                m["train/loss"],
-                1.0,
-                float(lp[is_pos].sum()),
-                m["n_pos"],
-                float(lp[is_tox].sum()),
-                m["n_tox"],
-                m["n_ul"],
-            ],
-            dtype=torch.float64,
-        )
-        self.tokens_seen += int(inputs["n_tokens"])
+        # summed on the device and read at logging time only: a .item() per micro-batch would make
+        # the host wait for the forward before it can queue the backward
+        stats = step_stats(logp, is_pos, is_tox, ul_mask, loss, mle, ul)
+        self._acc = stats if self._acc is None else self._acc + stats
+        self._tokens = self._tokens + inputs["n_tokens"]
         return (loss, {"logp": logp}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        if "loss" in logs and self._acc[3] > 0:
-            acc = self._acc.clone()
+        if "loss" in logs and self._acc is not None:
+            acc = self._acc
             if self.args.world_size > 1:  # average over processes, not just rank 0's shard
-                acc = self.accelerator.reduce(acc.to(self.args.device), reduction="sum").cpu()
-            n = acc[3]
-            logs.update({k: round(float(acc[i] / n), 6) for i, k in enumerate(_SUM_KEYS)})
-            logs["train/pos_logprob"] = round(float(acc[4] / acc[5].clamp(min=1)), 6)
-            logs["train/tox_logprob"] = round(float(acc[6] / acc[7].clamp(min=1)), 6)
-            logs["train/tox_masked_frac"] = round(float(acc[8] / acc[7].clamp(min=1)), 6)
-            self._acc.zero_()
+                acc = self.accelerator.reduce(acc.to(self.args.device), reduction="sum")
+            s = dict(zip(STAT_KEYS, acc.double().cpu().tolist(), strict=True))
+            n = s["micro_batches"]
+            logs.update({k: round(s[k] / n, 6) for k in ("train/mle_loss", "train/ul_loss", "train/loss")})
+            logs["train/pos_logprob"] = round(s["pos_logprob_sum"] / max(s["n_pos"], 1), 6)
+            logs["train/tox_logprob"] = round(s["tox_logprob_sum"] / max(s["n_tox"], 1), 6)
+            logs["train/tox_masked_frac"] = round(s["n_ul"] / max(s["n_tox"], 1), 6)
+            self._acc = None
         super().log(logs, *args, **kwargs)
 
 

@@ -191,7 +191,7 @@ def test_compiled_frozen_head_equals_eager() -> None:
 def test_unlikelihood_gradient_lowers_toxic_probability() -> None:
     logits = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
     tgt = torch.tensor([2])
-    p0 = float(token_logprobs(logits, tgt).exp())
+    p0 = float(token_logprobs(logits.detach(), tgt).exp())
     loss = unlikelihood_loss(token_logprobs(logits, tgt), torch.tensor([True]))
     loss.backward()
     with torch.no_grad():

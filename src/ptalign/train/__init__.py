@@ -169,8 +169,6 @@ def training_kwargs(tcfg: Any, out: Path) -> dict[str, Any]:
         seed=tcfg.seed,
         data_seed=tcfg.seed,
         bf16=tcfg.bf16,
-        gradient_checkpointing=tcfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if tcfg.gradient_checkpointing else None,
         report_to=[],  # TensorBoard, when asked, is added as an explicit callback writing to OUT/train/tb
         train_sampling_strategy="group_by_length" if tcfg.group_by_length else "random",
         remove_unused_columns=False,
@@ -181,6 +179,11 @@ def training_kwargs(tcfg: Any, out: Path) -> dict[str, Any]:
         # collate the next batch while the GPU runs this one); a NaN loss then shows in the log as NaN
         logging_nan_inf_filter=False,
     )
+    # transformers 5.2x renamed gradient_checkpointing* to activation_checkpointing* (the old names
+    # warn on every run); older releases know only the old ones
+    ckpt = "activation_checkpointing" if _has_arg("activation_checkpointing") else "gradient_checkpointing"
+    kw[ckpt] = tcfg.gradient_checkpointing
+    kw[ckpt + "_kwargs"] = {"use_reentrant": False} if tcfg.gradient_checkpointing else None
     if tcfg.save_steps:
         kw["save_steps"] = tcfg.save_steps
     if not torch.cuda.is_available():
@@ -189,6 +192,15 @@ def training_kwargs(tcfg: Any, out: Path) -> dict[str, Any]:
         check_liger(tcfg)
         kw["use_liger_kernel"] = True  # the Trainer patches the base model's modules with Liger's
     return kw
+
+
+def _has_arg(name: str) -> bool:
+    """Whether this transformers' TrainingArguments has the field `name`."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return name in {f.name for f in dataclasses.fields(TrainingArguments)}
 
 
 def check_liger(tcfg: Any) -> None:

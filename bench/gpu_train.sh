@@ -11,8 +11,8 @@
 #
 # The runs go in order of what they tell, each cut at what is left of GPU_BENCH_BUDGET_S (default
 # 480 s; the ones that no longer fit are skipped and listed): the three methods at 32 triplets, then
-# torch.compile, Liger, peft's casts kept, larger batches. `prepare` downloads the wheels the image
-# lacks (bench/gpu_env.sh lists them).
+# torch.compile, Liger, peft's casts kept, larger batches, a profile of the compiled step.
+# `prepare` downloads the wheels the image lacks (bench/gpu_env.sh lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-cpu}"
@@ -74,6 +74,8 @@ gpu | cpu)
   bench b32_sft_compile 32 --methods trl_sft --compile
   bench b64_compile 64 --methods ptalign --compile  # more tokens per kernel launch
   bench b64 64 --methods ptalign,trl_sft
+  # where the compiled step's time goes, for the next lever (timings carry the profiler's overhead)
+  bench b32_compile_profile 32 --methods ptalign --compile --profile-out "$out/profile_b32_compile.txt"
   bench b8 8
   ;;
 *)

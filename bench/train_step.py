@@ -266,10 +266,20 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown method {method}")
     if args.profile_out:  # which kernels the steps spend their time in (timings then carry profiler overhead)
-        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler import ProfilerActivity, profile, schedule
+        from transformers import TrainerCallback
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
-        with profile(activities=acts) as prof:
+        # the timed steps only: warm-up (and torch.compile's tracing in it) would fill the table
+        with profile(
+            activities=acts, schedule=schedule(wait=args.warmup, warmup=0, active=args.steps)
+        ) as prof:
+
+            class _Step(TrainerCallback):
+                def on_step_end(self, *a: Any, **k: Any) -> None:
+                    prof.step()
+
+            trainer.add_callback(_Step())
             trainer.train()
         key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
         Path(args.profile_out).write_text(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training-step benchmark on a lent GPU (H100/H200): ptalign vs TRL DPO vs TRL SFT on a random-init
 # model of the Qwen2.5-0.5B shape, bf16, LoRA r16 all linear layers, prompt 64 + two responses of 192
-# tokens; tokens/s, peak GPU memory and MFU (6N, 989 TFLOP/s) per method, one JSON file per run.
+# tokens; tokens/s, peak GPU memory and MFU (6N, and counted FLOPs; 989 TFLOP/s) per method, one JSON
+# file per run.
 #
 # bench/gpu.sh runs this first, then a short end-to-end run; see README for the measured figures.
 #

@@ -2,7 +2,9 @@
 
 Same model, same LoRA (r16, all linear layers), same triplets, same batch of triplets per optimizer
 step; each method runs in its own subprocess (so peak memory is its own) through transformers'
-Trainer loop, and the median step time after warm-up is reported.
+Trainer loop, and the median step time after warm-up is reported (on a GPU from CUDA events, with no
+host sync between steps). FLOPs: MFU at 6N per token, and the matrix FLOPs of one step as counted by
+torch (flops_per_token_counted, mfu_counted), which for LoRA is well under 6N.
 
 Tokens per triplet = prompt + positive + toxic tokens, counted once with ptalign's tokenisation, the
 same number for all three methods (TRL's DPO and SFT process the prompt twice; that is their cost).
@@ -129,35 +131,90 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 class StepTimer:
-    """Wall time of each optimizer step (synchronised on CUDA)."""
+    """Time of each optimizer step: wall clock on the CPU, CUDA events on a GPU.
+
+    On a GPU a host sync per step would stall the queue at every step boundary, exposing the next
+    step's collation and kernel launches that a real run overlaps with the GPU's work. So the timer
+    records an event in the stream where each step ends (and where the first begins) and reads them
+    once training is over: step i's time is end(i-1) → end(i), what a run's throughput is made of.
+    """
 
     def __init__(self, device: str):
         from transformers import TrainerCallback
 
         timer = self
-        self.times: list[float] = []
-        self.cpu_times: list[
-            float
-        ] = []  # process CPU seconds (all threads): robust to other jobs on a shared CPU
+        self._times: list[float] = []
+        self._events: list[Any] = []  # CUDA: first step's begin, then each step's end
+        # process CPU seconds per step (all threads): robust to other jobs on a shared CPU
+        self.cpu_times: list[float] = []
         self.device = device
 
         class _CB(TrainerCallback):
             def on_step_begin(self, *a: Any, **k: Any) -> None:
-                timer._sync()
+                if timer.device == "cuda" and not timer._events:
+                    timer._events.append(timer._record())
                 timer._t, timer._c = time.perf_counter(), time.process_time()
 
             def on_step_end(self, *a: Any, **k: Any) -> None:
-                timer._sync()
-                timer.times.append(time.perf_counter() - timer._t)
+                if timer.device == "cuda":
+                    timer._events.append(timer._record())
+                else:
+                    timer._times.append(time.perf_counter() - timer._t)
                 timer.cpu_times.append(time.process_time() - timer._c)
 
         self.callback = _CB()
 
-    def _sync(self) -> None:
-        if self.device == "cuda":
-            import torch
+    @staticmethod
+    def _record() -> Any:
+        import torch
 
-            torch.cuda.synchronize()
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
+
+    @property
+    def times(self) -> list[float]:
+        """Seconds per step; on a GPU waits for the stream first (call after training)."""
+        if self.device != "cuda":
+            return self._times
+        import torch
+
+        torch.cuda.synchronize()
+        ev = self._events
+        return [a.elapsed_time(b) / 1000 for a, b in zip(ev[:-1], ev[1:], strict=True)]
+
+
+class FlopCount:
+    """Matrix FLOPs of the first (warm-up) step, counted by torch's FlopCounterMode.
+
+    MFU at 6N per token is the convention the targets use. Under LoRA the frozen weights need no
+    weight gradients, so a step does nearer 4N per token plus the head and attention (and DPO its
+    reference pass): this count, over the step time, says how busy the matrix units really were.
+    Not used with torch.compile (the mode would send the step through eager, then compile in a
+    timed one); the same method and batch without --compile counts the same work.
+    """
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        counter = self
+        self.flops: int | None = None
+        self._mode: Any = None
+
+        class _CB(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, *a: Any, **k: Any) -> None:
+                if state.global_step == 0:
+                    from torch.utils.flop_counter import FlopCounterMode
+
+                    counter._mode = FlopCounterMode(display=False)
+                    counter._mode.__enter__()
+
+            def on_step_end(self, *a: Any, **k: Any) -> None:
+                if counter._mode is not None:
+                    counter._mode.__exit__(None, None, None)
+                    counter.flops, counter._mode = counter._mode.get_total_flops(), None
+
+        self.callback = _CB()
 
 
 def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -265,6 +322,9 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         raise SystemExit(f"unknown method {method}")
+    flops = FlopCount()
+    if not args.compile:
+        trainer.add_callback(flops.callback)
     if args.profile_out:  # which kernels the steps spend their time in (timings then carry profiler overhead)
         from torch.profiler import ProfilerActivity, profile, schedule
         from transformers import TrainerCallback
@@ -305,8 +365,12 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         "params": n_params,
         "threads": torch.get_num_threads(),
     }
+    if flops.flops:
+        res["flops_per_token_counted"] = round(flops.flops / (args.batch * tokens_per_triplet))
     if args.device in PEAK_FLOPS:
         res["mfu_6n"] = round(6 * n_params * tps / PEAK_FLOPS[args.device], 4)
+        if flops.flops:
+            res["mfu_counted"] = round(flops.flops / med / PEAK_FLOPS[args.device], 4)
     return res
 
 

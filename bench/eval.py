@@ -5,7 +5,7 @@
   reply) sequence, tokenized and batched under the same token budget before the clock starts. The
   ratio includes the shared-prefix saving, so > 1 is expected.
 - asr_llamacpp: generations/s of the ASR loop (`generate_records`: templates, the backend wrapper,
-  per-record JSONL append + fsync, keyword judge) vs `Llama.create_chat_completion` on the same Llama
+  per-record JSONL append + fsync) vs `Llama.create_chat_completion` on the same Llama
   object and the same chats.
 - asr_transformers: the same loop on the transformers backend (the aligned-model path) vs
   `model.generate` on the same left-padded batches.
@@ -35,8 +35,8 @@ import torch  # noqa: E402
 
 from ptalign import models  # noqa: E402
 from ptalign.config import load_config  # noqa: E402
-from ptalign.eval import asr, datasets, hhh, loglik  # noqa: E402
-from ptalign.eval.common import EvalContext, generate_records, user_chat  # noqa: E402
+from ptalign.eval import asr, attacks, datasets, hhh, loglik  # noqa: E402
+from ptalign.eval.common import EvalContext, generate_records  # noqa: E402
 from ptalign.llm.base import GenParams  # noqa: E402
 
 
@@ -100,20 +100,11 @@ def bench_hhh(cfg: Any, model: Any, tok: Any, n: int, repeats: int) -> dict[str,
 
 
 def _asr_items(cfg: Any, n: int) -> list[dict[str, Any]]:
-    goals = datasets.harmful_goals(cfg.eval)
-    items = [
-        {
-            "id": f"{g['id']}-{a}",
-            "goal_id": g["id"],
-            "attack": a,
-            "goal": g["goal"],
-            "domain": g.get("domain", ""),
-            "source": g.get("source", ""),
-        }
-        for g in goals
-        for a in asr.TEMPLATE_ATTACKS
-    ]
-    return items[:n]
+    return asr.wanted(cfg.eval)[:n]
+
+
+def _chat(it: dict[str, Any]) -> Any:
+    return attacks.chat_for(it["attack"], it["goal"], it["goal_id"])
 
 
 def _ours_asr(cfg: Any, backend: Any, items: list[dict[str, Any]], params: GenParams) -> float:
@@ -124,7 +115,7 @@ def _ours_asr(cfg: Any, backend: Any, items: list[dict[str, Any]], params: GenPa
             ctx,
             "asr",
             items,
-            lambda it: user_chat(asr.attack_prompt(it["attack"], it["goal"])),
+            _chat,
             params,
             asr._fields,
         )
@@ -138,7 +129,7 @@ def bench_asr_llamacpp(cfg: Any, n: int, repeats: int) -> dict[str, Any]:
     llm = backend.inner.llm
     items = _asr_items(cfg, n)
     params = GenParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0)
-    chats = [user_chat(asr.attack_prompt(it["attack"], it["goal"])) for it in items]
+    chats = [_chat(it) for it in items]
 
     def raw() -> float:
         t = time.perf_counter()
@@ -178,7 +169,7 @@ def bench_asr_transformers(cfg: Any, model: Any, tok: Any, n: int, repeats: int)
     backend = CachedBackend(inner, None, progress=False)
     items = _asr_items(cfg, n)
     params = GenParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0)
-    prompts = [inner.prompt_ids(user_chat(asr.attack_prompt(it["attack"], it["goal"]))) for it in items]
+    prompts = [inner.prompt_ids(_chat(it)) for it in items]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     bs = cfg.eval.batch_size
     # raw: the eval loop hands the backend batch_size chats at a time, which it sorts and pads

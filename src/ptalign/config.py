@@ -37,6 +37,18 @@ DEFAULT_DOMAINS = [
 ]
 
 
+# Names owned by registries in the layers above (judges.JUDGES, eval.attacks.ATTACKS); config sits
+# below them, so it lists them here and tests/test_config.py keeps the lists equal to the registries.
+JUDGE_NAMES = ("keyword", "xstest", "minilm", "harmbench", "llamaguard", "strongreject")
+ATTACK_NAMES = (
+    "direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan",
+    "past_tense", "few_shot", "payload_split", "format_injection",
+)  # fmt: skip
+RENAMED = {  # old key → the message that replaces "unknown key"
+    "synth.judge": "synth.judge: renamed to synth.gate_judge (one of " + ", ".join(JUDGE_NAMES) + ")",
+}
+
+
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: must be {allowed}")
@@ -111,7 +123,8 @@ class SynthConfig:
     top_p: float = 0.95
     max_new_tokens: int = 160  # per response
     target_triplets: int = 200  # stop generating pairs once this many are kept (0 = all instructions)
-    judge: str = "keyword"  # keyword | llm : safety check of positive responses
+    gate_judge: str = "keyword"  # the judge synthesis filters with (keyword = the string gates only; another
+    # judge also screens the harmful positives); the evaluation's primary judge should be a different one
     constraints_per_domain: int = (
         6  # model-written constraints added per domain and polarity (besides the seeds)
     )
@@ -165,7 +178,12 @@ class SynthConfig:
         _check(0.0 < self.top_p <= 1.0, "synth.top_p", self.top_p, "in (0, 1]")
         _check(self.max_new_tokens >= 8, "synth.max_new_tokens", self.max_new_tokens, ">= 8")
         _check(self.target_triplets >= 0, "synth.target_triplets", self.target_triplets, ">= 0 (0 = no cap)")
-        _check(self.judge in ("keyword", "llm"), "synth.judge", self.judge, "one of keyword, llm")
+        _check(
+            self.gate_judge in JUDGE_NAMES,
+            "synth.gate_judge",
+            self.gate_judge,
+            "one of " + ", ".join(JUDGE_NAMES),
+        )
         _check(
             self.instruction_style in ("goals", "requests"),
             "synth.instruction_style",
@@ -248,16 +266,10 @@ class EvalConfig:
     max_safe: int = 100  # safe prompts per source (0 = all)
     max_mtbench: int = 10
     max_hhh: int = 0  # BIG-bench HHH examples (0 = all 221), stratified by category
+    max_contrast: int = 0  # XSTest's unsafe contrast prompts asked directly (0 = all 200; needs xstest_path)
     attacks: list[str] = field(
-        default_factory=lambda: [
-            "direct",
-            "roleplay",
-            "hypothetical",
-            "prefix_injection",
-            "refusal_suppression",
-            "autodan",
-        ]
-    )
+        default_factory=lambda: list(ATTACK_NAMES)
+    )  # eval/attacks.py: in-family + held-out
     autodan_goals: int = 10  # goals attacked by the genetic search
     autodan_steps: int = 5  # generations of the genetic search
     autodan_population: int = 8
@@ -265,11 +277,14 @@ class EvalConfig:
     helpful_max_new_tokens: int = 128  # MT-Bench answers (judged for quality, so longer)
     score_tokens: int = 4096  # log-likelihood scoring (HHH, AutoDAN fitness): padded tokens per forward pass
     batch_size: int = 16
-    judge: str = "keyword"  # keyword | llm (through judge_backend)
-    judge_model: str = ""  # '' = the evaluated base model acts as judge (say so in the report)
-    judge_max: int = (
-        40  # with judge=keyword: replies also given to the LLM judge for agreement + harm score (0 = all)
-    )
+    engine: str = "transformers"  # transformers: base and aligned through one engine (fp32 weights);
+    # auto: each model through backend.kind (base on llama.cpp's GGUF, aligned on transformers: mixed engines)
+    judge: str = "minilm"  # the primary judge of every generated reply (judges.JUDGES); by default not
+    # the one synthesis filtered with (synth.gate_judge)
+    judges_extra: list[str] = field(default_factory=lambda: ["keyword", "xstest"])  # also reported, with
+    # their agreement with the primary judge; LLM judges here run on judge_max replies
+    judge_model: str = ""  # the LLM for LLM judges and MT-Bench grading ('' = the evaluated base model: weak)
+    judge_max: int = 40  # replies given to LLM judges named in judges_extra (0 = all)
     polarity_compare: str = (
         ""  # optional chosen/rejected JSONL whose polarity is reported beside the triplets'
     )
@@ -281,10 +296,18 @@ class EvalConfig:
         known = ("hhh", "asr", "overrefusal", "helpful", "polarity")
         for e in self.evals:
             _check(e in known, "eval.evals", e, "a list drawn from " + ", ".join(known))
-        attacks = ("direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan")
         for a in self.attacks:
-            _check(a in attacks, "eval.attacks", a, "a list drawn from " + ", ".join(attacks))
-        for k in ("max_harmful", "max_safe", "max_mtbench", "max_hhh", "autodan_goals", "judge_max"):
+            _check(a in ATTACK_NAMES, "eval.attacks", a, "a list drawn from " + ", ".join(ATTACK_NAMES))
+        _check("direct" in self.attacks, "eval.attacks", self.attacks, "a list that includes direct")
+        for k in (
+            "max_harmful",
+            "max_safe",
+            "max_mtbench",
+            "max_hhh",
+            "autodan_goals",
+            "judge_max",
+            "max_contrast",
+        ):
             _check(getattr(self, k) >= 0, f"eval.{k}", getattr(self, k), ">= 0 (0 = all)")
         _check(self.autodan_steps >= 1, "eval.autodan_steps", self.autodan_steps, ">= 1")
         _check(self.autodan_population >= 2, "eval.autodan_population", self.autodan_population, ">= 2")
@@ -297,7 +320,17 @@ class EvalConfig:
         )
         _check(self.score_tokens >= 64, "eval.score_tokens", self.score_tokens, ">= 64")
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
-        _check(self.judge in ("keyword", "llm"), "eval.judge", self.judge, "one of keyword, llm")
+        _check(
+            self.judge in JUDGE_NAMES,
+            "eval.judge",
+            self.judge,
+            "one of " + ", ".join(JUDGE_NAMES) + " (the old 'llm' is harmbench with eval.judge_model)",
+        )
+        for j in self.judges_extra:
+            _check(j in JUDGE_NAMES, "eval.judges_extra", j, "a list drawn from " + ", ".join(JUDGE_NAMES))
+        _check(
+            self.engine in ("transformers", "auto"), "eval.engine", self.engine, "one of transformers, auto"
+        )
         _check(self.bootstrap >= 0, "eval.bootstrap", self.bootstrap, ">= 0")
 
 
@@ -399,6 +432,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else k
+        if key in RENAMED:
+            raise ConfigError(RENAMED[key])
         if k not in names:
             raise ConfigError(f"{key}: unknown key; allowed: {', '.join(names)}")
         kwargs[k] = _coerce(key, v, hints[k])

@@ -223,7 +223,8 @@ def run_pipeline(
     from ptalign.llm import choose_backend, estimate_synth_calls
 
     kind, why = choose_backend(cfg, estimate_synth_calls(cfg))
-    man.d["synth_backend"] = {"kind": kind, "reason": why}
+    used = man.d.get("synth_backend", {}).get("used")  # what an earlier run's synth really ran on
+    man.d["synth_backend"] = {"kind": kind, "reason": why, **({"used": used} if used else {})}
     man.save()
 
     for name in stages:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +15,13 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"
 
 
 def shared_data() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared eval data not found at {SHARED}")
-    return SHARED
+    """The shared evaluation data; fails (never skips) when missing, like the `eval_data_dir` fixture."""
+    path = Path(os.environ["PTALIGN_EVAL_DATA"]) if os.environ.get("PTALIGN_EVAL_DATA") else SHARED
+    if not path.is_dir():
+        pytest.fail(
+            f"evaluation data not found at {path}; lay it out there or set PTALIGN_EVAL_DATA", pytrace=False
+        )
+    return path
 
 
 class FakeBackend:

@@ -70,16 +70,6 @@ def test_builtin_sets() -> None:
     assert len(hhh) == 9 and Counter(r["category"] for r in hhh) == {"harmless": 3, "helpful": 3, "honest": 3}
 
 
-def test_builtin_sets_disjoint_from_synthesis_seeds() -> None:
-    """Eval prompts must never be training seeds: no built-in prompt appears in any seed file."""
-    seeds = Path(ds.__file__).parents[1] / "seeds"
-    text = " ".join(
-        p.read_text(encoding="utf-8", errors="ignore").lower() for p in seeds.rglob("*") if p.is_file()
-    )
-    prompts = [r["goal"] for r in ds.load_builtin_harmful()] + [r["prompt"] for r in ds.load_builtin_benign()]
-    assert [p for p in prompts if p.lower() in text] == []
-
-
 def test_subset_is_stratified_and_deterministic() -> None:
     harmful = ds.load_builtin_harmful()
     a, b = ds.subset(harmful, 10, seed=3, group="domain"), ds.subset(harmful, 10, seed=3, group="domain")
@@ -96,8 +86,17 @@ def test_data_dir_fills_empty_paths(tmp_path: Path) -> None:
     assert paths["xstest_path"] == "/elsewhere.csv"  # an explicit path wins
     cfg2 = load_config(None, [f"eval.data_dir={root}", "eval.max_harmful=5", "eval.max_safe=5"])
     goals = ds.harmful_goals(cfg2.eval)
-    assert Counter(g["source"] for g in goals) == {"advbench": 5, "builtin": 5}
-    assert Counter(p["source"] for p in ds.safe_prompts(cfg2.eval)) == {"xstest": 5, "builtin": 5}
+    # a configured public set replaces the built-in one: a headline is one set's figure, not a blend
+    assert Counter(g["source"] for g in goals) == {"advbench": 5}
+    assert Counter(p["source"] for p in ds.safe_prompts(cfg2.eval)) == {"xstest": 5}
+    contrast = ds.contrast_prompts(cfg2.eval)  # max_contrast 0: all 200 unsafe contrast prompts
+    assert len(contrast) == 200 and {c["source"] for c in contrast} == {"xstest_unsafe"}
+    safe_text = {p["prompt"] for p in ds.load_xstest(root / "xstest" / "xstest_prompts.csv")}
+    assert not {c["goal"] for c in contrast} & safe_text
+    # without XSTest: the built-in benign set, and no contrast prompts
+    bare = load_config(None, ["eval.max_safe=5"])
+    assert Counter(p["source"] for p in ds.safe_prompts(bare.eval)) == {"builtin": 5}
+    assert ds.contrast_prompts(bare.eval) == []
 
 
 def test_bad_paths_give_one_line_errors(tmp_path: Path) -> None:

@@ -19,16 +19,16 @@ from ptalign.io import read_jsonl
 def target_rule(prompt: str) -> str:
     if "Rex" in prompt:  # the role-play template: refuse
         return "I'm sorry, I can't do that."
+    if "in the past?" in prompt:  # the past-tense attack: loop (a non-answer)
+        return "the the the the the the the the the the"
     if any(w in prompt.lower() for w in ("kill", "poison", "shoot")):
         return "Sorry, no."
     return "Sure, here is an answer."
 
 
 def judge_rule(prompt: str) -> str:
-    if "Answer with one word" in prompt:
-        return "yes" if "[REPLY]\nSure" in prompt else "no"
-    if "Rate the harm" in prompt:
-        return "8" if "[REPLY]\nSure" in prompt else "1"
+    if "[BEHAVIOR]" in prompt:  # the HarmBench classifier prompt
+        return "Yes" if "Sure, here is" in prompt else "No"
     return "Rating: [[7]]"
 
 
@@ -53,45 +53,53 @@ def _ctx(cfg, out: Path, tiny_hf, target: FakeBackend, judge: FakeBackend) -> Ev
     )
 
 
+KEYWORD = ("eval.judge=keyword", "eval.judges_extra=xstest,harmbench")
+ATTACKS = "eval.attacks=direct,roleplay,past_tense"
+
+
 def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
-    cfg = tiny_cfg(tmp_path, "eval.evals=hhh,asr,overrefusal,helpful")
+    cfg = tiny_cfg(tmp_path, "eval.evals=hhh,asr,overrefusal,helpful", ATTACKS, *KEYWORD)
     out = tmp_path / "eval" / "base"
     target, judge = FakeBackend(target_rule), FakeBackend(judge_rule)
     s = ev.evaluate_model(cfg, out, "fake-model", ctx=_ctx(cfg, out, tiny_hf, target, judge))
 
     asr = list(read_jsonl(out / "asr.jsonl"))
-    assert len(asr) == 3 * 5  # 3 built-in goals × 5 attacks (autodan off)
+    assert len(asr) == 3 * 3  # 3 built-in goals × 3 attacks (autodan off, no XSTest: no contrast prompts)
     r0 = asr[0]
     assert set(r0) == {
         "id",
         "goal_id",
         "attack",
+        "family",
+        "kind",
         "domain",
         "source",
         "goal",
-        "complied_kw",
         "text",
         "completion_tokens",
     }
-    assert (r0["attack"], r0["text"], r0["complied_kw"]) == (
-        "direct",
-        target_rule(r0["goal"]),
-        r0["text"].startswith("Sure"),
-    )
-    # expected from the rules: role-play always refused, the others complied unless the goal has a trigger word
+    assert (r0["attack"], r0["kind"], r0["text"]) == ("direct", "direct", target_rule(r0["goal"]))
+    verdicts = {(v["rec"], v["judge"]): v for v in read_jsonl(out / "asr_verdicts.jsonl")}
+    assert len(verdicts) == 9 * 3  # every reply, by the primary judge and both extra ones
+    # expected from the rules: role-play refused, past tense a loop (a non-answer, never compliance),
+    # direct complied unless the goal has a trigger word
     goals = datasets.harmful_goals(cfg.eval)
     trig = sum(any(w in g["goal"].lower() for w in ("kill", "poison", "shoot")) for g in goals)
-    assert s["eval/asr_roleplay"] == 0.0
-    assert s["eval/asr"] == pytest.approx(4 * (3 - trig) / 15)
-    # the LLM judge saw every reply (judge_max 40 > 15) and agrees with the keyword judge on all of them
-    assert s["eval/judge_n"] == 15 and s["eval/judge_agreement"] == 1.0
-    assert s["eval/harm_score"] == pytest.approx((8 * 4 * (3 - trig) + 1 * (15 - 4 * (3 - trig))) / 15)
+    assert s["eval/asr_roleplay"] == 0.0 and s["eval/asr_past_tense"] == 0.0
+    assert s["eval/asr_direct"] == pytest.approx((3 - trig) / 3)
+    assert s["eval/asr"] == pytest.approx((3 - trig) / 9)
+    assert s["eval/non_answer"] == pytest.approx(3 / 9) and s["eval/non_answer_held_out"] == 1.0
+    assert s["eval/asr_in_family"] == 0.0 and s["eval/asr_held_out"] == 0.0
+    # the LLM judge (HarmBench prompt, fake answers) agrees with the keyword judge on what complied
+    hb = s["groups"]["judges_asr"]["harmbench"]
+    assert hb["n"] == 9 and hb["vs_primary_complied"]["agreement"] == 1.0
 
     safe = datasets.safe_prompts(cfg.eval)
     refused = sum(any(w in p["prompt"].lower() for w in ("kill", "poison", "shoot")) for p in safe)
     assert s["eval/overrefusal"] == pytest.approx(refused / len(safe))
     assert s["eval/mtbench_score"] == 7.0 and s["eval/mtbench_n"] == 2
-    assert s["meta"]["judge"] == "fake judge"
+    assert s["meta"]["judge"] == "keyword" and s["meta"]["gate_judge"] == "keyword"
+    assert s["meta"]["engine"] == "fake"
 
     hhh = list(read_jsonl(out / "hhh.jsonl"))
     assert len(hhh) == 9  # the built-in pairs (no hhh_dir given)
@@ -105,9 +113,12 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
         / 9
     )
     items = json.loads((out / "items.json").read_text())
-    assert len(items["eval/asr"]) == 15 and set(items["eval/hhh"]) == {r["id"] for r in hhh}
+    # clustered by goal: one cluster per goal, one value per attack in it
+    assert sorted(items["eval/asr"]) == sorted(g["id"] for g in goals)
+    assert all(len(v) == 3 for v in items["eval/asr"].values())
+    assert set(items["eval/hhh"]) == {r["id"] for r in hhh}
 
-    # resume: nothing is generated again and the summary is unchanged
+    # resume: nothing is generated or judged again and the summary is unchanged
     t2, j2 = FakeBackend(target_rule), FakeBackend(judge_rule)
     s2 = ev.evaluate_model(cfg, out, "fake-model", ctx=_ctx(cfg, out, tiny_hf, t2, j2))
     assert (t2.calls, j2.calls) == (0, 0)
@@ -122,7 +133,7 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
 
 
 def test_killed_eval_resumes_to_the_same_bytes(tmp_path: Path, tiny_hf) -> None:
-    cfg = tiny_cfg(tmp_path, "eval.evals=asr", "eval.judge_max=4")
+    cfg = tiny_cfg(tmp_path, "eval.evals=asr", ATTACKS, *KEYWORD, "eval.judge_max=4")
     full = tmp_path / "a" / "eval" / "base"
     ev.evaluate_model(
         cfg,
@@ -142,15 +153,18 @@ def test_killed_eval_resumes_to_the_same_bytes(tmp_path: Path, tiny_hf) -> None:
     assert len(list(read_jsonl(part / "asr.jsonl"))) == 6
     again = FakeBackend(target_rule)
     ev.evaluate_model(cfg, part, "fake-model", ctx=_ctx(cfg, part, tiny_hf, again, FakeBackend(judge_rule)))
-    assert again.calls == 5  # only the 9 missing replies, in batches of 2
-    for name in ("asr.jsonl", "asr_judge.jsonl"):
+    assert again.calls == 2  # only the 3 missing replies, in batches of 2
+    for name in ("asr.jsonl", "asr_verdicts.jsonl"):
         assert (part / name).read_bytes() == (full / name).read_bytes()
+    # the LLM judge saw judge_max = 4 of the 9 replies; the string judges saw all
+    judged = [v["judge"] for v in read_jsonl(full / "asr_verdicts.jsonl")]
+    assert judged.count("harmbench") == 4 and judged.count("keyword") == 9
 
 
 def test_comparison_written_by_compare_dirs(tmp_path: Path, tiny_hf) -> None:
     from ptalign.eval import compare
 
-    cfg = tiny_cfg(tmp_path, "eval.evals=asr", "eval.judge_max=0")
+    cfg = tiny_cfg(tmp_path, "eval.evals=asr", ATTACKS, "eval.judge=keyword", "eval.judges_extra=")
     b, a = tmp_path / "eval" / "base", tmp_path / "eval" / "aligned"
     ev.evaluate_model(
         cfg, b, "fake-model", ctx=_ctx(cfg, b, tiny_hf, FakeBackend(target_rule), FakeBackend(judge_rule))
@@ -160,6 +174,7 @@ def test_comparison_written_by_compare_dirs(tmp_path: Path, tiny_hf) -> None:
     comp = compare.compare_dirs(b, a, 200)
     row = comp["rows"]["eval/asr"]
     assert row["aligned"] == 0.0 and row["delta"] == pytest.approx(-row["base"]) and row["paired"]
+    assert row["clusters"] == 3 and row["records"] == 9  # resampled by goal, not by reply
 
 
 def test_hhh_total_and_per_token_choices_hand_made(tmp_path: Path) -> None:

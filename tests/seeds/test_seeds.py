@@ -35,22 +35,26 @@ def test_domains_cover_the_config_default():
     assert s.domain("animal_cruelty").description == "animal cruelty"
 
 
-def test_seeds_are_not_evaluation_data():
+def test_seeds_are_not_evaluation_data(eval_data_dir):
     """No seed text may come from the evaluation sets (AdvBench goals, XSTest prompts)."""
     import csv
-    from pathlib import Path
 
-    shared = Path("/work/shared/data/eval")
     s = load_seeds()
     texts = {
         t.lower().strip()
         for t in [*s.benign, *(d.seed for d in s.domains.values()), *(e.instruction for e in s.examples)]
     }
-    eval_texts = set()
-    adv = shared / "advbench" / "harmful_behaviors.csv"
-    xs = shared / "xstest" / "xstest_prompts.csv"
-    if adv.exists():
-        eval_texts |= {r["goal"].lower().strip() for r in csv.DictReader(open(adv, encoding="utf-8"))}
-    if xs.exists():
-        eval_texts |= {r["prompt"].lower().strip() for r in csv.DictReader(open(xs, encoding="utf-8"))}
-    assert not texts & eval_texts
+    assert len(texts) >= 10  # benign requests, domain seeds and example instructions were all read
+    sets = {
+        "advbench/harmful_behaviors.csv": "goal",
+        "xstest/xstest_prompts.csv": "prompt",
+    }
+    eval_texts: set[str] = set()
+    for rel, column in sets.items():
+        path = eval_data_dir / rel
+        assert path.is_file(), f"{path} missing from the evaluation data"
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = [r[column].lower().strip() for r in csv.DictReader(f)]
+        assert len(rows) >= 200, f"{path}: only {len(rows)} {column!r} values read"
+        eval_texts |= set(rows)
+    assert not texts & eval_texts, sorted(texts & eval_texts)

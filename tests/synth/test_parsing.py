@@ -74,9 +74,12 @@ def test_positive_gate(text, reason):
 def test_toxic_and_benign_gates():
     assert gates.tox_reason("Sure, they deserve it. Keep it quiet.") is None
     assert gates.tox_reason("I'm sorry, I cannot do that.") == "tox_refusal"
+    # the keyword judge's first-person phrases, anywhere and in any case: a late refusal is no contrast
     assert (
-        gates.tox_reason("Go ahead, it is not illegal if nobody sees.") == "tox_refusal"
-    )  # eval's keyword list
+        gates.tox_reason("Sure, do it. Honestly, i won't judge, but i can't promise it works.")
+        == "tox_refusal"
+    )
+    assert gates.tox_reason("Go ahead, it is not illegal if nobody sees.") is None  # 'illegal' is no refusal
     assert gates.benign_pos_reason("Use the kill command with the process ID.") is None
     assert (
         gates.benign_pos_reason("Mixing them is illegal in some places; never mix bleach and ammonia.")

@@ -9,8 +9,9 @@ judge), `.../items.json` (per-item values behind each metric, for the bootstrap)
 
 Every eval is resumable: each `<name>.jsonl` is appended per record and ids already there are skipped;
 a directory made with other generation settings is refused rather than mixed (see _check_settings).
-The base model generates through the fast backend (llama.cpp for the embedded GGUF); the aligned one
-through transformers with the adapter merged in memory, sharing its weights with HHH/AutoDAN scoring.
+Both models generate through one engine (`eval.engine: transformers`, fp32 weights; the aligned one
+with its adapter merged in memory, sharing its weights with HHH/AutoDAN scoring), so a delta is the
+adapter's alone. Every reply is judged by the primary judge (`eval.judge`) and the extra ones.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.eval import asr, compare, datasets, helpful, hhh, overrefusal, polarity
-from ptalign.eval.common import EvalContext
+from ptalign.eval.common import EvalContext, Metric, judge_names, read_verdicts
 from ptalign.io import atomic_write_json, read_jsonl, redact
 from ptalign.llm.base import Backend
 
@@ -52,8 +53,18 @@ EVALS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
     "polarity": _polarity,
 }
 
+# metric key → Metric (label, direction, unit), declared by each eval module; the report reads this
+METRICS: dict[str, Metric] = {
+    **hhh.METRICS,
+    **asr.METRICS,
+    **overrefusal.METRICS,
+    **helpful.METRICS,
+    **polarity.METRICS,
+}
+
 # what makes two generations of the same item differ: a directory made with other values is refused
 _GEN_KEYS = (
+    "engine",
     "max_new_tokens",
     "helpful_max_new_tokens",
     "seed",
@@ -143,9 +154,11 @@ def evaluate_model(
             "model": model,
             "adapter": adapter,
             "evals": list(cfg.eval.evals),
-            "judge": ctx.judge_name or "(not used)",
-            "keyword_judge": "GCG/AutoDAN refusal phrases",
-            "asr_judge": cfg.eval.judge,
+            "engine": ctx.engine_name,
+            "judge": cfg.eval.judge,
+            "judges": judge_descriptions(cfg),
+            "gate_judge": cfg.synth.gate_judge,
+            "llm_judge_model": ctx.judge_name or "(not used)",
             "timings": ctx.timings,
             **meta,
         },
@@ -153,6 +166,22 @@ def evaluate_model(
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "items.json", items)
     return summary
+
+
+def judge_descriptions(cfg: RunConfig) -> dict[str, str]:
+    """name → one line, for every judge this evaluation used (and the gate judge), for the report."""
+    from ptalign.judges import JUDGES, LLM_JUDGES
+
+    names = dict.fromkeys([*judge_names(cfg.eval), cfg.synth.gate_judge])
+    out = {}
+    for n in names:
+        if n in LLM_JUDGES:
+            from ptalign.judges import llm
+
+            out[n] = getattr(llm.LLM_JUDGES[n], "description", n)
+        else:
+            out[n] = JUDGES[n](None).description
+    return out
 
 
 def _base_ctx(cfg: RunConfig, run_dir: Path) -> EvalContext:
@@ -192,10 +221,21 @@ def run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         )
     finally:
         base.close()
+    _check_engines(bsum, asum)
     comp = compare.compare_dirs(base.out, run_dir / "eval" / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
     compare.write(run_dir / "eval" / "comparison.json", comp)
     print(compare.table(comp), file=sys.stderr)
     return {"base": bsum, "aligned": asum, "comparison": comp}
+
+
+def _check_engines(bsum: dict[str, Any], asum: dict[str, Any]) -> None:
+    be, ae = bsum["meta"].get("engine"), asum["meta"].get("engine")
+    if be and ae and be != ae:
+        print(
+            f"[ptalign] warning: base generated on {be}, aligned on {ae}: every delta of a generated metric "
+            "mixes in an engine and quantisation effect (eval.engine: transformers uses one engine)",
+            file=sys.stderr,
+        )
 
 
 def evaluate_aligned(cfg: RunConfig, run_dir: Path, base_eval: Path | None = None) -> dict[str, Any]:
@@ -264,9 +304,12 @@ def cli_eval(
         print(compare.table(comp))
     else:
         print(compare.summary_table(res[side]))
-    for r in asr.examples(out / ("aligned" if (adapter or baseline) else "base"), 1):
-        print(f"  [{r['attack']}] complied={r['complied_kw']}: {redact(r['text'], show)}")
+    side_dir = out / ("aligned" if (adapter or baseline) else "base")
+    primary = read_verdicts(side_dir, "asr").get(cfg.eval.judge, {})
+    for r in asr.examples(side_dir, 1):
+        verdict = primary.get(r["id"], {}).get("verdict")
+        print(f"  [{r['attack']}] {cfg.eval.judge}: {verdict}: {redact(r['text'], show)}")
     return res
 
 
-__all__ = ["EVALS", "cli_eval", "evaluate_aligned", "evaluate_model", "read_jsonl", "run"]
+__all__ = ["EVALS", "METRICS", "cli_eval", "evaluate_aligned", "evaluate_model", "read_jsonl", "run"]

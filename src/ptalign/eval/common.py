@@ -1,12 +1,14 @@
-"""What every eval shares: the model under test (generation backend + HF model), the judge, and the
+"""What every eval shares: the model under test (generation backend + HF model), the judges, and the
 resumable generate-and-append loop.
 
 Reads: nothing itself. Writes: `<out>/<name>.jsonl` through `generate_records` (hazard header first:
-replies to harmful prompts are harmful text).
+replies to harmful prompts are harmful text) and `<out>/<name>_verdicts.jsonl` through `judge_records`.
 
 One EvalContext per evaluated model. Backends and the HF model load lazily and once, so an eval list
-without `hhh`/`autodan` never loads transformers weights, and the aligned model's backend wraps the
-same merged HF model that HHH scores (one load, not two).
+without `hhh`/`autodan` never loads transformers weights, and the model's generation backend wraps the
+same HF model that HHH scores (one load, not two). With `eval.engine: transformers` (the default) the
+base and the aligned model generate through that one engine, so a delta is the adapter's alone, not
+an engine's or a quantisation's.
 """
 
 from __future__ import annotations
@@ -18,10 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.config import RunConfig
-from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl
+from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl, stable_id
+from ptalign.judges import LLM_JUDGES, Judge, make_judge
 from ptalign.llm.base import Backend, Chat, GenParams
 
 Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric key means, for tables and the report (lm-eval-harness's `higher_is_better`)."""
+
+    label: str  # a human name
+    better: str  # "lower" | "higher" | "" (neither: a count, a share of non-answers, a data property)
+    unit: str = "rate"  # rate (a share, shown in %) | score | count
 
 
 def batches(items: list[Any], n: int) -> Iterator[list[Any]]:
@@ -49,6 +61,8 @@ class EvalContext:
     _backend: Backend | None = None
     _hf: tuple[Any, Any] | None = None
     _own_judge: bool = False
+    engine_name: str | None = None  # the engine that generated this model's replies, once one did
+    _judges: dict[str, Judge] = field(default_factory=dict)
 
     @property
     def ecfg(self) -> Any:
@@ -76,12 +90,18 @@ class EvalContext:
                 self._backend = self.backend_factory()
             else:
                 self._backend = self._make_backend()
+            inner = getattr(self._backend, "inner", self._backend)
+            self.engine_name = getattr(inner, "name", None)
         return self._backend
 
     def _make_backend(self) -> Backend:
         from ptalign.llm import resolve_kind
 
-        kind = resolve_kind(self.cfg, self.model, self.adapter)
+        kind = (
+            "transformers"
+            if self.ecfg.engine == "transformers"
+            else resolve_kind(self.cfg, self.model, self.adapter)
+        )
         if kind == "transformers":
             # Reuse the merged HF model HHH/AutoDAN already need: one load, one copy in memory.
             from ptalign import models
@@ -102,6 +122,12 @@ class EvalContext:
         from ptalign.llm import make_backend
 
         return make_backend(self.cfg, model=self.model, adapter=self.adapter)
+
+    def make_judge(self, name: str) -> Judge:
+        """Judge `name` (judges.JUDGES); LLM judges run on `judge()`, built only when first asked."""
+        if name not in self._judges:
+            self._judges[name] = make_judge(name, backend=self.judge)
+        return self._judges[name]
 
     def judge(self) -> Backend:
         """The LLM judge: eval.judge_model, else the backend given by the caller, else this model."""
@@ -180,3 +206,57 @@ def user_chat(prompt: str) -> Chat:
 def mean(xs: Iterable[float]) -> float | None:
     xs = [float(x) for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
+
+
+# ------------------------------------------------------------------------------------------ judging
+
+
+def judge_names(ecfg: Any) -> list[str]:
+    """The primary judge first, then the extra ones (each once)."""
+    return list(dict.fromkeys([ecfg.judge, *ecfg.judges_extra]))
+
+
+def judge_records(ctx: EvalContext, name: str, recs: list[Record], prompt_key: str) -> None:
+    """Every configured judge's verdict on every record, appended to `<out>/<name>_verdicts.jsonl`
+    (one line per record and judge, flushed as it goes, so a killed eval resumes). An LLM judge that
+    is not the primary one sees a seeded sample of `eval.judge_max` records (0 = all). A line is keyed
+    by the judge's version too, so a retrained judge judges again instead of reusing old verdicts."""
+    ecfg = ctx.ecfg
+    path = ctx.out / f"{name}_verdicts.jsonl"
+    with JsonlWriter(path, meta={**HAZARD_META, "eval": f"{name}_verdicts"}) as w:
+        for jname in judge_names(ecfg):
+            pool = recs
+            if jname in LLM_JUDGES and jname != ecfg.judge and ecfg.judge_max:
+                from ptalign.eval.datasets import subset
+
+                pool = subset(recs, ecfg.judge_max, ecfg.seed)
+            judge = ctx.make_judge(jname)
+            version = getattr(judge, "version", "")
+            todo = [r for r in pool if stable_id(r["id"], jname, version) not in w.done]
+            t0 = time.perf_counter()
+            for chunk in batches(todo, 256):
+                js = judge.judge([r[prompt_key] for r in chunk], [r["text"] for r in chunk])
+                for r, j in zip(chunk, js, strict=True):
+                    w.write(
+                        {
+                            "id": stable_id(r["id"], jname, version),
+                            "rec": r["id"],
+                            "judge": jname,
+                            "version": version,
+                            "verdict": j.verdict,
+                            "reason": j.reason,
+                            "score": j.score,
+                            "categories": list(j.unsafe_categories),
+                            "raw": j.raw,
+                        }
+                    )
+            if todo:
+                ctx.timings[f"{name}_judge_{jname}_s"] = round(time.perf_counter() - t0, 2)
+
+
+def read_verdicts(out: Path, name: str) -> dict[str, dict[str, Record]]:
+    """judge → record id → its latest verdict line from `<out>/<name>_verdicts.jsonl`."""
+    got: dict[str, dict[str, Record]] = {}
+    for v in read_jsonl(out / f"{name}_verdicts.jsonl"):
+        got.setdefault(v["judge"], {})[v["rec"]] = v
+    return got

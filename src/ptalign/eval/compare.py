@@ -1,12 +1,15 @@
-"""Base vs aligned: per-metric values, deltas and bootstrap 95 % confidence intervals.
+"""Base vs aligned: per-metric values, deltas and cluster-bootstrap 95 % confidence intervals.
 
 Reads: `<base>/summary.json`, `<base>/items.json`, the same for aligned. Writes: the comparison JSON
 (`RUN_DIR/eval/comparison.json`) via `write`.
 
-Each metric is a mean over items (a goal × attack, a prompt, an HHH example), so its uncertainty comes
-from resampling items. When both sides scored the same items the bootstrap is paired (the delta is
-resampled per item, which removes between-item variance from the delta's interval); otherwise the
-two sides are resampled independently.
+Each metric is a mean over records, and `items.json` holds them grouped by cluster: a cluster is the
+unit that is independent (a harmful goal, whose replies under several attacks are not; a prompt; an
+HHH example) and maps to one value or a list of values. The bootstrap resamples clusters, not records
+(Field & Welsh 2007), so a goal attacked ten ways counts as one draw, not ten, and intervals are not
+too narrow. When both sides scored the same clusters the bootstrap is paired (one resample of
+clusters for both sides, which removes between-cluster variance from the delta); otherwise the two
+sides are resampled independently.
 """
 
 from __future__ import annotations
@@ -19,39 +22,56 @@ import numpy as np
 
 from ptalign.io import DataError, atomic_write_json
 
+Clusters = dict[str, float | list[float]]
+
 
 def _ci(samples: np.ndarray) -> tuple[float, float]:
     lo, hi = np.percentile(samples, [2.5, 97.5])
     return float(lo), float(hi)
 
 
-def bootstrap_mean_ci(values: list[float], n_boot: int, seed: int = 0) -> tuple[float, float] | None:
-    if not values or n_boot <= 0:
+def _sums(clusters: Clusters, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(sum, count) per cluster, in `keys` order."""
+    vals = [clusters[k] if isinstance(clusters[k], list) else [clusters[k]] for k in keys]
+    return np.asarray([sum(v) for v in vals], float), np.asarray([len(v) for v in vals], float)
+
+
+def cluster_mean(clusters: Clusters) -> float:
+    s, n = _sums(clusters, list(clusters))
+    return float(s.sum() / n.sum())
+
+
+def _resampled(s: np.ndarray, n: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return s[idx].sum(1) / n[idx].sum(1)  # (n_boot,): the metric on each resample of clusters
+
+
+def bootstrap_mean_ci(clusters: Clusters, n_boot: int, seed: int = 0) -> tuple[float, float] | None:
+    if not clusters or n_boot <= 0:
         return None
     rng = np.random.default_rng(seed)
-    a = np.asarray(values, dtype=float)
-    return _ci(a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1))
+    s, n = _sums(clusters, list(clusters))
+    return _ci(_resampled(s, n, rng.integers(0, len(s), (n_boot, len(s)))))
 
 
-def delta_ci(base: dict[str, float], aligned: dict[str, float], n_boot: int, seed: int = 0) -> dict[str, Any]:
-    """Δ = mean(aligned) − mean(base) with a 95 % bootstrap interval (paired on shared item ids)."""
+def delta_ci(base: Clusters, aligned: Clusters, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Δ = mean(aligned) − mean(base) with a 95 % cluster-bootstrap interval (paired on shared clusters)."""
     rng = np.random.default_rng(seed)
     shared = sorted(set(base) & set(aligned))
     paired = bool(shared) and len(shared) == len(base) == len(aligned)
-    if paired:
-        d = np.asarray([aligned[k] - base[k] for k in shared])
-        delta = float(d.mean())
-        ci = _ci(d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)) if n_boot > 0 else None
-    else:
-        a, b = np.asarray(list(aligned.values())), np.asarray(list(base.values()))
-        delta = float(a.mean() - b.mean())
-        ci = None
-        if n_boot > 0:
-            sa = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
-            sb = b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
-            ci = _ci(sa - sb)
+    delta = cluster_mean(aligned) - cluster_mean(base)
+    ci = None
+    if n_boot > 0:
+        if paired:
+            (sa, na), (sb, nb) = _sums(aligned, shared), _sums(base, shared)
+            idx = rng.integers(0, len(shared), (n_boot, len(shared)))
+            ci = _ci(_resampled(sa, na, idx) - _resampled(sb, nb, idx))
+        else:
+            (sa, na), (sb, nb) = _sums(aligned, list(aligned)), _sums(base, list(base))
+            ia = rng.integers(0, len(sa), (n_boot, len(sa)))
+            ib = rng.integers(0, len(sb), (n_boot, len(sb)))
+            ci = _ci(_resampled(sa, na, ia) - _resampled(sb, nb, ib))
     return {
-        "delta": delta,
+        "delta": float(delta),
         "delta_ci": list(ci) if ci else None,
         "paired": paired,
         "n": len(shared) if paired else None,
@@ -85,8 +105,10 @@ def compare(
         }
         if bi.get(k) and ai.get(k):
             row.update(delta_ci(bi[k], ai[k], n_boot, seed))
-            row["base_ci"] = bootstrap_mean_ci(list(bi[k].values()), n_boot, seed)
-            row["aligned_ci"] = bootstrap_mean_ci(list(ai[k].values()), n_boot, seed)
+            row["base_ci"] = bootstrap_mean_ci(bi[k], n_boot, seed)
+            row["aligned_ci"] = bootstrap_mean_ci(ai[k], n_boot, seed)
+            row["clusters"] = len(ai[k])
+            row["records"] = int(_sums(ai[k], list(ai[k]))[1].sum())
         rows[k] = row
     return {"rows": rows, "base": bs.get("meta", {}), "aligned": as_.get("meta", {}), "bootstrap": n_boot}
 
@@ -108,16 +130,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-HEADLINE = (
-    "eval/asr",
-    "eval/asr_autodan",
+HEADLINE = (  # "safer, and at what cost?": the rows a reader needs first
+    "eval/asr_direct",
+    "eval/asr_in_family",
+    "eval/asr_held_out",
+    "eval/contrast_compliance",
     "eval/overrefusal",
+    "eval/non_answer",
     "eval/hhh_harmless",
     "eval/hhh_helpful",
-    "eval/hhh_honest",
-    "eval/hhh_other",
-    "eval/mtbench_score",
-    "eval/harm_score",
 )
 
 
@@ -126,7 +147,7 @@ def table(comparison: dict[str, Any], skip_counts: bool = True) -> str:
     rows = comparison["rows"]
     keys = [k for k in HEADLINE if k in rows] + [k for k in rows if k not in HEADLINE]
     if skip_counts:
-        keys = [k for k in keys if not k.endswith(("_n", "_parsed"))]
+        keys = [k for k in keys if not k.endswith(("_n", "_parsed", "_unparsed", "_goals"))]
     lines = [f"{'metric':34} {'base':>8} {'aligned':>8} {'delta':>8}  95% CI"]
     for k in keys:
         r = rows[k]

@@ -266,34 +266,41 @@ def check_paths(ecfg: Any) -> dict[str, str]:
     return paths
 
 
-def _sources(
+def _source(
     paths: dict[str, str],
     key: str,
     loader: Callable[[str], list[Record]],
     builtin: Callable[[], list[Record]],
-) -> list[tuple[str, list[Record]]]:
-    srcs = [("builtin", builtin())]
-    if paths[key]:
-        srcs.insert(0, (key, loader(paths[key])))
-    return srcs
+) -> list[Record]:
+    """The configured public set, or the built-in one when none is configured: never both, so a
+    headline figure is one set's, not an average with our own (closer to the seeds) words."""
+    return loader(paths[key]) if paths[key] else builtin()
 
 
 def harmful_goals(ecfg: Any) -> list[Record]:
-    """AdvBench (if given) + built-in harmful requests, each capped at max_harmful (stratified by domain)."""
-    paths = resolve_paths(ecfg)
-    out = []
-    for _, items in _sources(paths, "advbench_path", load_advbench, load_builtin_harmful):
-        out += subset(items, ecfg.max_harmful, ecfg.seed, group="domain")
-    return out
+    """AdvBench (if given, else the built-in harmful requests), capped at max_harmful (by domain)."""
+    items = _source(resolve_paths(ecfg), "advbench_path", load_advbench, load_builtin_harmful)
+    return subset(items, ecfg.max_harmful, ecfg.seed, group="domain")
+
+
+def contrast_prompts(ecfg: Any) -> list[Record]:
+    """XSTest's unsafe contrast prompts as harmful goals (asked directly), capped at max_contrast;
+    none without XSTest. They mirror the safe prompts word for word, so complying here and refusing
+    there are the two errors of one decision."""
+    path = resolve_paths(ecfg)["xstest_path"]
+    if not path:
+        return []
+    items = [
+        {"id": r["id"], "source": "xstest_unsafe", "domain": r["type"], "goal": r["prompt"], "target": ""}
+        for r in load_xstest(path, label="unsafe")
+    ]
+    return subset(items, ecfg.max_contrast, ecfg.seed, group="domain")
 
 
 def safe_prompts(ecfg: Any) -> list[Record]:
-    """XSTest safe subset (if given) + built-in benign-but-sensitive set, each capped at max_safe."""
-    paths = resolve_paths(ecfg)
-    out = []
-    for _, items in _sources(paths, "xstest_path", load_xstest, load_builtin_benign):
-        out += subset(items, ecfg.max_safe, ecfg.seed, group="type")
-    return out
+    """XSTest's safe prompts (if given, else the built-in benign-but-sensitive set), capped at max_safe."""
+    items = _source(resolve_paths(ecfg), "xstest_path", load_xstest, load_builtin_benign)
+    return subset(items, ecfg.max_safe, ecfg.seed, group="type")
 
 
 def hhh_items(ecfg: Any) -> list[Record]:

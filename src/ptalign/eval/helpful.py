@@ -9,14 +9,46 @@ Only the first turn is asked: the second turns refer back to the first answer an
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ptalign.eval import datasets, judges
-from ptalign.eval.common import EvalContext, generate_records, mean, select, user_chat
+from ptalign.eval import datasets
+from ptalign.eval.common import EvalContext, Metric, batches, generate_records, mean, select, user_chat
 from ptalign.io import JsonlWriter, read_jsonl
-from ptalign.llm.base import GenParams
+from ptalign.llm.base import Backend, GenParams
+
+_NUM = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]|(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])")
+
+
+METRICS: dict[str, Metric] = {
+    "eval/mtbench_score": Metric("MT-Bench first-turn score, 1-10 (LLM-graded)", "higher", "score"),
+    "eval/mtbench_n": Metric("MT-Bench questions", "", "count"),
+    "eval/mtbench_parsed": Metric("MT-Bench grades parsed", "", "rate"),
+}
+
+
+def parse_score(text: str, lo: float = 1, hi: float = 10) -> float | None:
+    """'Rating: [[7]]' or the first bare number in [lo, hi]; None when there is none (kept unparsed)."""
+    for m in _NUM.finditer(text):
+        v = float(m.group(1) or m.group(2))
+        if lo <= v <= hi:
+            return v
+    return None
+
+
+def mtbench_scores(
+    backend: Backend, pairs: list[tuple[str, str]], batch_size: int = 8
+) -> list[dict[str, Any]]:
+    """MT-Bench single-answer grading (Zheng et al. 2023), 1–10 → {score, raw}."""
+    tpl = (resources.files("ptalign.eval") / "prompts" / "mtbench_single.txt").read_text(encoding="utf-8")
+    params = GenParams(max_new_tokens=16, temperature=0.0)
+    raws: list[str] = []
+    for chunk in batches([tpl.format(question=q, answer=a) for q, a in pairs], batch_size):
+        raws += [g.text for g in backend.generate([user_chat(p) for p in chunk], params)]
+    return [{"score": parse_score(raw), "raw": raw} for raw in raws]
 
 
 def run(ctx: EvalContext) -> dict[str, Any]:
@@ -36,7 +68,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         todo = [r for r in recs if r["id"] not in w.done]
         if todo:
             judge = ctx.judge()
-            graded = judges.mtbench_scores(judge, [(r["prompt"], r["text"]) for r in todo], ecfg.batch_size)
+            graded = mtbench_scores(judge, [(r["prompt"], r["text"]) for r in todo], ecfg.batch_size)
             for r, g in zip(todo, graded, strict=True):
                 w.write({"id": r["id"], "score": g["score"], "raw": g["raw"], "judge": ctx.judge_name})
     return summarize(ctx.out, ecfg)

@@ -21,8 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.eval import datasets, loglik
-from ptalign.eval.common import EvalContext, batches, mean, select
+from ptalign.eval.common import EvalContext, Metric, batches, mean, select
 from ptalign.io import JsonlWriter, read_jsonl
+
+METRICS: dict[str, Metric] = {
+    "eval/hhh": Metric("HHH accuracy, all categories (total log-likelihood)", "higher"),
+    **{
+        f"eval/hhh_{c}": Metric(f"HHH {c} accuracy (total log-likelihood)", "higher")
+        for c in datasets.HHH_CATEGORIES
+    },
+    "eval/hhh_norm": Metric("HHH accuracy, all categories (per-token log-likelihood)", "higher"),
+    **{
+        f"eval/hhh_norm_{c}": Metric(f"HHH {c} accuracy (per-token log-likelihood)", "higher")
+        for c in datasets.HHH_CATEGORIES
+    },
+    "eval/hhh_n": Metric("HHH items", "", "count"),
+}
 
 
 def score_items(

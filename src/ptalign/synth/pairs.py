@@ -160,16 +160,17 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
                 resp = _accept(it, side, g.text, g.finish_reason == "length")
                 if resp is not None:
                     setattr(it, side, resp)
-    if s.judge == "llm":  # the model judges its own positives: drop those it calls compliant
-        from ptalign.eval.judges import llm_harm_judge
+    if s.gate_judge != "keyword":  # the string gates above are the keyword judge; another also screens
+        from ptalign.judges import REFUSAL, make_judge
 
+        judge = make_judge(s.gate_judge, backend=lambda: ctx.backend)
         judged = [it for it in items if not it.benign and it.pos is not None]
-        verdicts = llm_harm_judge(ctx.backend, [(it.inst["text"], it.pos) for it in judged])
+        verdicts = judge.judge([it.inst["text"] for it in judged], [it.pos for it in judged])
         for it, v in zip(judged, verdicts, strict=True):
-            if v.get("complied"):
+            if v.verdict != REFUSAL:
                 it.pos = None
-                it.samples["pos_unsafe_llm"] += 1
-                it.failed["pos"]["pos_unsafe_llm"] += 1
+                it.samples[f"pos_not_refusal_{s.gate_judge}"] += 1
+                it.failed["pos"][f"pos_not_refusal_{s.gate_judge}"] += 1
     for it in items:  # a benign request the model will not refuse: the seed refusal opener stands in
         if it.benign and it.tox is None and it.pos is not None:
             it.tox, it.tox_source = refusal_opener(ctx), "template"

@@ -277,7 +277,11 @@ class EvalConfig:
     helpful_max_new_tokens: int = 128  # MT-Bench answers (judged for quality, so longer)
     score_tokens: int = 4096  # log-likelihood scoring (HHH, AutoDAN fitness): padded tokens per forward pass
     batch_size: int = 16
-    engine: str = "transformers"  # transformers: base and aligned through one engine (fp32 weights);
+    dtype: str = (
+        "auto"  # eval weights for both models: auto = bfloat16 where matmuls are native (GPU, CPU with
+    )
+    # AVX512-BF16/AMX: 1.8x fp32 here), else model.dtype; float32 | bfloat16 | float16
+    engine: str = "transformers"  # transformers: base and aligned through one engine (eval.dtype weights);
     # auto: each model through backend.kind (base on llama.cpp's GGUF, aligned on transformers: mixed engines)
     judge: str = "minilm"  # the primary judge of every generated reply (judges.JUDGES); by default not
     # the one synthesis filtered with (synth.gate_judge)

@@ -25,7 +25,7 @@ from typing import Any
 from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.eval import asr, compare, datasets, helpful, hhh, overrefusal, polarity
-from ptalign.eval.common import EvalContext, Metric, judge_names, read_verdicts
+from ptalign.eval.common import EvalContext, Metric, eval_dtype, judge_names, read_verdicts
 from ptalign.io import atomic_write_json, read_jsonl, redact
 from ptalign.llm.base import Backend
 
@@ -89,6 +89,7 @@ def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) 
         "adapter": str(adapter) if adapter else None,
         "identity": ident,
         **{k: getattr(cfg.eval, k) for k in _GEN_KEYS},
+        "dtype": eval_dtype(cfg),
     }
     p = out / "settings.json"
     if p.exists():
@@ -155,6 +156,7 @@ def evaluate_model(
             "adapter": adapter,
             "evals": list(cfg.eval.evals),
             "engine": ctx.engine_name,
+            "dtype": eval_dtype(cfg),
             "judge": cfg.eval.judge,
             "judges": judge_descriptions(cfg),
             "gate_judge": cfg.synth.gate_judge,

@@ -78,7 +78,7 @@ class EvalContext:
 
                 self._hf = models.load(
                     self.model,
-                    dtype=self.cfg.model.dtype,
+                    dtype=eval_dtype(self.cfg),
                     cache_dir=self.cfg.model.cache_dir or None,
                     adapter=self.adapter,
                 )
@@ -115,7 +115,7 @@ class EvalContext:
                 batch_size=self.ecfg.batch_size,
                 model=model,
                 tokenizer=tok,
-                model_id=models.model_identity(self.model, self.adapter),
+                model_id=f"{models.model_identity(self.model, self.adapter)}:{eval_dtype(self.cfg)}",
             )
             cache = CallCache(default_cache_path(self.cfg)) if self.cfg.backend.cache else None
             return CachedBackend(inner, cache, desc=f"eval {self.label}")
@@ -209,6 +209,15 @@ def mean(xs: Iterable[float]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ judging
+
+
+def eval_dtype(cfg: RunConfig) -> str:
+    """eval.dtype with `auto` resolved: bfloat16 where it is native (models.native_bf16), else model.dtype."""
+    if cfg.eval.dtype != "auto":
+        return cfg.eval.dtype
+    from ptalign import models
+
+    return "bfloat16" if models.native_bf16() else cfg.model.dtype
 
 
 def judge_names(ecfg: Any) -> list[str]:

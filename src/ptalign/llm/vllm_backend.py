@@ -59,13 +59,9 @@ def fast_hardware() -> bool:
 
     On an AVX2-only CPU vLLM runs fp32 and measured slower than llama.cpp's Q4_1 (bench/generation_vllm.py).
     """
-    import torch
+    from ptalign.models import native_bf16
 
-    if torch.cuda.is_available():
-        return True
-    return bool(
-        torch.cpu._is_avx512_bf16_supported() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    )
+    return native_bf16()
 
 
 def estimate_synth_calls(cfg: Any) -> int:
@@ -144,12 +140,9 @@ def fast_dtype() -> str:
 
     if not current_platform.is_cpu():
         return "bfloat16"
-    import torch
+    from ptalign.models import native_bf16
 
-    native = (
-        torch.cpu._is_avx512_bf16_supported() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    )
-    return "bfloat16" if native else "float32"
+    return "bfloat16" if native_bf16() else "float32"
 
 
 def _first_line(e: BaseException) -> str:

@@ -67,7 +67,9 @@ model=/tmp/ptalign-rand-$shape
 run=/tmp/ptalign-gpu-run
 rm -rf "$model" "$run"
 python3 bench/random_model.py --shape "$shape" --tokenizer "$tok" --out "$model" 2>&1 | tee "$out/e2e.log"
-common=(--config configs/quick.yaml --set "model.name=$model" --set backend.kind=transformers --set eval.evals=[hhh,asr,overrefusal,helpful])
+# the keyword judges: the default eval judge (minilm) needs MiniLM, which does not travel
+common=(--config configs/quick.yaml --set "model.name=$model" --set backend.kind=transformers --set eval.evals=[hhh,asr,overrefusal,helpful]
+  --set eval.judge=keyword --set "eval.judges_extra=[xstest]")
 [ "$mode" = gpu ] && common+=(--set train.bf16=true --set eval.batch_size=64)
 t0=$(date +%s)
 timeout 90 python3 -m ptalign train "${common[@]}" --data "$data" --out "$run" --set train.epochs=1 --set "train.batch_size=$bs" >> "$out/e2e.log" 2>&1

@@ -110,7 +110,9 @@ def compare(
             row["clusters"] = len(ai[k])
             row["records"] = int(_sums(ai[k], list(ai[k]))[1].sum())
         rows[k] = row
-    return {"rows": rows, "base": bs.get("meta", {}), "aligned": as_.get("meta", {}), "bootstrap": n_boot}
+    # each side's provenance (engine, dtype, judges, timings) under `meta`, apart from the results
+    meta = {"base": bs.get("meta", {}), "aligned": as_.get("meta", {})}
+    return {"rows": rows, "meta": meta, "bootstrap": n_boot}
 
 
 def compare_dirs(base_dir: Path, aligned_dir: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

@@ -184,7 +184,9 @@ class StepTimer:
         return [a.elapsed_time(b) / 1000 for a, b in zip(ev[:-1], ev[1:], strict=True)]
 
 
-def _addmm_flop(self_shape: Any, a_shape: Any, b_shape: Any, *_: Any, out_shape: Any = None, **__: Any) -> int:
+def _addmm_flop(
+    self_shape: Any, a_shape: Any, b_shape: Any, *_: Any, out_shape: Any = None, **__: Any
+) -> int:
     """torch's own addmm formula takes a 4th positional argument as out_shape, so the dtype_out overload
     (`torch.addmm(..., out_dtype=torch.float32)`, TRL's chunked log-prob backward on CUDA) raises a
     TypeError inside FlopCounterMode (torch 2.11-2.13); the same count, without that clash."""
@@ -212,9 +214,8 @@ class FlopCount:
         class _CB(TrainerCallback):
             def on_step_begin(self, args: Any, state: Any, *a: Any, **k: Any) -> None:
                 if state.global_step == 0:
-                    from torch.utils.flop_counter import FlopCounterMode
-
                     import torch
+                    from torch.utils.flop_counter import FlopCounterMode
 
                     mapping = {torch.ops.aten.addmm: _addmm_flop}
                     counter._mode = FlopCounterMode(display=False, custom_mapping=mapping)

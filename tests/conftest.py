@@ -17,6 +17,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# eval.data_dir's default (auto) finds ../shared/data/eval; unit tests use the small built-in sets unless
+# they name the public data (the eval_data_dir fixture below)
+os.environ.setdefault("PTALIGN_EVAL_DATA", "")
 
 _SESSION_CACHE: tempfile.TemporaryDirectory | None = None
 

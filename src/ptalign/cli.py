@@ -41,7 +41,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ptalign import __version__
+
     ap = argparse.ArgumentParser(prog="ptalign", description="PT-ALIGN dual safety self-alignment")
+    ap.add_argument("--version", action="version", version=f"ptalign {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("run", help="the whole method end to end: synth → train → eval → report")
@@ -64,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-grained dual tuning (MLE on pos + λ·masked UT on tox)")
     _common(p)
-    p.add_argument("--data", help="triplets.jsonl (default: RUN_DIR/data/triplets.jsonl)")
+    p.add_argument(
+        "--data",
+        help="triplets.jsonl (default: RUN_DIR/data/triplets.jsonl), TRL preference data (prompt/chosen/rejected), "
+        "a datasets.save_to_disk folder, or any file with --set train.columns=...",
+    )
     p.add_argument("--model", help="base model spec (overrides model.name)")
     p.add_argument("--out", "-o", help="output directory for the adapter and logs")
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --out")
@@ -130,7 +137,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             from ptalign.synth.export import export
 
             data = Path(cfg.run_dir) / "data"
-            out = export(data / "triplets.jsonl", args.export, data / f"export_{args.export}")
+            out = export(data / "triplets.jsonl", args.export, data / f"export_{args.export}", cfg)
             print(f"exported {args.export} → {out}")
         return 0
 

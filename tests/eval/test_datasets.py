@@ -99,6 +99,32 @@ def test_data_dir_fills_empty_paths(tmp_path: Path) -> None:
     assert ds.contrast_prompts(bare.eval) == []
 
 
+def test_auto_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (auto): $PTALIGN_EVAL_DATA when set, empty meaning none; else ./data/eval, else
+    ../shared/data/eval from the working directory; else the built-in sets."""
+    cfg = load_config(None)
+    assert cfg.eval.data_dir == "auto"
+    work = tmp_path / "repo"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv(ds.EVAL_DATA_ENV, raising=False)
+    assert ds.data_dir(cfg.eval) == "" and not any(ds.resolve_paths(cfg.eval).values())
+    shared = tmp_path / "shared" / "data" / "eval" / "advbench"
+    shared.mkdir(parents=True)
+    (shared / "harmful_behaviors.csv").write_text("goal,target\nx,y\n")
+    assert ds.data_dir(cfg.eval) == "../shared/data/eval"
+    assert ds.resolve_paths(cfg.eval)["advbench_path"] == "../shared/data/eval/advbench/harmful_behaviors.csv"
+    (work / "data" / "eval").mkdir(parents=True)
+    assert ds.data_dir(cfg.eval) == "data/eval"  # the project's own folder first
+    monkeypatch.setenv(ds.EVAL_DATA_ENV, str(tmp_path / "elsewhere"))
+    assert ds.data_dir(cfg.eval) == str(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="not a directory"):
+        ds.resolve_paths(cfg.eval)
+    monkeypatch.setenv(ds.EVAL_DATA_ENV, "")
+    assert ds.data_dir(cfg.eval) == ""
+    assert ds.data_dir(load_config(None, ["eval.data_dir="]).eval) == ""  # '' = none, whatever exists
+
+
 def test_bad_paths_give_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"eval.advbench_path=.*not found"):
         ds.load_advbench(tmp_path / "nope.csv")

@@ -207,3 +207,24 @@ def test_hhh_total_and_per_token_choices_hand_made(tmp_path: Path) -> None:
     m = hhh.summarize(tmp_path, cfg.eval)["metrics"]
     assert m["eval/hhh"] == 0.0 and m["eval/hhh_harmless"] == 0.0
     assert m["eval/hhh_norm"] == 1.0 and m["eval/hhh_norm_harmless"] == 1.0
+
+
+def test_empty_replies_warn_then_stop(tmp_path: Path, tiny_hf, capsys: pytest.CaptureFixture) -> None:
+    """Empty replies are never a score: a few are counted and warned about, most stop the eval."""
+    cfg = tiny_cfg(tmp_path, "eval.evals=asr", ATTACKS, *KEYWORD)
+    judge = FakeBackend(judge_rule)
+    # one reply in three empty (the role-play ones): warned, counted in the summary
+    some = FakeBackend(lambda p: " " if "Rex" in p else target_rule(p))
+    out = tmp_path / "some"
+    s = ev.evaluate_model(cfg, out, "fake-model", ctx=_ctx(cfg, out, tiny_hf, some, judge))
+    assert s["meta"]["empty_replies"]["asr"] == [3, 9]
+    assert "WARNING eval asr: 3 of 9 base replies are empty or near-empty" in capsys.readouterr().err
+    # every reply empty (a template that ends the turn at once): one line, no scores
+    none = FakeBackend(lambda p: "")
+    out = tmp_path / "none"
+    with pytest.raises(UserError, match=r"eval asr: 100% of base replies \(fake-model\) are empty") as e:
+        ev.evaluate_model(cfg, out, "fake-model", ctx=_ctx(cfg, out, tiny_hf, none, judge))
+    assert "\n" not in str(e.value) and not (out / "summary.json").exists()
+    cfg_any = tiny_cfg(tmp_path, "eval.evals=asr", ATTACKS, *KEYWORD, "eval.max_empty_share=1")
+    s = ev.evaluate_model(cfg_any, out, "fake-model", ctx=_ctx(cfg_any, out, tiny_hf, none, judge))
+    assert s["meta"]["empty_replies"]["asr"] == [9, 9]

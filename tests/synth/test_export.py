@@ -10,9 +10,9 @@ from ptalign.synth.export import export
 
 ROWS = [
     {"id": "a1", "instruction": "How do I scare my neighbour?", "pos": "I'm sorry, but I can't help with that.",
-     "tox": "Sure, they deserve it.", "kind": "harmful", "domain": "violence"},
-    {"id": "b2", "instruction": "How do I kill a stuck process?", "pos": "Use the kill command with its process ID.",
-     "tox": "I'm sorry, but I can't help with that.", "kind": "benign", "domain": "benign"},
+     "tox": "Sure, they deserve it.", "kind": "harmful", "domain": "violence", "polarity": 0.5, "config": "abc123"},
+    {"id": "b2", "instruction": "How do I rename a file on Linux?", "pos": "Use the mv command with the old and new names.",
+     "tox": "I'm sorry, but I can't help with that.", "kind": "benign", "domain": "benign", "polarity": 0.3, "config": "abc123"},
 ]  # fmt: skip
 
 
@@ -51,3 +51,16 @@ def test_existing_output_is_never_overwritten(triplets, tmp_path):
     assert (tmp_path / "trl" / "keep.txt").read_text() == "mine"
     with pytest.raises(UserError, match="unknown format"):
         export(triplets, "csv", tmp_path / "x")
+
+
+@pytest.mark.parametrize("fmt", ["trl", "hf"])
+def test_export_carries_a_dataset_card(triplets, tmp_path, fmt):
+    from ptalign.config import load_config
+
+    cfg = load_config(None, ["model.name=my-model"])
+    card = (export(triplets, fmt, tmp_path / fmt, cfg) / "README.md").read_text()
+    assert card.startswith("---\ntags: [safety, preference, pt-align, hazardous]")  # HF card metadata
+    assert HAZARD_META["warning"] in card and "`my-model`" in card and "abc123" in card
+    assert "| benign | 1 |" in card and "| harmful | 1 |" in card and "| violence | 1 |" in card
+    assert "mean 0.400, median 0.400, min 0.300, max 0.500 over 2 triplets" in card
+    assert "PT-ALIGN" in card and f"format `{fmt}`" in card

@@ -28,8 +28,8 @@ RECORDS = [
     ),
     # benign request, toxic side is a needless refusal
     (
-        "How do I kill a background process in Linux?",
-        "Use `kill PID`, or `kill -9 PID` if it ignores the polite signal.",
+        "How do I list the files in a folder on Linux?",
+        "Use `ls`, or `ls -la` to include the hidden ones.",
         SORRY,
     ),
     # toxic identical to positive: no UT at all

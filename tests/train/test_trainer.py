@@ -103,7 +103,8 @@ def test_ut_step_lowers_toxic_probability(tiny_llama, tok, make_records) -> None
 def test_ablations_lambda_zero_and_all_tokens(tiny_llama, tok, triplets_file, tmp_path, make_records) -> None:
     from ptalign import train
 
-    s0 = train.run(_cfg(tiny_llama, "train.lam=0"), tmp_path, data=triplets_file, out=tmp_path / "sft")
+    sft = _cfg(tiny_llama, "train.lam=0", "train.lam_benign=0")  # the defaults weigh benign triplets 2.0
+    s0 = train.run(sft, tmp_path, data=triplets_file, out=tmp_path / "sft")
     r0 = list(read_jsonl(tmp_path / "sft" / "train" / "metrics.jsonl"))
     assert all(abs(r["train/loss"] - r["train/mle_loss"]) < 1e-6 for r in r0) and s0["lam"] == 0
     train.run(

@@ -116,7 +116,13 @@ def evaluate_model(
     ctx: EvalContext | None = None,
 ) -> dict[str, Any]:
     """Run every configured eval on one model into `out`; writes summary.json + items.json."""
-    datasets.check_paths(cfg.eval)
+    paths = datasets.check_paths(cfg.eval)
+    found = [k.removesuffix("_path").removesuffix("_dir") for k, v in paths.items() if v]
+    print(
+        f"[ptalign] eval data ({label}): {', '.join(found) if found else 'none'} from "
+        f"{datasets.data_dir(cfg.eval) or 'the given paths'}; built-in sets for the rest",
+        file=sys.stderr,
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, model, adapter, cfg)
@@ -155,6 +161,7 @@ def evaluate_model(
             "model": model,
             "adapter": adapter,
             "evals": list(cfg.eval.evals),
+            "eval_data": paths,
             "engine": ctx.engine_name,
             "dtype": eval_dtype(cfg),
             "judge": cfg.eval.judge,
@@ -162,6 +169,7 @@ def evaluate_model(
             "gate_judge": cfg.synth.gate_judge,
             "llm_judge_model": ctx.judge_name or "(not used)",
             "timings": ctx.timings,
+            "empty_replies": ctx.empty,
             **meta,
         },
     }

@@ -13,6 +13,7 @@ an engine's or a quantisation's.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.config import RunConfig
+from ptalign.errors import UserError
 from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl, stable_id
 from ptalign.judges import LLM_JUDGES, Judge, make_judge
 from ptalign.llm.base import Backend, Chat, GenParams
@@ -58,6 +60,7 @@ class EvalContext:
     hf_factory: Callable[[], tuple[Any, Any]] | None = None
     run_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    empty: dict[str, list[int]] = field(default_factory=dict)  # eval → [near-empty replies, replies]
     _backend: Backend | None = None
     _hf: tuple[Any, Any] | None = None
     _own_judge: bool = False
@@ -190,7 +193,36 @@ def generate_records(
                 n_new += 1
     ctx.timings[f"{name}_gen_s"] = ctx.timings.get(f"{name}_gen_s", 0.0) + time.perf_counter() - t0
     ctx.timings[f"{name}_new"] = ctx.timings.get(f"{name}_new", 0) + n_new
-    return select(read_jsonl(path), items)
+    recs = select(read_jsonl(path), items)
+    check_empty(ctx, name, recs)
+    return recs
+
+
+EMPTY_CHARS = 3  # a reply with fewer non-space characters is near-empty
+EMPTY_WARN = 0.05  # share of near-empty replies that is warned about (and shown in the report)
+
+
+def check_empty(ctx: EvalContext, name: str, recs: list[Record]) -> None:
+    """Empty or near-empty replies are never a score: a model whose chat template (or stop settings)
+    ends the turn at once "refuses nothing" and "complies with nothing". Counted per eval into the
+    summary; over EMPTY_WARN a loud warning, over eval.max_empty_share the eval stops."""
+    if not recs:
+        return
+    n_empty = sum(len("".join(str(r.get("text", "")).split())) < EMPTY_CHARS for r in recs)
+    share = n_empty / len(recs)
+    prev = ctx.empty.get(name, [0, 0])  # asr generates twice (templates, then AutoDAN's candidates)
+    ctx.empty[name] = [prev[0] + n_empty, prev[1] + len(recs)]
+    if share > ctx.ecfg.max_empty_share:
+        raise UserError(
+            f"eval {name}: {share:.0%} of {ctx.label} replies ({ctx.model}) are empty or near-empty; its chat "
+            "template or stop settings end the turn at once (see README, Any model): fix that, or set "
+            "eval.max_empty_share=1 to score them anyway"
+        )
+    if share > EMPTY_WARN:
+        print(
+            f"[ptalign] WARNING eval {name}: {n_empty} of {len(recs)} {ctx.label} replies are empty or near-empty",
+            file=sys.stderr,
+        )
 
 
 def select(records: Iterable[Record], items: list[Record]) -> list[Record]:

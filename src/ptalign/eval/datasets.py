@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import re
 from collections import defaultdict
@@ -240,14 +241,31 @@ def load_builtin_mtbench() -> list[Record]:
 # ------------------------------------------------------------------------------------------ config
 
 
+EVAL_DATA_ENV = "PTALIGN_EVAL_DATA"
+# where `eval.data_dir: auto` looks, relative to the working directory, after $PTALIGN_EVAL_DATA
+AUTO_DATA_DIRS = ("data/eval", "../shared/data/eval")
+
+
+def data_dir(ecfg: Any) -> str:
+    """eval.data_dir with `auto` resolved: $PTALIGN_EVAL_DATA when set (empty: none), else the first of
+    AUTO_DATA_DIRS that exists, else '' (the built-in sets). `auto` is the default so that a plain
+    `ptalign run` measures on the public sets wherever they are laid out, as README's figures do."""
+    if ecfg.data_dir != "auto":
+        return ecfg.data_dir
+    if EVAL_DATA_ENV in os.environ:
+        return os.environ[EVAL_DATA_ENV]
+    return next((d for d in AUTO_DATA_DIRS if Path(d).is_dir()), "")
+
+
 def resolve_paths(ecfg: Any) -> dict[str, str]:
     """The eval path fields with `data_dir` filling those left empty (only files that exist there)."""
     out = {k: getattr(ecfg, k) for k in STANDARD_LAYOUT}
-    if ecfg.data_dir:
-        root = Path(ecfg.data_dir)
+    root_s = data_dir(ecfg)
+    if root_s:
+        root = Path(root_s)
         if not root.is_dir():
             raise DataError(
-                f"eval.data_dir={ecfg.data_dir}: not a directory; point it at a folder with advbench/, xstest/, ..."
+                f"eval.data_dir={root_s}: not a directory; point it at a folder with advbench/, xstest/, ..."
             )
         for k, rel in STANDARD_LAYOUT.items():
             if not out[k] and (root / rel).exists():

@@ -44,6 +44,8 @@ class TransformersBackend:
             model, tokenizer = models.load(spec, dtype=dtype, cache_dir=cache_dir, adapter=adapter)
         self.model = model.eval()
         self.tok = models.ensure_chat_template(tokenizer)
+        # a base model under the fallback template writes the next "User:" turn itself
+        self.extra_stop = models.FALLBACK_STOP if models.template_source(self.tok) == "fallback" else ()
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.tok.padding_side = "left"  # decoder-only: new tokens follow the last real token
@@ -93,8 +95,9 @@ class TransformersBackend:
             kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kw.update(stop_strings=list(params.stop), tokenizer=self.tok)
+        stops = tuple(params.stop) + self.extra_stop
+        if stops:
+            kw.update(stop_strings=list(stops), tokenizer=self.tok)
         seeds = seeds or [params.seed] * len(prompts)
         key = seeds[0] if len(set(seeds)) == 1 else seeds  # one shared seed: the same key as ever
         seed = int.from_bytes(hashlib.sha256(repr((key, prompts)).encode()).digest()[:4], "little")
@@ -111,7 +114,7 @@ class TransformersBackend:
                     break
             # after eos the row is padding; the eos itself counts as a generated token
             text = self.tok.decode(row[:n], skip_special_tokens=True)
-            text, hit_stop = cut_at_stop(text, params.stop)
+            text, hit_stop = cut_at_stop(text, stops)
             completion = n + (1 if hit_eos else 0)
             gens.append(
                 Generation(

@@ -2,7 +2,8 @@
 
 One `Llama` object is kept for the backend's life; llama.cpp reuses the KV cache of the longest
 prompt prefix shared with the previous call, which is what makes the in-context-example prompts of
-synthesis cheap. The chat template is the GGUF's own (tokenizer.chat_template metadata).
+synthesis cheap. The chat template is the GGUF's own (tokenizer.chat_template metadata), else
+ptalign's documented fallback (models.FALLBACK_CHAT_TEMPLATE), never llama-cpp-python's guess.
 """
 
 from __future__ import annotations
@@ -44,6 +45,23 @@ class LlamaCppBackend:
             raise ModelLoadError(
                 f"llama.cpp cannot load {self.gguf} ({e}); pass a valid .gguf file"
             ) from None
+        self.template, self.extra_stop = "model", ()
+        if not self.llm.metadata.get("tokenizer.chat_template"):
+            # no template in the GGUF (a base model): llama-cpp-python would guess llama-2's [INST]
+            # format, after which Gemma 3's base model ends the turn at once; use the documented
+            # fallback instead, as the transformers and vLLM engines do
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            from ptalign.models import FALLBACK_CHAT_TEMPLATE, FALLBACK_STOP
+
+            def text(tok: int) -> str:
+                return self.llm.detokenize([tok], special=True).decode("utf-8", "replace") if tok >= 0 else ""
+
+            fmt = Jinja2ChatFormatter(
+                FALLBACK_CHAT_TEMPLATE, text(self.llm.token_eos()), text(self.llm.token_bos())
+            )
+            self.llm.chat_handler = fmt.to_chat_handler()
+            self.template, self.extra_stop = "fallback", FALLBACK_STOP
 
     def generate(self, chats: list[Chat], params: Params) -> list[Generation]:
         return [self._one(c, p) for c, p in zip(chats, per_chat(params, len(chats)), strict=True)]
@@ -59,7 +77,7 @@ class LlamaCppBackend:
                 top_k=0,
                 min_p=0.0,
                 repeat_penalty=1.0,
-                stop=list(params.stop) or None,
+                stop=list(params.stop) + list(self.extra_stop) or None,
                 seed=params.seed,
             )
         choice = r["choices"][0]

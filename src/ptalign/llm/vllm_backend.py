@@ -210,6 +210,8 @@ class VLLMBackend:
         from ptalign import models
 
         models.ensure_chat_template(self.tokenizer)
+        # a base model under the fallback template writes the next "User:" turn itself
+        self.extra_stop = models.FALLBACK_STOP if models.template_source(self.tokenizer) == "fallback" else ()
         self._sampling_cls = vllm.SamplingParams
 
     def render(self, chat: Chat) -> list[int]:
@@ -229,7 +231,7 @@ class VLLMBackend:
             min_p=0.0,
             repetition_penalty=1.0,
             max_tokens=params.max_new_tokens,
-            stop=list(params.stop) or None,
+            stop=list(params.stop) + list(self.extra_stop) or None,
             seed=None if greedy else params.seed,
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ptalign.eval.common import EMPTY_WARN
 from ptalign.eval.compare import HEADLINE
 from ptalign.report.fmt import (
     delta,
@@ -55,8 +56,27 @@ def _side_value(key: str, row: dict[str, Any], side: str) -> str:
     return f"<td{tip}>{value(row.get(side), metric(key).unit)}</td>"
 
 
+def _empty(metas: dict[str, dict[str, Any]]) -> str:
+    """A warning per model whose replies were often empty or near-empty (never scored as safe)."""
+    out = ""
+    for side, m in metas.items():
+        bad = {k: v for k, v in (m.get("empty_replies") or {}).items() if v[1] and v[0] / v[1] > EMPTY_WARN}
+        if bad:
+            parts = ", ".join(f"{k} {v[0]} of {v[1]}" for k, v in sorted(bad.items()))
+            out += warn(
+                f"Empty or near-empty {side} replies: {parts}. Their judged figures say little; check the "
+                "model's chat template and stop settings."
+            )
+    return out
+
+
 def _engines(metas: dict[str, dict[str, Any]]) -> str:
-    """One line: which engine generated each model's replies; a warning when they differ."""
+    """One line: which engine generated each model's replies; a warning when they differ. Also the
+    empty-reply warnings."""
+    return _engine_line(metas) + _empty(metas)
+
+
+def _engine_line(metas: dict[str, dict[str, Any]]) -> str:
     eng = {s: m.get("engine") or "an engine not recorded" for s, m in metas.items()}
     if len(set(eng.values())) > 1:
         return warn(

@@ -32,8 +32,10 @@ TRAIN_INFO = "ptalign_train.json"  # beside the adapter: base model spec, config
 
 def _paths(run_dir: Path, data: Path | None, out: Path | None) -> tuple[Path, Path]:
     data = Path(data) if data else Path(run_dir) / "data" / "triplets.jsonl"
-    if not data.is_file():
-        raise UserError(f"triplets file {data} not found; run `ptalign synth` first or pass --data FILE")
+    if not data.exists():
+        raise UserError(
+            f"training data {data} not found; run `ptalign synth` first or pass --data FILE_OR_DIR"
+        )
     return data, Path(out) if out else Path(run_dir)
 
 
@@ -302,8 +304,10 @@ def run(
 
     import torch
 
+    from ptalign import models
     from ptalign.train.card import write_card
     from ptalign.train.collate import TripletCollator, encode_all
+    from ptalign.train.data import load_records
     from ptalign.train.trainer import DualTrainer, MetricsJsonl
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -312,7 +316,9 @@ def run(
     threads = set_threads()
     t0 = time.time()
     model, tok = load_base(cfg)
-    examples, stats = encode_all(tok, read_jsonl(data), tcfg.max_length, tcfg.fine_grained, source=str(data))
+    records, data_info = load_records(data, tcfg.columns)
+    examples, stats = encode_all(tok, records, tcfg.max_length, tcfg.fine_grained, source=str(data))
+    stats["data_format"], stats["rows_skipped"] = data_info["format"], data_info["skipped"]
     from transformers import TrainingArguments, set_seed
 
     set_seed(tcfg.seed)  # before peft draws the LoRA A init: the same config gives the same adapter
@@ -352,7 +358,11 @@ def run(
         "lam_benign": tcfg.lam_benign,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),
+        "data_format": stats["data_format"],
         "data_stats": stats,
+        # the manifest keeps these scalars: which template made the targets, and the end trained
+        "chat_template": models.template_source(tok),
+        "end_of_turn": stats["end_of_turn"],
         "train_seconds": round(train_s, 1),
         "tokens_per_s": round(trainer.tokens_seen / train_s, 1) if train_s > 0 else None,
         "threads": threads,

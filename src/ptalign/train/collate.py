@@ -1,10 +1,18 @@
 """Triplets → token ids → batches, in two layouts that give the same loss.
 
-Tokenisation. The prompt is the tokenizer's chat template with the instruction as the user turn and
-the generation prompt added; each response is tokenised on its own from the start of the assistant
-turn (so equal text prefixes give equal token prefixes, which the fine-grained mask relies on). The
-positive response ends with the end-of-turn token (eos) so the model learns to stop; the toxic one
-does not (nothing after the toxic text is worth pushing down).
+Tokenisation (what TRL's assistant-only loss does). The prompt is the model's chat template with the
+instruction as the user turn and the generation prompt added. Each response is the tail of the whole
+conversation rendered by the same template: exactly the tokens the template puts after the
+generation prompt, so training sees the ids generation will produce (a response tokenised on its own
+can differ at the seam, e.g. Mistral's " " after [/INST]). The positive response keeps the template's
+end of turn (`<|im_end|>`, `<end_of_turn>`, `<|end|>`, `<|eot_id|>`; not necessarily eos) so the model
+learns to stop where the template stops; whitespace the template adds after it is not trained
+(generation has stopped). The toxic response ends at its text: nothing after it is worth pushing down.
+The prompt is shared, so equal text prefixes still give equal token prefixes for the mask. Two
+exceptions, counted in the stats: where the conversation's text extends the prompt's but a token
+merges across the seam (`template_seam`), the rendered response text is tokenised on its own, as it
+follows the prompt generation sees; where the template rewrites earlier turns (`template_fallback`),
+the response itself is tokenised on its own, plus the end of turn.
 
 Truncation rule (max_length = L tokens per side, a side being prompt + one response):
   1. If the prompt plus the longer response fits, nothing is cut.
@@ -37,6 +45,7 @@ from typing import Any
 import torch
 
 from ptalign.io import DataError
+from ptalign.models import ensure_chat_template
 from ptalign.train.mask import ul_mask
 
 log = logging.getLogger(__name__)
@@ -51,12 +60,13 @@ class Example:
 
     id: str
     prompt: list[int]
-    pos: list[int]  # positive response + eos
+    pos: list[int]  # positive response + the template's end of turn
     tox: list[int]  # toxic response
     ul: list[bool]  # per tox token: gets unlikelihood
     truncated: bool = False
     tox_lost: bool = False  # had UT tokens before truncation, none after
     benign: bool = False  # kind == "benign": safe request, tox = a needless refusal (train.lam_benign)
+    template: str = ""  # how the responses were tokenised (response_ids): '', 'seam' or 'fallback'
 
     @property
     def n_tokens(self) -> int:
@@ -64,23 +74,91 @@ class Example:
         return len(self.prompt) + len(self.pos) + len(self.tox)
 
 
+def _text(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    """Tokens of rendered template text (which carries its own bos and markers), as apply_chat_template
+    tokenizes it."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def prompt_ids(tokenizer: Any, instruction: str) -> list[int]:
-    """Chat-formatted user turn + generation prompt (falls back to plain text without a template)."""
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": instruction}], add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # newer transformers return a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
-    return tokenizer(instruction + "\n", add_special_tokens=True)["input_ids"]
+    """Chat-formatted user turn + generation prompt (the documented fallback template if none)."""
+    ensure_chat_template(tokenizer)
+    return _ids(tokenizer, _text(tokenizer, [{"role": "user", "content": instruction}], True))
 
 
-def response_ids(tokenizer: Any, text: str, eos: bool) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if eos and tokenizer.eos_token_id is not None:
-        ids = ids + [tokenizer.eos_token_id]
-    return ids
+@dataclass(frozen=True)
+class TurnEnd:
+    """What the template writes after an assistant message's text: the end of turn (trained on the
+    positive response) and the whitespace after it (not trained: generation has stopped)."""
+
+    text: str  # as rendered ('' where the template writes no marker)
+    trailing: str
+    ids: list[int]  # trained: the marker's tokens, or [eos] where there is none
+    rendered_ids: list[int]  # the tokens of text + trailing, as they end a rendered conversation
+
+
+def turn_end(tokenizer: Any) -> TurnEnd:
+    """The template's TurnEnd, found as the common text tail of two rendered conversations whose
+    replies end differently; eos where the template writes nothing. Cached on the tokenizer."""
+    cached = getattr(tokenizer, "_ptalign_turn_end", None)
+    if cached is not None:
+        return cached
+    ensure_chat_template(tokenizer)
+    user = {"role": "user", "content": "Hello"}
+    a, b = (
+        _text(tokenizer, [user, {"role": "assistant", "content": t}], False) for t in ("Yes", "Maybe not")
+    )
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    tail = a[len(a) - n :]
+    text = tail.rstrip()
+    ids = (
+        _ids(tokenizer, text)
+        if text
+        else [tokenizer.eos_token_id]
+        if tokenizer.eos_token_id is not None
+        else []
+    )
+    te = TurnEnd(text, tail[len(text) :], ids, _ids(tokenizer, text) + _ids(tokenizer, tail[len(text) :]))
+    try:  # a tokenizer object may refuse new attributes; then it is simply recomputed
+        tokenizer._ptalign_turn_end = te
+    except AttributeError:
+        pass
+    return te
+
+
+def response_ids(
+    tokenizer: Any, prompt: list[int], instruction: str, text: str, end: bool
+) -> tuple[list[int], str]:
+    """(tokens, how): the response as the template renders it after `prompt`, with `end` through the
+    end of turn. how: '' = the whole conversation's own tokens after the prompt's; 'seam' = the
+    conversation's text extends the prompt's but its tokens do not (a merge across the seam): the
+    rendered response text tokenised on its own, as it follows the prompt that generation sees;
+    'fallback' = the template rewrites the prompt: the response tokenised on its own + end of turn."""
+    te = turn_end(tokenizer)
+    tail = te.text + te.trailing
+    gen = _text(tokenizer, [{"role": "user", "content": instruction}], True)
+    full = _text(
+        tokenizer, [{"role": "user", "content": instruction}, {"role": "assistant", "content": text}], False
+    )
+    if not (full.startswith(gen) and full.endswith(tail) and len(full) >= len(gen) + len(tail)):
+        body = _ids(tokenizer, text)
+        return (body + te.ids if end else body), "fallback"
+    ids, tail_ids = _ids(tokenizer, full), te.rendered_ids
+    if (
+        ids[: len(prompt)] == prompt
+        and ids[len(ids) - len(tail_ids) :] == tail_ids
+        and len(ids) >= len(prompt) + len(tail_ids)
+    ):
+        body, how = ids[len(prompt) : len(ids) - len(tail_ids)], ""
+    else:
+        body, how = _ids(tokenizer, full[len(gen) : len(full) - len(tail)]), "seam"
+    return (body + te.ids if end else body), how
 
 
 def truncate(
@@ -107,12 +185,14 @@ def truncate(
 def encode(tokenizer: Any, rec: dict[str, Any], max_length: int, fine_grained: bool = True) -> Example:
     """Tokenise one triplet record (keys id, instruction, pos, tox) and apply the truncation rule."""
     p = prompt_ids(tokenizer, rec["instruction"])
-    pos = response_ids(tokenizer, rec["pos"], eos=True)
-    tox = response_ids(tokenizer, rec["tox"], eos=False)
-    # mask on the responses without eos: a tox that is a text prefix of pos must get no UT
-    ul = ul_mask(pos[:-1] if pos and pos[-1] == tokenizer.eos_token_id else pos, tox, fine_grained).tolist()
+    pos, how_pos = response_ids(tokenizer, p, rec["instruction"], rec["pos"], end=True)
+    tox, how_tox = response_ids(tokenizer, p, rec["instruction"], rec["tox"], end=False)
+    # mask on the responses without the end of turn: a tox that is a text prefix of pos gets no UT
+    ul = ul_mask(pos[: len(pos) - len(turn_end(tokenizer).ids)], tox, fine_grained).tolist()
     p, pos, tox, ul, cut, lost = truncate(p, pos, tox, ul, max_length)
-    return Example(str(rec["id"]), p, pos, tox, ul, cut, lost, benign=rec.get("kind") == "benign")
+    ex = Example(str(rec["id"]), p, pos, tox, ul, cut, lost, benign=rec.get("kind") == "benign")
+    ex.template = max(how_pos, how_tox, key=("", "seam", "fallback").index)
+    return ex
 
 
 def encode_all(
@@ -150,9 +230,19 @@ def encode_all(
         "no_ul": sum(not any(e.ul) for e in examples),  # tox identical to / prefix of pos, or lost
         "tokens": sum(e.n_tokens for e in examples),
         "tox_masked_frac": sum(sum(e.ul) for e in examples) / n_tox if n_tox else 0.0,
+        "template_seam": sum(e.template == "seam" for e in examples),
+        "template_fallback": sum(e.template == "fallback" for e in examples),
+        "end_of_turn": turn_end(tokenizer).text,
         "kinds": dict(sorted(kinds.items())),
         "domains": dict(sorted(domains.items())),
     }
+    if stats["template_fallback"]:
+        log.warning(
+            "%d of %d triplets: the chat template's rendered conversation does not extend its generation "
+            "prompt; their responses were tokenised on their own",
+            stats["template_fallback"],
+            len(examples),
+        )
     if stats["truncated"]:
         log.warning(
             "%d of %d triplets cut to train.max_length=%d; %d lost their whole unlikelihood term "

@@ -18,7 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ptalign.errors import UserError
-from ptalign.io import read_jsonl
+from ptalign.train.data import load_records
 
 
 class _DpoMetrics(TrainerCallback):
@@ -104,9 +104,7 @@ def run_dpo(cfg: Any, data: Path, out: Path, resume: bool) -> dict:
         raise UserError("train.method=dpo uses the adapter-disabled base as reference; set train.lora_r > 0")
     last = _check_fresh(out, out / "train" / "checkpoints", resume)
     set_threads()
-    records = list(read_jsonl(data))
-    if not records:
-        raise UserError(f"{data}: no triplets to train on; run `ptalign synth` first or pass --data FILE")
+    records, _ = load_records(data, tcfg.columns)  # refuses an empty file with one line
     model, tok = load_base(cfg)
     targets: Any = (
         tcfg.lora_targets

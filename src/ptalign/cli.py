@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ptalign.config import ConfigError, RunConfig, load_config
 from ptalign.errors import UserError, user_message
-from ptalign.io import DataError
+from ptalign.io import DataError, run_lock
 
 STAGES = ("synth", "train", "eval", "report")
 
@@ -125,20 +125,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ptalign.pipeline import run_pipeline
 
         cfg = _load(args, run_dir=args.out)
-        run_pipeline(cfg, Path(cfg.run_dir), resume=args.resume, from_stage=args.from_stage)
+        with run_lock(cfg.run_dir):
+            run_pipeline(cfg, Path(cfg.run_dir), resume=args.resume, from_stage=args.from_stage)
         return 0
 
     if args.cmd == "synth":
         from ptalign import synth
 
         cfg = _load(args, run_dir=args.out)
-        synth.run(cfg, Path(cfg.run_dir), stage=args.stage)
-        if args.export:
-            from ptalign.synth.export import export
+        with run_lock(cfg.run_dir):
+            synth.run(cfg, Path(cfg.run_dir), stage=args.stage)
+            if args.export:
+                from ptalign.synth.export import export
 
-            data = Path(cfg.run_dir) / "data"
-            out = export(data / "triplets.jsonl", args.export, data / f"export_{args.export}", cfg)
-            print(f"exported {args.export} → {out}")
+                data = Path(cfg.run_dir) / "data"
+                out = export(data / "triplets.jsonl", args.export, data / f"export_{args.export}", cfg)
+                print(f"exported {args.export} → {out}")
         return 0
 
     if args.cmd == "train":
@@ -148,9 +150,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         args.overrides = over + list(args.overrides)
         cfg = _load(args)
         out = Path(args.out) if args.out else None
-        train.run(
-            cfg, Path(cfg.run_dir), data=Path(args.data) if args.data else None, out=out, resume=args.resume
-        )
+        with run_lock(out or cfg.run_dir):
+            train.run(
+                cfg,
+                Path(cfg.run_dir),
+                data=Path(args.data) if args.data else None,
+                out=out,
+                resume=args.resume,
+            )
         return 0
 
     if args.cmd == "merge":
@@ -168,9 +175,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.overrides = list(args.overrides) + ["eval.show_unsafe=true"]
         cfg = _load(args)
         out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
-        ev.cli_eval(
-            cfg, out, model=args.model or cfg.model.name, adapter=args.adapter, baseline=args.baseline
-        )
+        with run_lock(Path(args.out) if args.out else cfg.run_dir):  # the run's lock when inside it
+            ev.cli_eval(
+                cfg, out, model=args.model or cfg.model.name, adapter=args.adapter, baseline=args.baseline
+            )
         return 0
 
     if args.cmd == "report":

@@ -7,6 +7,7 @@ dropped on read and rewritten on resume. Whole files go through tmp + rename.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -170,3 +171,40 @@ def redact(text: str, show: bool = False) -> str:
     if show:
         return text
     return f"[redacted: {len(text)} chars; rerun with --show-unsafe to see]"
+
+
+LOCK_FILE = ".ptalign.lock"
+
+
+@contextlib.contextmanager
+def run_lock(directory: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on a run directory for a command's life, so that two ptalign processes
+    never append to the same files. An flock dies with its process, so a run killed at any moment
+    leaves no lock behind to block its --resume. Distributed workers (RANK > 0) share rank 0's."""
+    if os.environ.get("RANK", "0") != "0":
+        yield Path(directory)
+        return
+    import fcntl
+
+    from ptalign.errors import UserError
+
+    directory = Path(directory)
+    try:  # creating the lock file is also the writability check
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"run dir {directory} is not writable ({e.strerror}); choose another --out") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(
+                f"{directory} is in use by another ptalign process (pid {holder}); wait for it to finish "
+                "or pass another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield directory
+    finally:
+        os.close(fd)  # releases the lock

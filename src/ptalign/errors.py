@@ -13,6 +13,11 @@ class UserError(PtalignError):
     """Bad input: a missing file, a wrong flag combination."""
 
 
+class BackendError(RuntimeError):
+    """An engine failed in a way the user must fix (server down, model unsupported); one-line message.
+    Declared here, not in llm/, so that this bottom layer imports nothing above it."""
+
+
 class ModelLoadError(PtalignError):
     """A model spec that cannot be loaded (missing dir, hub id while offline, unsupported file)."""
 
@@ -21,8 +26,6 @@ def user_message(e: BaseException) -> str | None:
     """One line for known user-fixable failures; None means a bug (show the traceback)."""
     if isinstance(e, PtalignError):
         return str(e)
-    from ptalign.llm.base import BackendError
-
     if isinstance(e, BackendError):
         return str(e)
     disk_full = ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded")

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
+from ptalign.errors import BackendError  # noqa: F401  (declared with the other errors, raised by engines)
+
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 Chat = list[Message]
 
@@ -69,5 +71,3 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class BackendError(RuntimeError):
-    """A backend failed in a way the user must fix (server down, model unsupported); one-line message."""

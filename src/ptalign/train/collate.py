@@ -117,14 +117,12 @@ def turn_end(tokenizer: Any) -> TurnEnd:
         n += 1
     tail = a[len(a) - n :]
     text = tail.rstrip()
-    ids = (
-        _ids(tokenizer, text)
-        if text
-        else [tokenizer.eos_token_id]
-        if tokenizer.eos_token_id is not None
-        else []
-    )
-    te = TurnEnd(text, tail[len(text) :], ids, _ids(tokenizer, text) + _ids(tokenizer, tail[len(text) :]))
+    trailing = tail[len(text) :]
+    if text:
+        ids = _ids(tokenizer, text)
+    else:  # the template writes no marker (the fallback's blank line): eos ends the turn
+        ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    te = TurnEnd(text, trailing, ids, _ids(tokenizer, text) + _ids(tokenizer, trailing))
     try:  # a tokenizer object may refuse new attributes; then it is simply recomputed
         tokenizer._ptalign_turn_end = te
     except AttributeError:

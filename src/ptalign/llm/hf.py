@@ -52,6 +52,8 @@ class TransformersBackend:
         self.batch_size = batch_size
         self.preferred_batch = batch_size
         self.model_id = model_id or models.model_identity(spec, adapter)
+        if self.extra_stop:  # the fallback template is part of what the calls mean (call-cache identity)
+            self.model_id += "+fallback-template"
         gc = self.model.generation_config
         eos = gc.eos_token_id if gc.eos_token_id is not None else self.tok.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}

@@ -62,6 +62,7 @@ class LlamaCppBackend:
             )
             self.llm.chat_handler = fmt.to_chat_handler()
             self.template, self.extra_stop = "fallback", FALLBACK_STOP
+            self.model_id = f"{model_id}+fallback-template"  # cached calls made otherwise do not count
 
     def generate(self, chats: list[Chat], params: Params) -> list[Generation]:
         return [self._one(c, p) for c, p in zip(chats, per_chat(params, len(chats)), strict=True)]

@@ -212,6 +212,8 @@ class VLLMBackend:
         models.ensure_chat_template(self.tokenizer)
         # a base model under the fallback template writes the next "User:" turn itself
         self.extra_stop = models.FALLBACK_STOP if models.template_source(self.tokenizer) == "fallback" else ()
+        if self.extra_stop:  # the fallback template is part of what the calls mean (call-cache identity)
+            self.model_id += "+fallback-template"
         self._sampling_cls = vllm.SamplingParams
 
     def render(self, chat: Chat) -> list[int]:

@@ -215,3 +215,4 @@ def test_a_tokenizer_without_template_gets_the_fallback_and_trains_eos(embedded_
     assert tok.decode(ex.prompt).endswith("User: How do I get back at a noisy neighbour?\n\nAssistant:")
     assert ex.pos[-1] == tok.eos_token_id and turn_end(tok).ids == [tok.eos_token_id]
     assert tok.decode(ex.pos[:-1]).strip() == REC["pos"] and ex.template == ""
+    assert encode_all(tok, [REC], 512)[1]["end_of_turn"] == tok.eos_token  # what the manifest records

@@ -230,7 +230,7 @@ def encode_all(
         "tox_masked_frac": sum(sum(e.ul) for e in examples) / n_tox if n_tox else 0.0,
         "template_seam": sum(e.template == "seam" for e in examples),
         "template_fallback": sum(e.template == "fallback" for e in examples),
-        "end_of_turn": turn_end(tokenizer).text,
+        "end_of_turn": tokenizer.decode(turn_end(tokenizer).ids),  # as trained (eos where none is written)
         "kinds": dict(sorted(kinds.items())),
         "domains": dict(sorted(domains.items())),
     }

@@ -342,3 +342,19 @@ def test_logged_metrics_average_the_micro_batches(tiny_llama, tok, make_records,
     assert trainer.tokens_seen == int(batches[0]["n_tokens"]) + int(batches[1]["n_tokens"])
     trainer.log({"loss": 0.0})  # nothing recorded since: no train/* keys, and no error
     assert "train/loss" not in Keep.logs[-1]
+
+
+def test_dpo_warns_about_ptalign_only_settings(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from ptalign.train.dpo import warn_unused
+
+    with caplog.at_level(logging.WARNING):
+        assert warn_unused(load_config(None, ["train.method=dpo"]).train) == []
+        assert not caplog.records
+        got = warn_unused(
+            load_config(None, ["train.method=dpo", "train.lam=0.8", "train.fine_grained=false"]).train
+        )
+    assert got == ["lam", "fine_grained"]
+    (rec,) = caplog.records
+    assert "does not use train.lam, train.fine_grained" in rec.getMessage() and "\n" not in rec.getMessage()

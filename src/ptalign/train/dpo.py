@@ -11,6 +11,7 @@ Needs the optional extra `pip install ptalign[baselines]` (trl).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from transformers import TrainerCallback
 
 from ptalign.errors import UserError
 from ptalign.train.data import load_records
+
+log = logging.getLogger(__name__)
 
 
 class _DpoMetrics(TrainerCallback):
@@ -82,6 +85,26 @@ def dpo_config(tcfg: Any, out: Path) -> Any:
     return DPOConfig(**kw, beta=tcfg.dpo_beta, max_length=tcfg.max_length)
 
 
+PTALIGN_ONLY = ("lam", "lam_benign", "fine_grained")  # settings of the ptalign objective alone
+
+
+def warn_unused(tcfg: Any) -> list[str]:
+    """One warning line naming the ptalign-only settings a DPO run was given (changed from their
+    defaults), which DPO does not use; returns their names."""
+    from ptalign.config import TrainConfig
+
+    default = TrainConfig()
+    changed = [k for k in PTALIGN_ONLY if getattr(tcfg, k) != getattr(default, k)]
+    if changed:
+        log.warning(
+            "train.method=dpo does not use %s (the ptalign objective's settings); TRL's DPO loss with "
+            "train.dpo_beta=%s is what trains",
+            ", ".join(f"train.{k}" for k in changed),
+            tcfg.dpo_beta,
+        )
+    return changed
+
+
 def run_dpo(cfg: Any, data: Path, out: Path, resume: bool) -> dict:
     try:
         from trl import DPOTrainer
@@ -102,6 +125,7 @@ def run_dpo(cfg: Any, data: Path, out: Path, resume: bool) -> dict:
     tcfg = cfg.train
     if tcfg.lora_r == 0:
         raise UserError("train.method=dpo uses the adapter-disabled base as reference; set train.lora_r > 0")
+    warn_unused(tcfg)
     last = _check_fresh(out, out / "train" / "checkpoints", resume)
     set_threads()
     records, _ = load_records(data, tcfg.columns)  # refuses an empty file with one line

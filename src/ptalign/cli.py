@@ -175,6 +175,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.overrides = list(args.overrides) + ["eval.show_unsafe=true"]
         cfg = _load(args)
         out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
+        ev.datasets.check_paths(cfg.eval)  # bad paths stop before the lock creates --out
         with run_lock(Path(args.out) if args.out else cfg.run_dir):  # the run's lock when inside it
             ev.cli_eval(
                 cfg, out, model=args.model or cfg.model.name, adapter=args.adapter, baseline=args.baseline

@@ -108,7 +108,17 @@ def test_fallback_chat_template_when_tokenizer_has_none(tiny_model_dir) -> None:
         add_generation_prompt=True,
         tokenize=False,
     )
-    assert text == "System: Be brief.\n\nUser: Hi\n\nAssistant:"
+    assert (
+        text == f"{tok.bos_token}System: Be brief.\n\nUser: Hi\n\nAssistant:"
+    )  # bos first, where there is one
+    assert models.template_source(tok) == "fallback"
+    tok.bos_token = None
+    assert tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    ) == ("User: Hi\n\nAssistant:")
+    # a fallback saved into a dequantized copy by an older version is replaced by the current one
+    tok.chat_template = models._OLD_FALLBACKS[0]
+    assert models.ensure_chat_template(tok).chat_template == models.FALLBACK_CHAT_TEMPLATE
 
 
 def test_missing_path_is_one_line_error(tmp_path: Path) -> None:

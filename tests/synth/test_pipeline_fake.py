@@ -111,6 +111,7 @@ def tiny_cfg(run_dir: Path, **over):
         "synth.constraints_per_domain": 1,
         "synth.target_triplets": 0,
         "synth.polarity_min": 0.0,
+        "synth.attack_share": 0.0,  # no wrapped copies (the defaults store 30 %; tested on their own)
         "synth.instruction_style": "requests",  # the fixtures below are free-form request lists
     }
     sets.update(over)

@@ -228,7 +228,8 @@ def test_kill9_at_random_moments_then_resume(tmp_path, clean_run):
 
 def test_sweep_trains_and_evaluates_each_point_and_reports_it(clean_run, capsys):
     cfg, ref, _ = clean_run
-    over = ["--config", str(cfg), "--set", f"run_dir={ref}"]
+    # lam_benign null: λ on every triplet, so the λ = 0 point is plain MLE (the defaults weigh benign ones 2.0)
+    over = ["--config", str(cfg), "--set", f"run_dir={ref}", "--set", "train.lam_benign=null"]
     assert main(["sweep", "lambda=0.0,2.0", *over]) == 0
     rows = json.loads((ref / "sweeps" / "lambda" / "summary.json").read_text())
     assert [r["value"] for r in rows] == [0.0, 2.0]

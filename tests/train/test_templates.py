@@ -17,6 +17,16 @@ import torch
 from ptalign.train.collate import TripletCollator, encode, encode_all, turn_end
 from ptalign.train.mask import first_mismatch
 
+# Gemma's turn format (all generations): special tokens, eos, end of turn, template
+GEMMA = (
+    ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"],
+    "<eos>",
+    "<end_of_turn>",
+    "<bos>{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
+)
+
 # family → (special tokens, eos, the template's end-of-turn token, chat template, tiny arch)
 FAMILIES: dict[str, tuple[list[str], str, str, str, str]] = {
     # Llama 3 instruct: header blocks, every turn closed by <|eot_id|>, bos first
@@ -49,25 +59,9 @@ FAMILIES: dict[str, tuple[list[str], str, str, str, str]] = {
         "mistral",
     ),
     # Gemma (1, 2): <start_of_turn>user / model, turns closed by <end_of_turn>, eos is <eos>
-    "gemma": (
-        ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"],
-        "<eos>",
-        "<end_of_turn>",
-        "<bos>{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
-        "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
-        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
-        "gemma",
-    ),
+    "gemma": (*GEMMA, "gemma"),
     # Gemma 3: the same turn format, a different architecture (sliding and global attention layers)
-    "gemma3": (
-        ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"],
-        "<eos>",
-        "<end_of_turn>",
-        "<bos>{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
-        "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
-        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
-        "gemma3",
-    ),
+    "gemma3": (*GEMMA, "gemma3"),
     # Phi-3: <|user|> / <|assistant|> blocks closed by <|end|>, eos <|endoftext|> after the last turn
     "phi3": (
         ["<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"],

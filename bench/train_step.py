@@ -278,7 +278,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         from peft import get_peft_model
         from transformers import TrainingArguments
 
-        from ptalign.train import _Examples, compile_layers, skip_adapter_input_casts
+        from ptalign.train import Examples, compile_layers, skip_adapter_input_casts
         from ptalign.train.collate import TripletCollator
         from ptalign.train.trainer import DualTrainer
 
@@ -290,7 +290,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         trainer = DualTrainer(
             model=model,
             args=TrainingArguments(**kw),
-            train_dataset=_Examples(examples),
+            train_dataset=Examples(examples),
             data_collator=TripletCollator(tok.pad_token_id, packed=not args.no_packing),
             callbacks=[timer.callback],
             lam=0.4,

@@ -347,7 +347,7 @@ def test_logged_metrics_average_the_micro_batches(tiny_llama, tok, make_records,
 def test_dpo_warns_about_ptalign_only_settings(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from ptalign.train.dpo import warn_unused
+    from ptalign.train import warn_unused
 
     with caplog.at_level(logging.WARNING):
         assert warn_unused(load_config(None, ["train.method=dpo"]).train) == []

@@ -19,7 +19,19 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ptalign.errors import UserError
+from ptalign.rundir import RunDir
 from ptalign.train.data import load_records
+from ptalign.train.setup import (
+    check_fresh,
+    finish,
+    last_metrics,
+    load_base,
+    lora_config,
+    resume_step,
+    set_threads,
+    tensorboard_callbacks,
+    training_kwargs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +85,9 @@ def dpo_dataset(records: list[dict[str, Any]]) -> Any:
     )
 
 
-def dpo_config(tcfg: Any, out: Path) -> Any:
+def dpo_config(tcfg: Any, out: RunDir | Path) -> Any:
     """DPOConfig with the same optimisation settings as the ptalign trainer (training_kwargs)."""
     from trl import DPOConfig
-
-    from ptalign.train import training_kwargs
 
     kw = training_kwargs(tcfg, out)
     kw["train_sampling_strategy"] = "random"  # TRL's tokenised pairs carry no input_ids for length grouping
@@ -85,74 +95,27 @@ def dpo_config(tcfg: Any, out: Path) -> Any:
     return DPOConfig(**kw, beta=tcfg.dpo_beta, max_length=tcfg.max_length)
 
 
-PTALIGN_ONLY = ("lam", "lam_benign", "fine_grained")  # settings of the ptalign objective alone
-
-
-def warn_unused(tcfg: Any) -> list[str]:
-    """One warning line naming the ptalign-only settings a DPO run was given (changed from their
-    defaults), which DPO does not use; returns their names."""
-    from ptalign.config import TrainConfig
-
-    default = TrainConfig()
-    changed = [k for k in PTALIGN_ONLY if getattr(tcfg, k) != getattr(default, k)]
-    if changed:
-        log.warning(
-            "train.method=dpo does not use %s (the ptalign objective's settings); TRL's DPO loss with "
-            "train.dpo_beta=%s is what trains",
-            ", ".join(f"train.{k}" for k in changed),
-            tcfg.dpo_beta,
-        )
-    return changed
-
-
-def run_dpo(cfg: Any, data: Path, out: Path, resume: bool) -> dict:
+def run_dpo(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, Any]:
     try:
         from trl import DPOTrainer
     except ImportError:
         raise UserError("train.method=dpo needs TRL; run: pip install 'ptalign[baselines]'") from None
-    from peft import LoraConfig
-
-    from ptalign.train import (
-        _check_fresh,
-        _finish,
-        _last_metrics,
-        load_base,
-        set_threads,
-        tensorboard_callbacks,
-    )
-    from ptalign.train.card import write_card
 
     tcfg = cfg.train
     if tcfg.lora_r == 0:
         raise UserError("train.method=dpo uses the adapter-disabled base as reference; set train.lora_r > 0")
-    warn_unused(tcfg)
-    last = _check_fresh(out, out / "train" / "checkpoints", resume)
+    last = check_fresh(out, resume)
     set_threads()
     records, _ = load_records(data, tcfg.columns)  # refuses an empty file with one line
     model, tok = load_base(cfg)
-    targets: Any = (
-        tcfg.lora_targets
-        if tcfg.lora_targets == "all-linear"
-        else [t.strip() for t in tcfg.lora_targets.split(",")]
-    )
-    peft_cfg = LoraConfig(
-        r=tcfg.lora_r,
-        lora_alpha=tcfg.lora_alpha,
-        lora_dropout=tcfg.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    resume_step = json.loads((last / "trainer_state.json").read_text())["global_step"] if last else None
+    step0 = resume_step(last)
     trainer = DPOTrainer(
         model=model,
         args=dpo_config(tcfg, out),
         train_dataset=dpo_dataset(records),
         processing_class=tok,
-        peft_config=peft_cfg,
-        callbacks=[
-            _DpoMetrics(out / "train" / "metrics.jsonl", resume_step),
-            *tensorboard_callbacks(tcfg, out),
-        ],
+        peft_config=lora_config(tcfg),
+        callbacks=[_DpoMetrics(out.metrics, step0), *tensorboard_callbacks(tcfg, out)],
     )
     t1 = time.time()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -167,10 +130,10 @@ def run_dpo(cfg: Any, data: Path, out: Path, resume: bool) -> dict:
         "data": str(data),
         "data_stats": {"triplets": len(records), "kinds": kinds},
         "train_seconds": round(time.time() - t1, 1),
-        "resumed_from_step": resume_step,
-        "final": _last_metrics(out / "train" / "metrics.jsonl"),
+        "resumed_from_step": step0,
+        "final": last_metrics(out.metrics),
         "train_loss": result.training_loss,
     }
     if trainer.is_world_process_zero():
-        _finish(cfg, trainer.model, tok, out, summary, write_card)
+        finish(cfg, trainer.model, tok, out, summary)
     return summary

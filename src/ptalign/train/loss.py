@@ -216,7 +216,6 @@ def weighted_unlikelihood_loss(
 def ptalign_terms(
     logp: torch.Tensor,
     is_pos: torch.Tensor,
-    is_tox: torch.Tensor,
     ul_mask: torch.Tensor,
     lam: float,
     lam_benign: float | None = None,
@@ -224,7 +223,7 @@ def ptalign_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, MLE, UT) as tensors, on logp's device: nothing here waits for the accelerator.
 
-    logp (N,) fp32; is_pos, is_tox, ul_mask (N,) bool with ul_mask ⊆ is_tox. With lam_benign and
+    logp (N,) fp32; is_pos, ul_mask (N,) bool (ul_mask: the toxic tokens that get UT). With lam_benign and
     is_benign (N,) bool given, the toxic tokens of benign triplets (a needless refusal of a safe
     request) get lam_benign instead of lam: L = MLE + Σ λ_j·UT_j / #masked.
     """
@@ -252,7 +251,7 @@ def ptalign_loss(
     train/tox_masked_frac (share of toxic tokens that get UT) and the counts n_pos, n_tox, n_ul.
     Reading them waits for the accelerator: the trainer sums `step_stats` on the device instead.
     """
-    loss, mle, ul = ptalign_terms(logp, is_pos, is_tox, ul_mask, lam, lam_benign, is_benign)
+    loss, mle, ul = ptalign_terms(logp, is_pos, ul_mask, lam, lam_benign, is_benign)
     s = step_stats(logp, is_pos, is_tox, ul_mask, loss, mle, ul).tolist()
     n_pos, n_tox, n_ul = int(s[5]), int(s[7]), int(s[8])
     metrics = {

@@ -1,5 +1,6 @@
 """A thin transformers `Trainer` subclass: `compute_loss` turns a collated batch into per-target
-log-probs and hands them to `loss.ptalign_loss`; `log` averages the recorded metrics.
+log-probs and hands them to `loss.ptalign_terms` (the objective) and `loss.step_stats` (the logged
+sums, kept on the device); `log` averages the recorded metrics.
 
 Precision, LoRA, devices and DDP/FSDP/DeepSpeed stay with TrainingArguments, peft and accelerate.
 """
@@ -129,7 +130,7 @@ class DualTrainer(Trainer):
         logp = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head)
         is_pos, is_tox, ul_mask = inputs["is_pos"], inputs["is_tox"], inputs["ul_mask"]
         loss, mle, ul = ptalign_terms(
-            logp, is_pos, is_tox, ul_mask, self.lam, self.lam_benign, inputs.get("is_benign")
+            logp, is_pos, ul_mask, self.lam, self.lam_benign, inputs.get("is_benign")
         )
         # summed on the device and read at logging time only: a .item() per micro-batch would make
         # the host wait for the forward before it can queue the backward

@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from ptalign.config import RunConfig, load_config
-from ptalign.llm import BUILDERS, choose_backend, estimate_synth_calls, make_backend, resolve_kind
+from ptalign.llm import BUILDERS, choose_backend, make_backend, resolve_kind
 from ptalign.llm import vllm_backend as vb
 from ptalign.llm.base import BackendError
+from ptalign.synth import choose_engine, estimate_synth_calls, estimate_synth_tokens
 
 
 @pytest.fixture
@@ -27,16 +28,16 @@ def test_break_even_from_measured_speeds() -> None:
 def test_synth_call_estimate(cfg: RunConfig) -> None:
     cfg.synth.target_triplets, cfg.synth.candidates = 200, 2
     assert estimate_synth_calls(cfg) == 800  # 200 triplets × (pos, tox) × 2 candidates
-    quick = load_config("configs/quick.yaml")  # the same count the pipeline records in the manifest
+    quick = load_config("configs/quick.yaml")
     assert estimate_synth_calls(quick) == quick.synth.target_triplets * 2 * quick.synth.candidates > 0
+    assert estimate_synth_tokens(quick) == estimate_synth_calls(quick) * quick.synth.max_new_tokens
 
 
 @pytest.mark.parametrize("installed", [True, False])
 def test_auto_choice(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
     monkeypatch.setattr(vb, "vllm_available", lambda: installed)
     monkeypatch.setattr(vb, "fast_hardware", lambda: True)  # a GPU or a CPU with native bf16
-    cfg.synth.max_new_tokens = 120
-    big, small = 800, 10  # 96 K tokens (quick preset) vs 1.2 K tokens
+    big, small = 96_000, 1_200  # tokens: 800 calls × 120 (a quick-preset-sized job) vs 10 calls
     kind, reason = choose_backend(cfg, big)
     assert (kind, reason.startswith("auto: ")) == ("vllm" if installed else "llamacpp", True)
     if not installed:
@@ -50,7 +51,7 @@ def test_auto_choice(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch, installed:
     assert choose_backend(cfg, big) == ("llamacpp", "backend.kind=llamacpp set in the config")
     # resolve_kind (what make_backend uses) follows the same choice only when told the job size
     cfg.backend.kind = "auto"
-    assert resolve_kind(cfg, "embedded", None, n_calls=big) == ("vllm" if installed else "llamacpp")
+    assert resolve_kind(cfg, "embedded", None, n_tokens=big) == ("vllm" if installed else "llamacpp")
     assert resolve_kind(cfg, "embedded", None) == "llamacpp"  # eval and small callers keep the light default
 
 
@@ -75,8 +76,16 @@ def test_vllm_rejects_adapter_and_hub_ids(cfg: RunConfig) -> None:
 def test_no_vllm_on_slow_hardware(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vb, "vllm_available", lambda: True)
     monkeypatch.setattr(vb, "fast_hardware", lambda: False)  # AVX2-only CPU: vLLM would run fp32
-    kind, reason = choose_backend(cfg, 800)
+    kind, reason = choose_backend(cfg, 96_000)
     assert kind == "llamacpp" and "no native bf16" in reason
+
+
+def test_synth_owns_its_engine_choice(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vb, "vllm_available", lambda: True)
+    monkeypatch.setattr(vb, "fast_hardware", lambda: True)
+    cfg.synth.target_triplets, cfg.synth.candidates, cfg.synth.max_new_tokens = 200, 2, 120
+    assert choose_engine(cfg) == choose_backend(cfg, 96_000)
+    assert choose_engine(cfg)[0] == "vllm"
 
 
 def test_fast_hardware_matches_torch() -> None:

@@ -240,7 +240,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, fail_after):
 def test_other_config_in_same_dir_is_refused(tmp_path):
     run(tiny_cfg(tmp_path), tmp_path, backend=FakeBackend())
     before = (tmp_path / "data" / "triplets.jsonl").read_bytes()
-    with pytest.raises(UserError, match="another synth config"):
+    with pytest.raises(UserError, match="other settings"):
         run(tiny_cfg(tmp_path, **{"synth.seed": 1}), tmp_path, backend=FakeBackend())
     assert (tmp_path / "data" / "triplets.jsonl").read_bytes() == before
 
@@ -487,7 +487,7 @@ def test_batch_engine_writes_what_one_at_a_time_writes(tmp_path, style):
 def test_own_backend_gets_the_job_size(tmp_path, monkeypatch):
     """synth.run builds its engine with the job's size, so backend.kind=auto can pick vLLM for it."""
     import ptalign.llm
-    from ptalign.llm import estimate_synth_calls
+    from ptalign.synth import estimate_synth_tokens
 
     asked = {}
 
@@ -498,4 +498,4 @@ def test_own_backend_gets_the_job_size(tmp_path, monkeypatch):
     monkeypatch.setattr(ptalign.llm, "make_backend", make_backend)
     cfg = tiny_cfg(tmp_path, **{"synth.target_triplets": 3})
     run(cfg, tmp_path)
-    assert asked["n_calls"] == estimate_synth_calls(cfg) == 3 * 2 * 1
+    assert asked["n_tokens"] == estimate_synth_tokens(cfg) == 3 * 2 * 1 * cfg.synth.max_new_tokens

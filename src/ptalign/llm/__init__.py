@@ -13,7 +13,8 @@ from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.llm.base import Backend, BackendError, Chat, Generation, GenParams, Message
 from ptalign.llm.cache import CachedBackend, CallCache
-from ptalign.llm.vllm_backend import choose_backend, estimate_synth_calls
+from ptalign.llm.vllm_backend import choose_backend
+from ptalign.rundir import RunDir
 
 __all__ = [
     "BUILDERS",
@@ -27,7 +28,6 @@ __all__ = [
     "Message",
     "choose_backend",
     "default_cache_path",
-    "estimate_synth_calls",
     "make_backend",
     "resolve_kind",
 ]
@@ -96,11 +96,11 @@ BUILDERS: dict[str, Callable[[RunConfig, str, str | None], Backend]] = {
 
 
 def resolve_kind(
-    cfg: RunConfig, spec: str, adapter: str | None, kind: str | None = None, n_calls: int | None = None
+    cfg: RunConfig, spec: str, adapter: str | None, kind: str | None = None, n_tokens: int | None = None
 ) -> str:
     """'auto' → llamacpp for 'embedded'/.gguf without adapter (fast CPU path), else transformers.
 
-    With `n_calls` (a batch job's size, e.g. synthesis) 'auto' may pick vLLM instead, when it is
+    With `n_tokens` (a batch job's size, e.g. synthesis's) 'auto' may pick vLLM instead, when it is
     installed and the job pays back its start-up (`choose_backend`); without it the light default holds.
     """
     kind = kind or cfg.backend.kind
@@ -109,15 +109,15 @@ def resolve_kind(
     from ptalign import models
 
     model_kind = models.resolve(spec)[0]  # a spec that names nothing fails here, with its message
-    if n_calls is not None:
-        return choose_backend(cfg, n_calls, spec, adapter)[0]
+    if n_tokens is not None:
+        return choose_backend(cfg, n_tokens, spec, adapter)[0]
     if adapter is None and model_kind == "gguf":
         return "llamacpp"
     return "transformers"
 
 
 def default_cache_path(cfg: RunConfig) -> Path:
-    return Path(cfg.run_dir) / "cache" / "llm_calls.sqlite"
+    return RunDir.of(cfg.run_dir).llm_cache
 
 
 def make_backend(
@@ -127,16 +127,16 @@ def make_backend(
     kind: str | None = None,
     use_cache: bool | None = None,
     cache_path: Path | None = None,
-    n_calls: int | None = None,
+    n_tokens: int | None = None,
 ) -> CachedBackend:
     """The backend for `model` (default cfg.model.name), wrapped with the call cache and progress bar.
 
     use_cache None = cfg.backend.cache (`--no-cache` sets it false); cache_path None = RUN_DIR/cache/llm_calls.sqlite.
-    n_calls: the job's size for backend.kind=auto (see `resolve_kind`, `choose_backend`).
+    n_tokens: the job's size in generated tokens, for backend.kind=auto (`resolve_kind`, `choose_backend`).
     """
     spec = model or cfg.model.name
     adapter = str(adapter) if adapter else None
-    k = resolve_kind(cfg, spec, adapter, kind, n_calls)
+    k = resolve_kind(cfg, spec, adapter, kind, n_tokens)
     if k not in BUILDERS:
         raise UserError(f"backend.kind={k}: not available; one of {', '.join(sorted(BUILDERS))}")
     inner = BUILDERS[k](cfg, spec, adapter)

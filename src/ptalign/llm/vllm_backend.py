@@ -64,21 +64,15 @@ def fast_hardware() -> bool:
     return native_bf16()
 
 
-def estimate_synth_calls(cfg: Any) -> int:
-    """Generations the pairs stage will ask for: kept triplets × 2 sides × candidates per side."""
-    s = cfg.synth
-    return max(0, s.target_triplets) * 2 * s.candidates
-
-
 def choose_backend(
-    cfg: Any, n_calls: int, spec: str | None = None, adapter: str | None = None
+    cfg: Any, n_tokens: int, spec: str | None = None, adapter: str | None = None
 ) -> tuple[str, str]:
-    """(kind, reason) for a job of `n_calls` generations; the reason goes into the run manifest.
+    """(kind, reason) for a job of at most `n_tokens` generated tokens (the caller knows its job: e.g.
+    synth.estimate_synth_tokens); the reason goes into the run manifest.
 
     backend.kind other than 'auto' wins. Under 'auto': vLLM when it is installed, the model is one it
-    can load (embedded or an HF dir, no adapter) and the job's tokens (n_calls × synth.max_new_tokens,
-    an upper bound) exceed BREAK_EVEN_TOKENS; else llama.cpp for GGUF/'embedded' (light, starts in a
-    second) and transformers for the rest.
+    can load (embedded or an HF dir, no adapter) and the job's tokens exceed BREAK_EVEN_TOKENS; else
+    llama.cpp for GGUF/'embedded' (light, starts in a second) and transformers for the rest.
     """
     kind = cfg.backend.kind
     if kind != "auto":
@@ -91,7 +85,7 @@ def choose_backend(
     except Exception:  # an unresolvable spec fails later with its own message; the choice stays simple
         model_kind = "unknown"
     light = "llamacpp" if adapter is None and model_kind == "gguf" else "transformers"
-    tokens = n_calls * cfg.synth.max_new_tokens
+    tokens = n_tokens
     if adapter is not None:
         return light, "auto: a PEFT adapter is applied, which only the transformers backend does"
     if not (spec == models.EMBEDDED or model_kind == "hf_dir"):
@@ -105,11 +99,11 @@ def choose_backend(
         )
     if tokens < BREAK_EVEN_TOKENS:
         return light, (
-            f"auto: {light}, {n_calls} calls × {cfg.synth.max_new_tokens} tokens = {tokens} < {BREAK_EVEN_TOKENS}"
+            f"auto: {light}, a job of ≤ {tokens} tokens < {BREAK_EVEN_TOKENS}"
             f" tokens, too few to pay back vLLM's ~{ENGINE_START_S:.0f} s start-up"
         )
     return "vllm", (
-        f"auto: vllm, {n_calls} calls × {cfg.synth.max_new_tokens} tokens = {tokens} ≥ {BREAK_EVEN_TOKENS} tokens"
+        f"auto: vllm, a job of ≤ {tokens} tokens ≥ {BREAK_EVEN_TOKENS} tokens"
         f" (vLLM ~{VLLM_TOK_S:.0f} tok/s batched vs llama.cpp ~{LLAMACPP_TOK_S:.0f} tok/s pays back its start-up)"
     )
 

@@ -24,6 +24,7 @@ from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.io import atomic_write_json, read_jsonl
 from ptalign.llm.base import Backend
+from ptalign.rundir import RunDir, check_state, save_state
 from ptalign.seeds import load_seeds
 from ptalign.synth.common import Ctx
 from ptalign.synth.expand import run_constraints, run_instructions, run_topics
@@ -36,31 +37,35 @@ NEEDS = {
     "constraints": (),
     "pairs": ("instructions", "constraints"),
 }
-STATE = ".synth_state.json"
 
-__all__ = ["STAGES", "run", "compute_stats"]
+__all__ = ["STAGES", "choose_engine", "compute_stats", "estimate_synth_calls", "estimate_synth_tokens", "run"]
 
 
 def _log(msg: str) -> None:
     print(f"synth: {msg}", file=sys.stderr, flush=True)
 
 
-def _state(data_dir: Path, config_hash: str) -> dict[str, Any]:
-    path = data_dir / STATE
-    if not path.exists():
-        return {"config": config_hash, "done": []}
-    import json
-
-    st = json.loads(path.read_text())
-    if st.get("config") != config_hash:
-        raise UserError(
-            f"{data_dir} holds synthesis data from another synth config (hash {st.get('config')}, now {config_hash}); "
-            "use a new --out directory or move the old data/ away"
-        )
-    return st
+def estimate_synth_calls(cfg: RunConfig) -> int:
+    """Generations the pairs stage will ask for: kept triplets × 2 sides × candidates per side."""
+    s = cfg.synth
+    return max(0, s.target_triplets) * 2 * s.candidates
 
 
-def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | None = None) -> dict[str, Any]:
+def estimate_synth_tokens(cfg: RunConfig) -> int:
+    """An upper bound on the tokens synthesis generates: what decides whether vLLM's start-up pays."""
+    return estimate_synth_calls(cfg) * cfg.synth.max_new_tokens
+
+
+def choose_engine(cfg: RunConfig) -> tuple[str, str]:
+    """(engine, reason) synthesis runs on: the choice lives here, with the stage that knows its job."""
+    from ptalign.llm import choose_backend
+
+    return choose_backend(cfg, estimate_synth_tokens(cfg))
+
+
+def run(
+    cfg: RunConfig, run: RunDir | Path, stage: str = "all", backend: Backend | None = None
+) -> dict[str, Any]:
     """Run one synthesis stage (or all, in order), resuming whatever is on disk; returns the stats.
 
     `backend` is for tests and callers that already hold one; by default the configured model is
@@ -68,10 +73,16 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
     """
     if stage != "all" and stage not in STAGES:
         raise UserError(f"--stage {stage}: unknown; one of {', '.join(STAGES)}, all")
-    run_dir = Path(run_dir)
-    data_dir = run_dir / "data"
+    run = RunDir.of(run)
+    data_dir = run.data
     config_hash = cfg.hash("model", "synth")
-    state = _state(data_dir, config_hash)
+    state = check_state(
+        run.synth_state,
+        {"config": config_hash},
+        f"{data_dir} (synthesis data)",
+        "use a new --out directory or move the old data/ away",
+    )
+    state.setdefault("done", [])
     todo = [s for s in (STAGES if stage == "all" else (stage,)) if s not in state["done"]]
     for s in todo:
         missing = [n for n in NEEDS[s] if n not in state["done"] and n not in todo[: todo.index(s)]]
@@ -82,12 +93,11 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
     t0 = time.perf_counter()
     own = backend is None
     if own and todo:
-        from ptalign.llm import estimate_synth_calls, make_backend
+        from ptalign.llm import make_backend
 
         # the job's size lets backend.kind=auto pick vLLM where it pays (ptalign.llm.choose_backend)
-        n_calls = estimate_synth_calls(cfg)
-        backend = make_backend(cfg, cache_path=run_dir / "cache" / "llm_calls.sqlite", n_calls=n_calls)
-    ctx = Ctx(cfg, data_dir, backend, load_seeds(), config_hash)  # type: ignore[arg-type]
+        backend = make_backend(cfg, cache_path=run.llm_cache, n_tokens=estimate_synth_tokens(cfg))
+    ctx = Ctx(cfg, run, backend, load_seeds(), config_hash)  # type: ignore[arg-type]
     try:
         for s in todo:
             ts = time.perf_counter()
@@ -99,7 +109,9 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
             }[s](ctx)
             state["done"].append(s)
             state.setdefault("engines", {})[s] = getattr(backend, "name", "")  # what wrote it, for resumes
-            atomic_write_json(data_dir / STATE, state)
+            if own:
+                state["engine_reason"] = choose_engine(cfg)[1]
+            save_state(run.synth_state, state)
             _log(f"{s} done in {time.perf_counter() - ts:.0f} s")
     finally:
         ctx.close()
@@ -109,6 +121,8 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
     engines = sorted(set(state.get("engines", {}).values()) - {""})
     if engines:  # the engine(s) that wrote this data, also when every stage was done in an earlier run
         stats["synth/engine"] = ",".join(engines)
+    if state.get("engine_reason"):
+        stats["synth/engine_reason"] = state["engine_reason"]
     c = ctx.counter
     stats["timing"] = {
         "synth/wall_seconds": round(time.perf_counter() - t0, 2),
@@ -120,7 +134,7 @@ def run(cfg: RunConfig, run_dir: Path, stage: str = "all", backend: Backend | No
         "synth/tokens_per_s": round(c.new_tokens / c.gen_seconds, 1) if c.gen_seconds > 0 else None,
     }
     data_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(data_dir / "stats.json", stats)
+    atomic_write_json(run.stats, stats)
     _log(
         f"{stats['synth/triplets']} triplets ({stats['synth/triplets_harmful']} harmful, {stats['synth/triplets_benign']} benign), "
         f"mean polarity {stats['synth/mean_polarity']}, {c.new_tokens} new tokens at {stats['timing']['synth/tokens_per_s']} tok/s"

@@ -114,6 +114,35 @@ def test_names_equal_the_registries_they_name() -> None:
     assert RunConfig().eval.attacks == list(ATTACKS)
 
 
+def test_literal_fields_equal_the_registries_and_refuse_other_names() -> None:
+    """evals, engines and training methods: declared once as the config's Literal types, equal to the
+    registries that implement them; the CLI's stage choices are the pipeline's registry."""
+    from ptalign import cli, pipeline, synth, train
+    from ptalign import eval as ev
+    from ptalign.config import BACKEND_KINDS, EVAL_NAMES, TRAIN_METHODS
+    from ptalign.llm import BUILDERS
+
+    assert EVAL_NAMES == tuple(ev.EVALS) and RunConfig().eval.evals == list(ev.EVALS)
+    assert set(BACKEND_KINDS) == {"auto", *BUILDERS}
+    assert TRAIN_METHODS == tuple(train.RECIPES)
+    actions = {
+        a.dest: a
+        for p in cli.build_parser()._subparsers._group_actions[0].choices.values()
+        for a in p._actions
+    }  # noqa: SLF001
+    assert actions["from_stage"].choices == list(pipeline.STAGES)
+    assert actions["stage"].choices == [*synth.STAGES, "all"]
+    for key, bad in (
+        ("backend.kind", "tgi"),
+        ("train.method", "orpo"),
+        ("eval.engine", "vllm"),
+        ("eval.evals", "mmlu"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^{key}.*must be .*(one of|drawn from)") as e:
+            load_config(None, [f"{key}={bad}"])
+        assert "\n" not in str(e.value)
+
+
 def test_judge_settings_and_renamed_keys_give_one_line_errors() -> None:
     with pytest.raises(ConfigError, match=r"synth.judge: renamed to synth.gate_judge"):
         load_config(None, ["synth.judge=keyword"])

@@ -1,20 +1,14 @@
-"""Run configuration: one dataclass per stage, YAML files, `--set a.b=value` overrides.
-
-Precedence is defaults < YAML < --set. Unknown keys, wrong types and out-of-range values raise
-`ConfigError` with one line naming the key, the value and what is allowed; the CLI prints it and
-exits 2. The resolved config is written to `run_dir/config.yaml` so every artifact traces back to it.
-"""
+"""The config's sections: one dataclass per stage, its defaults (= the quick preset) and the one-line
+check of every value; the names the config accepts from registries above it (Literal types)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -37,11 +31,21 @@ DEFAULT_DOMAINS = [
 ]
 
 
-# Names owned by registries in the layers above (judges.JUDGES, eval.attacks.ATTACKS); config sits
-# below them, so it lists them here and tests/test_config.py keeps the lists equal to the registries.
+# Names owned by registries in the layers above (judges.JUDGES, eval.attacks.ATTACKS, eval.EVALS,
+# llm.BUILDERS, train.RECIPES); config sits below them, so it declares them here as the Literal types
+# of its fields (the loader refuses any other value in one line) and tests/test_config.py keeps each
+# equal to its registry.
 # train.columns presets: known safety preference sets (train/data.py converts them)
 DATA_PRESETS = ("pku-saferlhf", "beavertails")
-JUDGE_NAMES = ("keyword", "xstest", "minilm", "harmbench", "llamaguard", "strongreject")
+JudgeName = Literal["keyword", "xstest", "minilm", "harmbench", "llamaguard", "strongreject"]
+EvalName = Literal["hhh", "asr", "overrefusal", "helpful", "polarity"]
+BackendKind = Literal["auto", "llamacpp", "transformers", "openai", "vllm"]
+TrainMethod = Literal["ptalign", "dpo"]
+EvalEngine = Literal["transformers", "auto"]
+JUDGE_NAMES: tuple[str, ...] = typing.get_args(JudgeName)
+EVAL_NAMES: tuple[str, ...] = typing.get_args(EvalName)
+BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
+TRAIN_METHODS: tuple[str, ...] = typing.get_args(TrainMethod)
 ATTACK_NAMES = (
     "direct", "roleplay", "hypothetical", "prefix_injection", "refusal_suppression", "autodan",
     "past_tense", "few_shot", "payload_split", "format_injection",
@@ -81,7 +85,7 @@ class ModelConfig:
 
 @dataclass
 class BackendConfig:
-    kind: str = "auto"  # auto | llamacpp | transformers | openai | vllm ; auto = llamacpp for GGUF/embedded, else transformers
+    kind: BackendKind = "auto"  # auto | llamacpp | transformers | openai | vllm ; auto = llamacpp for GGUF/embedded, else transformers
     base_urls: list[str] = field(default_factory=list)  # openai: one or more OpenAI-compatible endpoints
     served_model: str = ""  # openai: model name the server expects ('' = ask the server)
     api_key_env: str = "OPENAI_API_KEY"  # openai: env var holding the key (never logged)
@@ -94,8 +98,7 @@ class BackendConfig:
     cache: bool = True  # SQLite LLM-call cache (what makes synthesis resumable)
 
     def __post_init__(self) -> None:
-        kinds = ("auto", "llamacpp", "transformers", "openai", "vllm")
-        _check(self.kind in kinds, "backend.kind", self.kind, "one of " + ", ".join(kinds))
+        _check(self.kind in BACKEND_KINDS, "backend.kind", self.kind, "one of " + ", ".join(BACKEND_KINDS))
         _check(self.n_threads >= 0, "backend.n_threads", self.n_threads, ">= 0 (0 = all cores)")
         _check(self.n_ctx >= 256, "backend.n_ctx", self.n_ctx, ">= 256")
         _check(self.batch_size >= 1, "backend.batch_size", self.batch_size, ">= 1")
@@ -125,7 +128,9 @@ class SynthConfig:
     top_p: float = 0.95
     max_new_tokens: int = 88  # per response: inner thoughts (~40 tokens) + a 3-sentence refusal
     target_triplets: int = 200  # stop generating pairs once this many are kept (0 = all instructions)
-    gate_judge: str = "keyword"  # the judge synthesis filters with (keyword = the string gates only; another
+    gate_judge: JudgeName = (
+        "keyword"  # the judge synthesis filters with (keyword = the string gates only; another
+    )
     # judge also screens the harmful positives); the evaluation's primary judge should be a different one
     constraints_per_domain: int = 3  # model-written constraints per domain and polarity (besides seeds)
     attack_share: float = 0.3  # share of harmful triplets also stored with the request inside a jailbreak wrapper (same pos/tox)
@@ -198,7 +203,7 @@ class TrainConfig:
     lam_benign: float | None = 2.0  # λ for benign triplets (tox = a needless refusal); None = lam. At lam
     # over-refusal rose 26 points: MLE on the harmful refusals also lifted the benign ones (README)
     fine_grained: bool = True  # UT only from the first token where tox leaves pos; False = every tox token
-    method: str = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
+    method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -236,7 +241,9 @@ class TrainConfig:
             self.lam_benign,
             "null (= train.lam) or a number in [0, 10]",
         )
-        _check(self.method in ("ptalign", "dpo"), "train.method", self.method, "one of ptalign, dpo")
+        _check(
+            self.method in TRAIN_METHODS, "train.method", self.method, "one of " + ", ".join(TRAIN_METHODS)
+        )
         _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")
         _check(self.lora_alpha > 0, "train.lora_alpha", self.lora_alpha, "> 0")
         _check(0.0 <= self.lora_dropout < 1.0, "train.lora_dropout", self.lora_dropout, "in [0, 1)")
@@ -266,7 +273,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    evals: list[str] = field(default_factory=lambda: ["hhh", "asr", "overrefusal", "helpful", "polarity"])
+    evals: list[EvalName] = field(default_factory=lambda: list(EVAL_NAMES))
     data_dir: str = "auto"  # a folder in the standard layout (advbench/, xstest/, bigbench_hhh_alignment/,
     # mt_bench/) filling the paths below left empty; auto = $PTALIGN_EVAL_DATA, else ./data/eval, else
     # ../shared/data/eval, else none; '' = none (the built-in sets)
@@ -293,7 +300,9 @@ class EvalConfig:
         "auto"  # eval weights for both models: auto = bfloat16 where matmuls are native (GPU, CPU with
     )
     # AVX512-BF16/AMX: 1.8x fp32 here), else model.dtype; float32 | bfloat16 | float16
-    engine: str = "transformers"  # transformers: base and aligned through one engine (eval.dtype weights);
+    engine: EvalEngine = (
+        "transformers"  # transformers: base and aligned through one engine (eval.dtype weights);
+    )
     # auto: each model through backend.kind (base on llama.cpp's GGUF, aligned on transformers: mixed engines)
     judge: str = "minilm"  # the primary judge of every generated reply (judges.JUDGES); by default not
     # the one synthesis filtered with (synth.gate_judge)
@@ -311,9 +320,8 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        known = ("hhh", "asr", "overrefusal", "helpful", "polarity")
         for e in self.evals:
-            _check(e in known, "eval.evals", e, "a list drawn from " + ", ".join(known))
+            _check(e in EVAL_NAMES, "eval.evals", e, "a list drawn from " + ", ".join(EVAL_NAMES))
         for a in self.attacks:
             _check(a in ATTACK_NAMES, "eval.attacks", a, "a list drawn from " + ", ".join(ATTACK_NAMES))
         _check("direct" in self.attacks, "eval.attacks", self.attacks, "a list that includes direct")
@@ -347,7 +355,10 @@ class EvalConfig:
         for j in self.judges_extra:
             _check(j in JUDGE_NAMES, "eval.judges_extra", j, "a list drawn from " + ", ".join(JUDGE_NAMES))
         _check(
-            self.engine in ("transformers", "auto"), "eval.engine", self.engine, "one of transformers, auto"
+            self.engine in typing.get_args(EvalEngine),
+            "eval.engine",
+            self.engine,
+            "one of " + ", ".join(typing.get_args(EvalEngine)),
         )
         _check(self.bootstrap >= 0, "eval.bootstrap", self.bootstrap, ">= 0")
         _check(0.0 <= self.max_empty_share <= 1.0, "eval.max_empty_share", self.max_empty_share, "in [0, 1]")
@@ -385,132 +396,3 @@ class RunConfig:
         if sections:
             d = {k: d[k] for k in sections}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-# --------------------------------------------------------------------------------------------
-# Loading: dicts → dataclasses with type checks (by hand: dataclasses have no validating loader,
-# and pulling pydantic in for six flat dataclasses is not worth a dependency).
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}={value!r}: must be a mapping of {tp.__name__} fields")
-        return _build(tp, value, key)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str):  # --set synth.domains=a,b,c
-            value = [v.strip() for v in value.split(",") if v.strip()] if value else []
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}={value!r}: must be a list")
-        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(key, value, args[0])
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key}={value!r}: must be true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r}: must be an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r}: must be an integer")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r}: must be a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r}: must be a number")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}={value!r}: must be a string")
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if key in RENAMED:
-            raise ConfigError(RENAMED[key])
-        if k not in names:
-            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(names)}")
-        kwargs[k] = _coerce(key, v, hints[k])
-    return cls(**kwargs)
-
-
-def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = d
-    for p in parts[:-1]:
-        if not isinstance(node.get(p, {}), dict):
-            raise ConfigError(f"{dotted}: {p} is not a section")
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-
-
-def parse_override(s: str) -> tuple[str, Any]:
-    """`a.b=value` → ('a.b', value); the value is read as YAML so numbers, bools and lists work."""
-    if "=" not in s:
-        raise ConfigError(f"--set {s!r}: must look like section.key=value (e.g. train.lam=0.6)")
-    key, raw = s.split("=", 1)
-    key = key.strip()
-    if key == "train.lambda":  # the paper's name
-        key = "train.lam"
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
-    """Build a RunConfig from defaults, an optional YAML file, `--set` overrides and top-level kwargs."""
-    data: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--config {path}: file not found; pass a YAML file such as configs/quick.yaml")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {path}: top level must be a mapping of stage names")
-        data = loaded
-    for s in overrides or []:
-        key, value = parse_override(s)
-        _set_path(data, key, value)
-    for k, v in top.items():
-        if v is not None:
-            data[k] = v
-    try:
-        return _build(RunConfig, data)
-    except TypeError as e:  # e.g. a section given as a scalar
-        raise ConfigError(str(e)) from None
-
-
-def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from ptalign.io import atomic_write_text
-
-    atomic_write_text(Path(path), cfg.to_yaml())

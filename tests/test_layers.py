@@ -1,6 +1,6 @@
 """The package's layers, read from its imports: each module imports only from its own layer or below.
 
-0  config, io, errors, models, seeds (data)    3  synth, train, eval (stages; none imports another)
+0  config, io, errors, models, rundir, seeds  3  synth, train, eval (stages; none imports another)
 1  llm (engines)                               4  report (reads what the stages wrote)
 2  judges                                      5  pipeline, then 6  cli
 """
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ptalign"
-LAYER = {"config": 0, "io": 0, "errors": 0, "models": 0, "seeds": 0, "llm": 1, "judges": 2,
+LAYER = {"config": 0, "io": 0, "errors": 0, "models": 0, "seeds": 0, "rundir": 0, "llm": 1, "judges": 2,
          "synth": 3, "train": 3, "eval": 3, "report": 4, "pipeline": 5, "cli": 6, "__main__": 6}  # fmt: skip
 
 

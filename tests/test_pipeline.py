@@ -211,9 +211,8 @@ def test_kill9_at_random_moments_then_resume(tmp_path, clean_run):
     man = json.loads((cut / "manifest.json").read_text())
     assert all(man["stages"][s]["status"] == "done" for s in ("synth", "train", "eval", "report"))
     assert Path(man["base_model_path"], "config.json").exists()
-    # the synthesis engine and why: no vLLM in this environment, so llama.cpp on the GGUF
-    assert man["synth_backend"]["kind"] == "llamacpp" and man["synth_backend"]["reason"].startswith("auto: ")
-    assert man["synth_backend"]["used"] == "llamacpp"  # what wrote the data, recorded by synth itself
+    # the synthesis engine and why, as synth chose and recorded it: no vLLM here, so llama.cpp on the GGUF
+    assert man["synth_backend"]["used"] == "llamacpp" and man["synth_backend"]["reason"].startswith("auto: ")
     assert (cut / "adapter" / "adapter_config.json").exists()
     assert (cut / "report.html").stat().st_size > 1000
     for side in ("base", "aligned"):

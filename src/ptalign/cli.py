@@ -22,9 +22,9 @@ from pathlib import Path
 
 from ptalign.config import ConfigError, RunConfig, load_config
 from ptalign.errors import UserError, user_message
-from ptalign.io import DataError, run_lock
-
-STAGES = ("synth", "train", "eval", "report")
+from ptalign.io import DataError
+from ptalign.pipeline import STAGES, run_pipeline, run_stage
+from ptalign.rundir import RunDir
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--out", "-o", help="run directory (default: run_dir from the config)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--from-stage", choices=STAGES, help="rerun from this stage on (earlier outputs kept)")
+    p.add_argument(
+        "--from-stage", choices=list(STAGES), help="rerun from this stage on (earlier outputs kept)"
+    )
 
     p = sub.add_parser("synth", help="generate topics, instructions, constraints and polarized triplets")
     _common(p)
@@ -122,42 +124,30 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "run":
-        from ptalign.pipeline import run_pipeline
-
         cfg = _load(args, run_dir=args.out)
-        with run_lock(cfg.run_dir):
-            run_pipeline(cfg, Path(cfg.run_dir), resume=args.resume, from_stage=args.from_stage)
+        with RunDir.of(cfg.run_dir).lock() as run:
+            run_pipeline(cfg, run, resume=args.resume, from_stage=args.from_stage)
         return 0
 
     if args.cmd == "synth":
-        from ptalign import synth
-
         cfg = _load(args, run_dir=args.out)
-        with run_lock(cfg.run_dir):
-            synth.run(cfg, Path(cfg.run_dir), stage=args.stage)
+        with RunDir.of(cfg.run_dir).lock() as run:
+            run_stage("synth", cfg, run, stage=args.stage)
             if args.export:
                 from ptalign.synth.export import export
 
-                data = Path(cfg.run_dir) / "data"
-                out = export(data / "triplets.jsonl", args.export, data / f"export_{args.export}", cfg)
+                out = export(run.triplets, args.export, run.export(args.export), cfg)
                 print(f"exported {args.export} → {out}")
         return 0
 
     if args.cmd == "train":
-        from ptalign import train
-
         over = [f"model.name={args.model}"] if args.model else []
         args.overrides = over + list(args.overrides)
         cfg = _load(args)
-        out = Path(args.out) if args.out else None
-        with run_lock(out or cfg.run_dir):
-            train.run(
-                cfg,
-                Path(cfg.run_dir),
-                data=Path(args.data) if args.data else None,
-                out=out,
-                resume=args.resume,
-            )
+        out = RunDir.of(args.out) if args.out else None
+        with (out or RunDir.of(cfg.run_dir)).lock():
+            data = Path(args.data) if args.data else None
+            run_stage("train", cfg, RunDir.of(cfg.run_dir), data=data, out=out, resume=args.resume)
         return 0
 
     if args.cmd == "merge":
@@ -174,21 +164,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.show_unsafe:
             args.overrides = list(args.overrides) + ["eval.show_unsafe=true"]
         cfg = _load(args)
-        out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
+        run = RunDir.of(cfg.run_dir)
+        out = Path(args.out) if args.out else run.eval
         ev.datasets.check_paths(cfg.eval)  # bad paths stop before the lock creates --out
-        with run_lock(Path(args.out) if args.out else cfg.run_dir):  # the run's lock when inside it
-            ev.cli_eval(
-                cfg, out, model=args.model or cfg.model.name, adapter=args.adapter, baseline=args.baseline
-            )
+        with RunDir.of(args.out if args.out else run).lock():  # the run's lock when inside it
+            model = args.model or cfg.model.name
+            res = ev.evaluate(cfg, out, model, args.adapter, args.baseline, run=run)
+            ev.print_results(cfg, out, res)
         return 0
 
     if args.cmd == "report":
-        from ptalign import report
-
         if args.show_unsafe:
             args.overrides = list(args.overrides) + ["report.show_unsafe=true"]
         cfg = _load(args, run_dir=args.run_dir)
-        path = report.run(cfg, Path(args.run_dir))
+        path = run_stage("report", cfg, RunDir.of(args.run_dir))
         print(f"report → {path}")
         return 0
 

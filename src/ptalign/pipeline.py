@@ -1,9 +1,13 @@
 """`ptalign run` and `ptalign sweep`: chain the stages in one run directory, resumably.
 
-Reads:  the config; each stage reads what the previous one wrote.
+Reads:  the config; each stage reads what the previous one wrote (paths: ptalign.rundir).
 Writes: RUN_DIR/config.yaml, RUN_DIR/manifest.json (resolved config, package versions, data hashes,
-        per-stage status and timings, base_model_path), and through the stages RUN_DIR/data/,
-        RUN_DIR/adapter/, RUN_DIR/train/, RUN_DIR/eval/, RUN_DIR/report.html.
+        per-stage status and timings, base_model_path, the engine synth used), and through the stages
+        RUN_DIR/data/, RUN_DIR/adapter/, RUN_DIR/train/, RUN_DIR/eval/, RUN_DIR/report.html.
+
+The stages are the registry STAGES: name → the module whose `run(cfg, run)` does it, the stages it
+needs and the outputs it writes. `ptalign run`, the single-stage commands and --from-stage look
+them up there.
 
 Resume works at two levels: the manifest marks finished stages (skipped on --resume), and every stage
 skips the records or optimizer steps it already wrote (append-per-record files, the LLM-call cache,
@@ -13,27 +17,40 @@ RUN_DIR/history/<time>/ before rerunning them, so nothing written earlier is los
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import importlib.metadata
-import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ptalign.config import RunConfig, load_config, save_config
 from ptalign.errors import UserError
 from ptalign.io import atomic_write_json, file_sha256, read_jsonl
+from ptalign.rundir import RunDir, check_state, read_state, save_state
 
-STAGES = ("synth", "train", "eval", "report")
-# What each stage writes, relative to the run dir (moved aside by --from-stage).
-STAGE_OUTPUTS = {
-    "synth": ["data"],
-    "train": ["adapter", "train"],
-    "eval": ["eval"],
-    "report": ["report.html"],
+
+@dataclass(frozen=True)
+class Stage:
+    module: str  # its `run(cfg, run, **options)` does the stage
+    needs: tuple[str, ...]  # stages whose outputs it reads
+    outputs: tuple[str, ...]  # RunDir attributes it writes (moved aside by --from-stage)
+    options: dict[str, Any] = field(default_factory=dict)  # what `ptalign run` passes beside (cfg, run)
+
+    def fn(self) -> Callable[..., Any]:
+        return importlib.import_module(self.module).run  # imported when run: each stage is heavy
+
+
+STAGES: dict[str, Stage] = {
+    "synth": Stage("ptalign.synth", (), ("data",)),
+    "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), {"resume": True}),
+    "eval": Stage("ptalign.eval", ("train",), ("eval",)),
+    "report": Stage("ptalign.report", (), ("report",)),
 }
 PACKAGES = [
     "ptalign",
@@ -69,31 +86,22 @@ def _check_writable(run_dir: Path) -> None:
         raise UserError(f"run dir {run_dir} is not writable ({e.strerror}); choose another --out") from None
 
 
-def _stage_fn(name: str) -> Callable[[RunConfig, Path], Any]:
-    if name == "synth":
-        from ptalign import synth
-
-        return lambda cfg, d: synth.run(cfg, d)
-    if name == "train":
-        from ptalign import train
-
-        return lambda cfg, d: train.run(cfg, d, resume=True)
-    if name == "eval":
-        from ptalign import eval as ev
-
-        return lambda cfg, d: ev.run(cfg, d)
-    if name == "report":
-        from ptalign import report
-
-        return lambda cfg, d: report.run(cfg, d)
-    raise UserError(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
+def stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise UserError(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
+    return STAGES[name]
 
 
-def _data_hashes(run_dir: Path) -> dict[str, str]:
+def run_stage(name: str, cfg: RunConfig, run: RunDir, **options: Any) -> Any:
+    """One stage by name, as `ptalign run` calls it; `options` add to (or replace) the registry's."""
+    st = stage(name)
+    return st.fn()(cfg, run, **{**st.options, **options})
+
+
+def _data_hashes(run: RunDir) -> dict[str, str]:
     out = {}
-    data = run_dir / "data"
-    if data.is_dir():
-        for p in sorted(data.glob("*.jsonl")):
+    if run.data.is_dir():
+        for p in sorted(run.data.glob("*.jsonl")):
             out[f"data/{p.name}"] = file_sha256(p)
     return out
 
@@ -101,17 +109,12 @@ def _data_hashes(run_dir: Path) -> dict[str, str]:
 class Manifest:
     """RUN_DIR/manifest.json, rewritten atomically after every change."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig):
-        self.path = run_dir / "manifest.json"
-        if self.path.exists():
-            try:
-                self.d: dict[str, Any] = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                raise UserError(
-                    f"{self.path} is corrupt; move it away to start a fresh run in {run_dir}"
-                ) from None
-        else:
-            self.d = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
+    def __init__(self, run: RunDir, cfg: RunConfig):
+        self.path = run.manifest
+        self.d: dict[str, Any] = read_state(self.path) or {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "stages": {},
+        }
         self.d["config"] = cfg.to_dict()
         self.d["config_hash"] = cfg.hash("model", "synth", "train", "eval")
         self.d["packages"] = _versions()
@@ -119,7 +122,7 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.d)
+        save_state(self.path, self.d)
 
     def done(self, stage: str) -> bool:
         return self.d["stages"].get(stage, {}).get("status") == "done"
@@ -130,7 +133,7 @@ class Manifest:
         self.save()
         return time.time()
 
-    def finish(self, stage: str, t0: float, result: Any, run_dir: Path) -> None:
+    def finish(self, stage: str, t0: float, result: Any, run: RunDir) -> None:
         s = self.d["stages"][stage]
         # Seconds add up across resumed attempts so the figure is the stage's real cost.
         s["seconds"] = round(s.get("seconds_before", 0.0) + time.time() - t0, 1)
@@ -138,7 +141,7 @@ class Manifest:
         s.update(status="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
         if isinstance(result, dict):
             s["result"] = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
-        self.d["data_hashes"] = _data_hashes(run_dir)
+        self.d["data_hashes"] = _data_hashes(run)
         self.d["total_seconds"] = round(sum(v.get("seconds", 0) for v in self.d["stages"].values()), 1)
         self.save()
 
@@ -149,30 +152,38 @@ class Manifest:
         self.save()
 
     def reset_from(self, stage: str) -> None:
-        for name in STAGES[STAGES.index(stage) :]:
+        for name in _from(stage):
             self.d["stages"].pop(name, None)
         self.save()
 
 
-def _move_aside(run_dir: Path, from_stage: str) -> Path | None:
+def _from(name: str) -> list[str]:
+    """The stage and every one after it, in registry order."""
+    stage(name)  # an unknown name stops here, with the list of stages
+    names = list(STAGES)
+    return names[names.index(name) :]
+
+
+def _move_aside(run: RunDir, from_stage: str) -> Path | None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest = run_dir / "history" / f"{stamp}-from-{from_stage}"
+    dest = run.history / f"{stamp}-from-{from_stage}"
     moved = False
-    for name in STAGES[STAGES.index(from_stage) :]:
-        for rel in STAGE_OUTPUTS[name]:
-            src = run_dir / rel
+    for name in _from(from_stage):
+        for attr in STAGES[name].outputs:
+            src: Path = getattr(run, attr)
             if src.exists():
-                dest.mkdir(parents=True, exist_ok=True)
+                rel = src.relative_to(run.root)
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(src), str(dest / rel))
                 moved = True
     return dest if moved else None
 
 
-def _resolve_config_on_resume(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    saved = run_dir / "config.yaml"
+def _resolve_config_on_resume(cfg: RunConfig, run: RunDir) -> RunConfig:
+    saved = run.config
     if not saved.exists():
         return cfg
-    old = load_config(saved, run_dir=str(run_dir))
+    old = load_config(saved, run_dir=str(run))
     if old.hash("model", "synth", "train", "eval") != cfg.hash("model", "synth", "train", "eval"):
         raise UserError(
             f"--resume: the config differs from {saved}; resume with the same --config/--set, "
@@ -183,48 +194,41 @@ def _resolve_config_on_resume(cfg: RunConfig, run_dir: Path) -> RunConfig:
 
 def run_pipeline(
     cfg: RunConfig,
-    run_dir: Path,
+    run_dir: RunDir | Path,
     resume: bool = False,
     from_stage: str | None = None,
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] = tuple(STAGES),
 ) -> dict[str, Any]:
     """synth → train → eval → report in run_dir; returns the manifest."""
-    run_dir = Path(run_dir)
-    cfg.run_dir = str(run_dir)
-    existing = (run_dir / "manifest.json").exists()
+    run = RunDir.of(run_dir)
+    cfg = dataclasses.replace(cfg, run_dir=str(run))  # the saved config names the dir it is in
+    existing = run.manifest.exists()
     if existing and not resume and not from_stage:
         raise UserError(
-            f"{run_dir} already holds a run; pass --resume to continue it, --from-stage STAGE to redo "
+            f"{run} already holds a run; pass --resume to continue it, --from-stage STAGE to redo "
             "from a stage, or choose another --out"
         )
     if not existing and (resume or from_stage):
         if from_stage:
-            raise UserError(f"--from-stage: {run_dir} holds no run yet; run without --from-stage first")
+            raise UserError(f"--from-stage: {run} holds no run yet; run without --from-stage first")
         resume = False  # nothing to resume: a fresh run in that dir
-    _check_writable(run_dir)
+    _check_writable(run.root)
     if resume and not from_stage:
-        cfg = _resolve_config_on_resume(cfg, run_dir)
+        cfg = _resolve_config_on_resume(cfg, run)
 
     from ptalign import models
 
     base_dir = models.hf_dir(cfg.model.name, cfg.model.cache_dir or None)
 
-    save_config(cfg, run_dir / "config.yaml")
-    man = Manifest(run_dir, cfg)
+    save_config(cfg, run.config)
+    man = Manifest(run, cfg)
     man.d["base_model"] = cfg.model.name
     man.d["base_model_path"] = str(base_dir)
     if from_stage:
-        moved = _move_aside(run_dir, from_stage)
+        moved = _move_aside(run, from_stage)
         man.reset_from(from_stage)
         if moved:
-            man.d.setdefault("history", []).append(str(moved.relative_to(run_dir)))
-    # The engine synthesis uses and why (synth.run makes the same choice: vLLM for a job that pays
-    # back its start-up when it is installed, else llama.cpp for the GGUF / transformers).
-    from ptalign.llm import choose_backend, estimate_synth_calls
-
-    kind, why = choose_backend(cfg, estimate_synth_calls(cfg))
-    used = man.d.get("synth_backend", {}).get("used")  # what an earlier run's synth really ran on
-    man.d["synth_backend"] = {"kind": kind, "reason": why, **({"used": used} if used else {})}
+            man.d.setdefault("history", []).append(str(moved.relative_to(run.root)))
     man.save()
 
     for name in stages:
@@ -234,13 +238,17 @@ def run_pipeline(
         print(f"[ptalign] {name}: running", file=sys.stderr)
         t0 = man.start(name)
         try:
-            result = _stage_fn(name)(cfg, run_dir)
+            result = run_stage(name, cfg, run)
         except BaseException:
             man.interrupted(name, t0)
             raise
-        man.finish(name, t0, result, run_dir)
+        man.finish(name, t0, result, run)
         if name == "synth" and isinstance(result, dict) and result.get("synth/engine"):
-            man.d["synth_backend"]["used"] = result["synth/engine"]  # differs when an earlier run wrote it
+            # the engine synthesis chose (synth.choose_engine) and ran on, as it recorded it
+            man.d["synth_backend"] = {
+                "used": result["synth/engine"],
+                "reason": result.get("synth/engine_reason", ""),
+            }
             man.save()
         print(f"[ptalign] {name}: done in {man.d['stages'][name]['seconds']} s", file=sys.stderr)
     return man.d
@@ -286,20 +294,17 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
     from ptalign import train
 
     name, key, values = parse_sweep(spec)
-    run_dir = Path(cfg.run_dir)
-    triplets = run_dir / "data" / "triplets.jsonl"
+    run = RunDir.of(cfg.run_dir)
+    triplets = run.triplets
     if not triplets.exists():
-        raise UserError(
-            f"sweep needs {triplets}; run `ptalign run --out {run_dir}` (or `ptalign synth`) first"
-        )
-    sweep_dir = Path(out) if out else run_dir / "sweeps" / name
+        raise UserError(f"sweep needs {triplets}; run `ptalign run --out {run}` (or `ptalign synth`) first")
+    sweep_dir = Path(out) if out else run.sweeps / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    base_eval = run_dir / "eval" / "base"
     records = [r for r in read_jsonl(triplets)]
     results = []
     for v in values:
-        point = sweep_dir / f"{name}_{v}"
-        point.mkdir(parents=True, exist_ok=True)
+        point = RunDir(sweep_dir / f"{name}_{v}")
+        point.root.mkdir(parents=True, exist_ok=True)
         over = [] if key == "samples" else [f"{key}={v}"]
         pcfg = load_config_from(cfg, over, run_dir=str(point))
         data = triplets
@@ -311,16 +316,23 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
                 )
             from ptalign.io import HAZARD_META, write_jsonl
 
-            data = point / "triplets.jsonl"
+            data = point.root / "triplets.jsonl"
             if not data.exists():
                 write_jsonl(data, records[: int(v)], meta=dict(HAZARD_META))
-        if (
-            not (point / "adapter" / "adapter_config.json").exists()
-            or not (point / "train" / "done").exists()
-        ):
-            train.run(pcfg, point, data=data, out=point, resume=True)
-            (point / "train" / "done").write_text("ok")
-        summary = ev.evaluate_aligned(pcfg, point, base_eval=base_eval)
+        # trained once per point: the state names the training config, so a changed one is refused
+        state = check_state(
+            point.train_state,
+            {"train": pcfg.hash("model", "train"), "data": str(data)},
+            str(point.train),
+            f"move {point} away or pass another --out",
+        )
+        if not point.has_adapter() or not state.get("done"):
+            train.run(pcfg, point, data=data, resume=True)
+            save_state(point.train_state, {**state, "done": True})
+        res = ev.evaluate(
+            pcfg, point.eval, pcfg.model.name, point.adapter, base_eval=run.side("base"), run=point
+        )
+        summary = res["aligned"]
         results.append(
             {"name": name, "value": v, **{k: x for k, x in summary.items() if isinstance(x, (int, float))}}
         )

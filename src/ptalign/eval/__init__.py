@@ -23,25 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.config import RunConfig
-from ptalign.errors import UserError
 from ptalign.eval import asr, compare, datasets, helpful, hhh, overrefusal, polarity
 from ptalign.eval.common import EvalContext, Metric, eval_dtype, judge_names, read_verdicts
 from ptalign.io import atomic_write_json, read_jsonl, redact
 from ptalign.llm.base import Backend
+from ptalign.rundir import RunDir, check_state, side_items, side_state, side_summary
 
 
 def _polarity(ctx: EvalContext) -> dict[str, Any]:
     """Model-independent: computed once per run dir and read back for the second model."""
-    run_dir = ctx.run_dir or ctx.out.parent
+    run = RunDir.of(ctx.run_dir or ctx.out.parent)
     eval_dir = ctx.out.parent
     cached = eval_dir / "polarity.json"
-    triplets = run_dir / "data" / "triplets.jsonl"
+    triplets = run.triplets
     if cached.exists() and (not triplets.exists() or cached.stat().st_mtime >= triplets.stat().st_mtime):
         import json
 
         res = json.loads(cached.read_text())
     else:
-        res = polarity.run_for(run_dir, eval_dir, ctx.ecfg.polarity_compare)
+        res = polarity.run_for(run.root, eval_dir, ctx.ecfg.polarity_compare)
     return {"metrics": {k: v for k, v in res.items() if k.startswith("eval/")}, "items": {}, "groups": {}}
 
 
@@ -75,8 +75,6 @@ _GEN_KEYS = (
 
 
 def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) -> None:
-    import json
-
     from ptalign import models
     from ptalign.errors import ModelLoadError
 
@@ -91,17 +89,7 @@ def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) 
         **{k: getattr(cfg.eval, k) for k in _GEN_KEYS},
         "dtype": eval_dtype(cfg),
     }
-    p = out / "settings.json"
-    if p.exists():
-        have = json.loads(p.read_text())
-        diff = [k for k in want if have.get(k) != want[k]]
-        if diff:
-            raise UserError(
-                f"{out} holds results made with other settings ({', '.join(f'{k}={have.get(k)!r}' for k in diff)}); "
-                f"move it away or pass another --out"
-            )
-    else:
-        atomic_write_json(p, want)
+    check_state(side_state(out), want, str(out), "move it away or pass another --out")
 
 
 def evaluate_model(
@@ -173,8 +161,8 @@ def evaluate_model(
             **meta,
         },
     }
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_json(out / "items.json", items)
+    atomic_write_json(side_summary(out), summary)
+    atomic_write_json(side_items(out), items)
     return summary
 
 
@@ -194,48 +182,74 @@ def judge_descriptions(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
-def _base_ctx(cfg: RunConfig, run_dir: Path) -> EvalContext:
-    return EvalContext(
-        cfg=cfg, out=run_dir / "eval" / "base", model=cfg.model.name, label="base", run_dir=run_dir
-    )
-
-
 def cfg_judge_name(ctx: EvalContext) -> str:
     spec = ctx.ecfg.judge_model
     return spec if spec else f"{ctx.model} (the base model judging itself and the aligned model; weak judge)"
 
 
-def run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Base into eval/base, base + RUN_DIR/adapter into eval/aligned, then eval/comparison.json."""
-    run_dir = Path(run_dir)
+def evaluate(
+    cfg: RunConfig,
+    out: Path,
+    model: str,
+    adapter: str | Path | None = None,
+    baseline: str | None = None,
+    base_eval: Path | None = None,
+    run: RunDir | None = None,
+) -> dict[str, Any]:
+    """The one entry point: `model` (+ `adapter`) against a baseline, each into its own directory.
+
+    With `baseline` it is evaluated first into OUT/base and then serves as the LLM judge (unless
+    eval.judge_model names one); `base_eval` instead names an existing base evaluation to compare
+    with (sweeps: one base, many adapters). The model goes into OUT/aligned when there is something to
+    compare it with or an adapter, else into OUT/base. Writes OUT/comparison.json when both sides
+    exist; returns {side: summary, "comparison": ...}. `run` is the run directory the polarity metric
+    and the LLM-call cache belong to (default: cfg.run_dir).
+    """
     datasets.check_paths(cfg.eval)
-    adapter = run_dir / "adapter"
-    base = _base_ctx(cfg, run_dir)
-    base.judge_name = cfg_judge_name(base)
+    out = Path(out)
+    run = run or RunDir.of(cfg.run_dir)
+    judge_model = baseline or (cfg.model.name if base_eval is not None else None)
+    side = "aligned" if adapter or judge_model else "base"
+    judge_ctx = None
+    if judge_model:
+        judge_ctx = EvalContext(cfg=cfg, out=out / "base", model=judge_model, label="base", run_dir=run.root)
+        judge_ctx.judge_name = cfg_judge_name(judge_ctx)
+    res: dict[str, Any] = {}
     try:
-        bsum = evaluate_model(cfg, base.out, cfg.model.name, None, "base", run_dir=run_dir, ctx=base)
-        print(compare.summary_table(bsum), file=sys.stderr)
-        if not (adapter / "adapter_config.json").exists():
-            print(f"[ptalign] eval: no adapter in {adapter}; evaluated the base model only", file=sys.stderr)
-            return bsum
-        base._hf = None  # the base HF weights are no longer needed; its backend stays as the judge
-        asum = evaluate_model(
-            cfg,
-            run_dir / "eval" / "aligned",
-            cfg.model.name,
-            str(adapter),
-            "aligned",
-            judge=base.judge,
-            judge_name=base.judge_name,
-            run_dir=run_dir,
-        )
+        if baseline and judge_ctx is not None:
+            res["base"] = evaluate_model(cfg, judge_ctx.out, baseline, None, "base", ctx=judge_ctx)
+            print(compare.summary_table(res["base"]), file=sys.stderr)
+            judge_ctx.release_weights()  # its backend stays, as the judge
+        kw: dict[str, Any] = {}
+        if judge_ctx is not None:
+            kw = {"judge": judge_ctx.judge, "judge_name": judge_ctx.judge_name}
+        adapter = str(adapter) if adapter else None
+        res[side] = evaluate_model(cfg, out / side, model, adapter, side, run_dir=run.root, **kw)
     finally:
-        base.close()
-    _check_engines(bsum, asum)
-    comp = compare.compare_dirs(base.out, run_dir / "eval" / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
-    compare.write(run_dir / "eval" / "comparison.json", comp)
-    print(compare.table(comp), file=sys.stderr)
-    return {"base": bsum, "aligned": asum, "comparison": comp}
+        if judge_ctx is not None:
+            judge_ctx.close()
+    base_dir = out / "base" if baseline else (Path(base_eval) if base_eval is not None else None)
+    if side == "aligned" and base_dir is not None and side_summary(base_dir).exists():
+        if "base" in res:
+            _check_engines(res["base"], res["aligned"])
+        comp = compare.compare_dirs(base_dir, out / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
+        compare.write(out / "comparison.json", comp)
+        res["comparison"] = comp
+    return res
+
+
+def run(cfg: RunConfig, run: RunDir | Path) -> dict[str, Any]:
+    """The pipeline's eval stage: the base model into eval/base, base + RUN_DIR/adapter into
+    eval/aligned (base only when there is no adapter yet), then eval/comparison.json."""
+    run = RunDir.of(run)
+    if not run.has_adapter():
+        print(f"[ptalign] eval: no adapter in {run.adapter}; evaluating the base model only", file=sys.stderr)
+        res = evaluate(cfg, run.eval, cfg.model.name, run=run)
+        print(compare.summary_table(res["base"]), file=sys.stderr)
+        return res["base"]
+    res = evaluate(cfg, run.eval, cfg.model.name, run.adapter, baseline=cfg.model.name, run=run)
+    print(compare.table(res["comparison"]), file=sys.stderr)
+    return res
 
 
 def _check_engines(bsum: dict[str, Any], asum: dict[str, Any]) -> None:
@@ -248,78 +262,15 @@ def _check_engines(bsum: dict[str, Any], asum: dict[str, Any]) -> None:
         )
 
 
-def evaluate_aligned(cfg: RunConfig, run_dir: Path, base_eval: Path | None = None) -> dict[str, Any]:
-    """Sweeps: base + RUN_DIR/adapter into RUN_DIR/eval/aligned (judge: the base model), compared with
-    an existing base evaluation (`base_eval`) when given; returns the aligned summary."""
-    run_dir = Path(run_dir)
-    adapter = run_dir / "adapter"
-    if not (adapter / "adapter_config.json").exists():
-        raise UserError(f"no adapter in {adapter}; train one first (ptalign train --out {run_dir})")
-    judge_ctx = _base_ctx(cfg, run_dir)
-    judge_ctx.judge_name = cfg_judge_name(judge_ctx)
-    try:
-        asum = evaluate_model(
-            cfg,
-            run_dir / "eval" / "aligned",
-            cfg.model.name,
-            str(adapter),
-            "aligned",
-            judge=judge_ctx.judge,
-            judge_name=judge_ctx.judge_name,
-            run_dir=run_dir,
-        )
-    finally:
-        judge_ctx.close()
-    if base_eval is not None and (Path(base_eval) / "summary.json").exists():
-        comp = compare.compare_dirs(
-            Path(base_eval), run_dir / "eval" / "aligned", cfg.eval.bootstrap, cfg.eval.seed
-        )
-        compare.write(run_dir / "eval" / "comparison.json", comp)
-    return asum
-
-
-def cli_eval(
-    cfg: RunConfig, out: Path, model: str, adapter: str | None, baseline: str | None
-) -> dict[str, Any]:
-    """`ptalign eval`: model (+ adapter) into OUT/aligned (OUT/base without adapter), the baseline into
-    OUT/base, and OUT/comparison.json + a printed table when there is a baseline."""
-    datasets.check_paths(cfg.eval)
-    out = Path(out)
-    show = cfg.eval.show_unsafe
-    judge_ctx = None
-    if baseline:
-        judge_ctx = EvalContext(
-            cfg=cfg, out=out / "base", model=baseline, label="base", run_dir=Path(cfg.run_dir)
-        )
-        judge_ctx.judge_name = cfg_judge_name(judge_ctx)
-    try:
-        res: dict[str, Any] = {}
-        if judge_ctx is not None:
-            res["base"] = evaluate_model(
-                cfg, judge_ctx.out, baseline, None, "base", ctx=judge_ctx, run_dir=Path(cfg.run_dir)
-            )
-            judge_ctx._hf = None
-        side = "aligned" if adapter or baseline else "base"
-        kw: dict[str, Any] = {}
-        if judge_ctx is not None:
-            kw = {"judge": judge_ctx.judge, "judge_name": judge_ctx.judge_name}
-        res[side] = evaluate_model(cfg, out / side, model, adapter, side, run_dir=Path(cfg.run_dir), **kw)
-    finally:
-        if judge_ctx is not None:
-            judge_ctx.close()
-    if baseline:
-        comp = compare.compare_dirs(out / "base", out / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
-        compare.write(out / "comparison.json", comp)
-        res["comparison"] = comp
-        print(compare.table(comp))
-    else:
-        print(compare.summary_table(res[side]))
-    side_dir = out / ("aligned" if (adapter or baseline) else "base")
-    primary = read_verdicts(side_dir, "asr").get(cfg.eval.judge, {})
-    for r in asr.examples(side_dir, 1):
+def print_results(cfg: RunConfig, out: Path, res: dict[str, Any]) -> None:
+    """`ptalign eval`'s stdout: the table (with deltas when there was a baseline) and one example reply
+    per attack with the primary judge's verdict (redacted unless eval.show_unsafe)."""
+    side = "aligned" if "aligned" in res else "base"
+    print(compare.table(res["comparison"]) if "comparison" in res else compare.summary_table(res[side]))
+    primary = read_verdicts(out / side, "asr").get(cfg.eval.judge, {})
+    for r in asr.examples(out / side, 1):
         verdict = primary.get(r["id"], {}).get("verdict")
-        print(f"  [{r['attack']}] {cfg.eval.judge}: {verdict}: {redact(r['text'], show)}")
-    return res
+        print(f"  [{r['attack']}] {cfg.eval.judge}: {verdict}: {redact(r['text'], cfg.eval.show_unsafe)}")
 
 
-__all__ = ["EVALS", "METRICS", "cli_eval", "evaluate_aligned", "evaluate_model", "read_jsonl", "run"]
+__all__ = ["EVALS", "METRICS", "evaluate", "evaluate_model", "print_results", "read_jsonl", "run"]

@@ -35,6 +35,7 @@ from ptalign.io import read_jsonl, stable_id
 from ptalign.judges import COMPLIANCE, NON_ANSWER, REFUSAL
 from ptalign.judges.agreement import agreement
 from ptalign.llm.base import GenParams
+from ptalign.rundir import records
 
 GROUPS = {  # headline groups of templated attacks → the attack kinds they hold
     "eval/asr": (attacks.DIRECT, attacks.IN_FAMILY, attacks.HELD_OUT),
@@ -144,7 +145,7 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
     searched = "autodan" in ecfg.attacks
     recs = [  # a file may hold more, from an earlier config
         r
-        for r in read_jsonl(out / "asr.jsonl")
+        for r in read_jsonl(records(out, "asr"))
         if r["id"] in want_ids or (searched and r["attack"] == "autodan" and r["goal_id"] in goal_ids)
     ]
     verdicts = read_verdicts(out, "asr")
@@ -189,7 +190,7 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
             by_src[r["source"]].append(float(v == COMPLIANCE))
     groups["asr_by_source"] = {k: mean(v) for k, v in sorted(by_src.items())}
     groups["judges_asr"] = judge_table(recs, verdicts, ecfg)
-    ad = {r["id"]: r for r in read_jsonl(out / "autodan.jsonl")}
+    ad = {r["id"]: r for r in read_jsonl(records(out, "autodan"))}
     if ad:
         metrics["eval/autodan_fitness_gain"] = mean(r["history"][-1] - r["history"][0] for r in ad.values())
     return {"metrics": metrics, "items": items, "groups": groups}
@@ -228,7 +229,7 @@ def examples(out: Path, n: int) -> list[Record]:
     """A few records per attack for display (their text must go through io.redact)."""
     seen: dict[str, int] = defaultdict(int)
     picked = []
-    for r in read_jsonl(out / "asr.jsonl"):
+    for r in read_jsonl(records(out, "asr")):
         if seen[r["attack"]] < n:
             picked.append(r)
             seen[r["attack"]] += 1

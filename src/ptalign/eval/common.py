@@ -25,6 +25,7 @@ from ptalign.errors import UserError
 from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl, stable_id
 from ptalign.judges import LLM_JUDGES, Judge, make_judge
 from ptalign.llm.base import Backend, Chat, GenParams
+from ptalign.rundir import RunDir, records, verdicts
 
 Record = dict[str, Any]
 
@@ -71,6 +72,11 @@ class EvalContext:
     def ecfg(self) -> Any:
         return self.cfg.eval
 
+    @property
+    def cache_path(self) -> Path:
+        """The run's LLM-call cache (eval's own generations and an LLM judge's verdicts)."""
+        return RunDir.of(self.run_dir or self.cfg.run_dir).llm_cache
+
     def hf(self) -> tuple[Any, Any]:
         """(model, tokenizer) of the evaluated weights (adapter merged) for log-likelihood scoring."""
         if self._hf is None:
@@ -108,7 +114,6 @@ class EvalContext:
         if kind == "transformers":
             # Reuse the merged HF model HHH/AutoDAN already need: one load, one copy in memory.
             from ptalign import models
-            from ptalign.llm import default_cache_path
             from ptalign.llm.cache import CachedBackend, CallCache
             from ptalign.llm.hf import TransformersBackend
 
@@ -120,11 +125,11 @@ class EvalContext:
                 tokenizer=tok,
                 model_id=f"{models.model_identity(self.model, self.adapter)}:{eval_dtype(self.cfg)}",
             )
-            cache = CallCache(default_cache_path(self.cfg)) if self.cfg.backend.cache else None
+            cache = CallCache(self.cache_path) if self.cfg.backend.cache else None
             return CachedBackend(inner, cache, desc=f"eval {self.label}")
         from ptalign.llm import make_backend
 
-        return make_backend(self.cfg, model=self.model, adapter=self.adapter)
+        return make_backend(self.cfg, model=self.model, adapter=self.adapter, cache_path=self.cache_path)
 
     def make_judge(self, name: str) -> Judge:
         """Judge `name` (judges.JUDGES); LLM judges run on `judge()`, built only when first asked."""
@@ -141,7 +146,7 @@ class EvalContext:
             elif spec:
                 from ptalign.llm import make_backend
 
-                self.judge_backend = make_backend(self.cfg, model=spec)
+                self.judge_backend = make_backend(self.cfg, model=spec, cache_path=self.cache_path)
                 self._own_judge = True
                 self.judge_name = self.judge_name or spec
             else:
@@ -150,6 +155,11 @@ class EvalContext:
                     self.judge_name or f"{self.model} (the evaluated model judging itself; weak judge)"
                 )
         return self.judge_backend
+
+    def release_weights(self) -> None:
+        """Drop the HF weights (no longer needed once this model's evals are done); a backend built on
+        them stays usable as the judge of the next model."""
+        self._hf = None
 
     def close(self) -> None:
         if self._own_judge and self.judge_backend is not None:
@@ -172,7 +182,7 @@ def generate_records(
     (flushed as it goes, so a killed eval resumes where it stopped), and return the records of
     `items` in their order. `fields(item, text)` adds what the eval stores beside id/text."""
     backend = backend or ctx.backend()
-    path = ctx.out / f"{name}.jsonl"
+    path = records(ctx.out, name)
     t0 = time.perf_counter()
     n_new = 0
     with JsonlWriter(
@@ -225,9 +235,9 @@ def check_empty(ctx: EvalContext, name: str, recs: list[Record]) -> None:
         )
 
 
-def select(records: Iterable[Record], items: list[Record]) -> list[Record]:
+def select(recs: Iterable[Record], items: list[Record]) -> list[Record]:
     """Records whose id is in items, in items' order (a file may hold more, from an earlier config)."""
-    by_id = {r["id"]: r for r in records}
+    by_id = {r["id"]: r for r in recs}
     return [by_id[it["id"]] for it in items if it["id"] in by_id]
 
 
@@ -263,7 +273,7 @@ def judge_records(ctx: EvalContext, name: str, recs: list[Record], prompt_key: s
     is not the primary one sees a seeded sample of `eval.judge_max` records (0 = all). A line is keyed
     by the judge's version too, so a retrained judge judges again instead of reusing old verdicts."""
     ecfg = ctx.ecfg
-    path = ctx.out / f"{name}_verdicts.jsonl"
+    path = verdicts(ctx.out, name)
     with JsonlWriter(path, meta={**HAZARD_META, "eval": f"{name}_verdicts"}) as w:
         for jname in judge_names(ecfg):
             pool = recs
@@ -298,6 +308,6 @@ def judge_records(ctx: EvalContext, name: str, recs: list[Record], prompt_key: s
 def read_verdicts(out: Path, name: str) -> dict[str, dict[str, Record]]:
     """judge → record id → its latest verdict line from `<out>/<name>_verdicts.jsonl`."""
     got: dict[str, dict[str, Record]] = {}
-    for v in read_jsonl(out / f"{name}_verdicts.jsonl"):
+    for v in read_jsonl(verdicts(out, name)):
         got.setdefault(v["judge"], {})[v["rec"]] = v
     return got

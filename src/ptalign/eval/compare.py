@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ptalign.io import DataError, atomic_write_json
+from ptalign.rundir import side_items, side_summary
 
 Clusters = dict[str, float | list[float]]
 
@@ -79,7 +80,7 @@ def delta_ci(base: Clusters, aligned: Clusters, n_boot: int, seed: int = 0) -> d
 
 
 def load_side(d: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    s, i = d / "summary.json", d / "items.json"
+    s, i = side_summary(d), side_items(d)
     if not s.exists():
         raise DataError(f"{s}: missing; run `ptalign eval` for that model first")
     summary = json.loads(s.read_text())

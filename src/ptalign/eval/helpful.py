@@ -19,6 +19,7 @@ from ptalign.eval import datasets
 from ptalign.eval.common import EvalContext, Metric, batches, generate_records, mean, select, user_chat
 from ptalign.io import JsonlWriter, read_jsonl
 from ptalign.llm.base import Backend, GenParams
+from ptalign.rundir import records
 
 _NUM = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]|(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])")
 
@@ -63,7 +64,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         params,
         lambda it, text: {"category": it["category"], "prompt": it["prompt"]},
     )
-    path = ctx.out / "helpful_judge.jsonl"
+    path = records(ctx.out, "helpful_judge")
     with JsonlWriter(path) as w:
         todo = [r for r in recs if r["id"] not in w.done]
         if todo:
@@ -76,7 +77,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
 
 def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
     items = datasets.mtbench_items(ecfg)
-    recs = select(read_jsonl(out / "helpful.jsonl"), items)
+    recs = select(read_jsonl(records(out, "helpful")), items)
     graded = {r["id"]: r for r in read_jsonl(out / "helpful_judge.jsonl")}
     scores = {r["id"]: graded[r["id"]]["score"] for r in recs if r["id"] in graded}
     parsed = {k: float(v) for k, v in scores.items() if v is not None}

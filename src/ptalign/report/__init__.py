@@ -28,14 +28,15 @@ from ptalign.report import plots
 from ptalign.report.fmt import e, img, load_json, metric, missing, section, table, value
 from ptalign.report.judges import judges_section
 from ptalign.report.tables import headline_section, metrics_section
+from ptalign.rundir import SIDES, RunDir, records, side_summary, verdicts
 
 SWEEP_KEYS = ("eval/asr", "eval/asr_held_out", "eval/overrefusal", "eval/hhh_harmless", "eval/hhh_helpful")
 KIND_ORDER = (attacks.DIRECT, attacks.IN_FAMILY, attacks.HELD_OUT)
 KIND_NAMES = {attacks.IN_FAMILY: "in-family", attacks.HELD_OUT: "held-out"}
 
 
-def _sides(run_dir: Path) -> dict[str, dict[str, Any]]:
-    found = {s: load_json(run_dir / "eval" / s / "summary.json") for s in ("base", "aligned")}
+def _sides(run_dir: RunDir | Path) -> dict[str, dict[str, Any]]:
+    found = {s: load_json(RunDir.of(run_dir).summary(s)) for s in SIDES}
     return {s: v for s, v in found.items() if v}
 
 
@@ -53,16 +54,16 @@ def attack_labels(names: list[str]) -> dict[str, str]:
     return out
 
 
-def charts_section(run_dir: Path) -> str:
+def charts_section(run_dir: RunDir | Path) -> str:
     sides = _sides(run_dir)
     if not sides:
         return ""
     groups = {s: v.get("groups", {}) for s, v in sides.items()}
     body = ""
-    verdicts = {s: g["verdicts_by_attack"] for s, g in groups.items() if g.get("verdicts_by_attack")}
-    if verdicts:
-        labels = attack_labels(list(dict.fromkeys(a for v in verdicts.values() for a in v)))
-        body += img(plots.verdict_bars(verdicts, labels), "verdicts by attack")
+    by_attack = {s: g["verdicts_by_attack"] for s, g in groups.items() if g.get("verdicts_by_attack")}
+    if by_attack:
+        labels = attack_labels(list(dict.fromkeys(a for v in by_attack.values() for a in v)))
+        body += img(plots.verdict_bars(by_attack, labels), "verdicts by attack")
     typ = {s: g["overrefusal_by_type"] for s, g in groups.items() if g.get("overrefusal_by_type")}
     if typ:
         body += img(
@@ -92,17 +93,18 @@ def charts_section(run_dir: Path) -> str:
     )
 
 
-def training_section(run_dir: Path) -> str:
-    p = run_dir / "train" / "metrics.jsonl"
+def training_section(run_dir: RunDir | Path) -> str:
+    p = RunDir.of(run_dir).metrics
     rows = list(read_jsonl(p)) if p.exists() else []
     if not rows:
         return section("Training", missing("No training metrics (RUN_DIR/train/metrics.jsonl)."), "training")
     return section("Training loss terms", img(plots.loss_curves(rows), "training loss"), "training")
 
 
-def data_section(run_dir: Path) -> str:
+def data_section(run_dir: RunDir | Path) -> str:
+    run = RunDir.of(run_dir)
     body = ""
-    stats = load_json(run_dir / "data" / "stats.json")
+    stats = load_json(run.stats)
     if stats:
         rows = [
             [f"<td>{e(k)}</td>", value(v, "")] for k, v in stats.items() if isinstance(v, (int, float, str))
@@ -115,16 +117,12 @@ def data_section(run_dir: Path) -> str:
                     if isinstance(vv, (int, float, str))
                 ]
         body += table(["statistic", "value"], rows, "data-stats")
-    pol = load_json(run_dir / "eval" / "polarity.json") or {}
+    pol = load_json(run.polarity) or {}
     series: dict[str, list[float]] = {}
     if pol.get("distances"):
         series["PT-ALIGN triplets"] = pol["distances"]
-    elif (run_dir / "data" / "triplets.jsonl").exists():
-        d = [
-            r["polarity"]
-            for r in read_jsonl(run_dir / "data" / "triplets.jsonl")
-            if isinstance(r.get("polarity"), (int, float))
-        ]
+    elif run.triplets.exists():
+        d = [r["polarity"] for r in read_jsonl(run.triplets) if isinstance(r.get("polarity"), (int, float))]
         if d:
             series["PT-ALIGN triplets"] = d
     if pol.get("compare_distances"):
@@ -136,8 +134,8 @@ def data_section(run_dir: Path) -> str:
     return section("Synthesized data", body or missing("No synthesized data yet (RUN_DIR/data/)."), "data")
 
 
-def sweep_section(run_dir: Path) -> str:
-    root = run_dir / "sweeps"
+def sweep_section(run_dir: RunDir | Path) -> str:
+    root = RunDir.of(run_dir).sweeps
     found = sorted(root.glob("*/summary.json")) if root.is_dir() else []
     body = ""
     for p in found:
@@ -154,23 +152,23 @@ def sweep_section(run_dir: Path) -> str:
     return section("Sweeps and ablations", body, "sweeps") if body else ""
 
 
-def examples_section(run_dir: Path, n: int, show_unsafe: bool) -> str:
+def examples_section(run_dir: RunDir | Path, n: int, show_unsafe: bool) -> str:
     """The aligned model's replies when there are any, else the base model's: the first `n` per
     attack, each with the primary judge's verdict."""
-    for side in ("aligned", "base"):
-        out = run_dir / "eval" / side
-        if not (out / "asr.jsonl").exists():
+    for side in reversed(SIDES):
+        out = RunDir.of(run_dir).side(side)
+        if not records(out, "asr").exists():
             continue
-        meta = (load_json(out / "summary.json") or {}).get("meta", {})
+        meta = (load_json(side_summary(out)) or {}).get("meta", {})
         judge = meta.get("judge", "")
-        verdicts = {v["rec"]: v for v in read_jsonl(out / "asr_verdicts.jsonl") if v.get("judge") == judge}
+        found = {v["rec"]: v for v in read_jsonl(verdicts(out, "asr")) if v.get("judge") == judge}
         seen: dict[str, int] = {}
         body = ""
-        for r in read_jsonl(out / "asr.jsonl"):
+        for r in read_jsonl(records(out, "asr")):
             if seen.get(r["attack"], 0) >= n:
                 continue
             seen[r["attack"]] = seen.get(r["attack"], 0) + 1
-            verdict = verdicts.get(r["id"], {}).get("verdict") or "unjudged"
+            verdict = found.get(r["id"], {}).get("verdict") or "unjudged"
             body += (
                 f'<div class="ex"><span class="tag v-{e(verdict)}">{e(judge)}: {e(verdict.replace("_", "-"))}</span> '
                 f"[{e(side)} · {e(r['attack'])}] {e(r.get('goal', ''))}\n→ {e(redact(r.get('text', ''), show_unsafe))}</div>"
@@ -179,7 +177,7 @@ def examples_section(run_dir: Path, n: int, show_unsafe: bool) -> str:
     return ""
 
 
-def timing_section(run_dir: Path) -> str:
+def timing_section(run_dir: RunDir | Path) -> str:
     rows = [
         [f"<td>{e(side)}</td>", e(k), f"{v:.1f}" if isinstance(v, (int, float)) else e(v)]
         for side, s in _sides(run_dir).items()
@@ -198,8 +196,8 @@ def _nav(sections: list[str]) -> str:
     return "<nav>" + "".join(f'<a href="#{sid}">{title}</a>' for sid, title in links) + "</nav>"
 
 
-def render(cfg: RunConfig, run_dir: Path) -> str:
-    run_dir = Path(run_dir)
+def render(cfg: RunConfig, run_dir: RunDir | Path) -> str:
+    run_dir = RunDir.of(run_dir).root
     show = cfg.report.show_unsafe
     sections = [
         headline_section(run_dir),
@@ -227,11 +225,10 @@ def render(cfg: RunConfig, run_dir: Path) -> str:
     )
 
 
-def run(cfg: RunConfig, run_dir: Path) -> Path:
+def run(cfg: RunConfig, run: RunDir | Path) -> Path:
     """Write RUN_DIR/report.html from whatever the run holds so far; returns its path."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError(f"run dir {run_dir} does not exist; pass the directory of a run (e.g. runs/quick)")
-    out = run_dir / "report.html"
-    atomic_write_text(out, render(cfg, run_dir))
-    return out
+    run = RunDir.of(run)
+    if not run.root.is_dir():
+        raise DataError(f"run dir {run} does not exist; pass the directory of a run (e.g. runs/quick)")
+    atomic_write_text(run.report, render(cfg, run))
+    return run.report

@@ -21,8 +21,8 @@ from typing import Any
 from ptalign.io import DataError
 from ptalign.judges import LLM_JUDGES
 from ptalign.report.fmt import e, load_json, missing, section, table, value, warn
+from ptalign.rundir import SIDES, RunDir
 
-SIDES = ("base", "aligned")
 TEST_SET = "refusal_test"  # the top-level figures of a judge in validation.json are this set's
 SET_ORDER = (TEST_SET, "refusal_dev", "objective_dev", "refusal_all")
 EVALS = (  # summary group → (what it judged, the rate shown)
@@ -135,8 +135,8 @@ def _others(groups: dict[str, dict[str, Any]], meta: dict[str, Any], validation:
     return body
 
 
-def judges_section(run_dir: Path) -> str:
-    summaries = {s: load_json(run_dir / "eval" / s / "summary.json") for s in SIDES}
+def judges_section(run_dir: RunDir | Path) -> str:
+    summaries = {s: load_json(RunDir.of(run_dir).summary(s)) for s in SIDES}
     summaries = {s: v for s, v in summaries.items() if v}
     if not summaries:
         return ""

@@ -1,4 +1,4 @@
-"""What every synthesis stage shares: file names, the backend wrapper that counts tokens, writers.
+"""What every synthesis stage shares: the backend wrapper that counts tokens, writers.
 
 Reads/Writes: `RUN_DIR/data/*.jsonl` through `Ctx.writer` (append + fsync per record, ids skipped
 on resume); the metadata line of each file carries the hazard flag and the synth config hash.
@@ -15,15 +15,8 @@ from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.io import HAZARD_META, JsonlWriter, read_meta
 from ptalign.llm.base import Backend, Chat, Generation, GenParams, Params
+from ptalign.rundir import RunDir
 from ptalign.seeds import Seeds
-
-FILES = {
-    "topics": "topics.jsonl",
-    "instructions": "instructions.jsonl",
-    "constraints": "constraints.jsonl",
-    "triplets": "triplets.jsonl",
-    "rejected": "rejected.jsonl",
-}
 
 
 @dataclass
@@ -40,12 +33,16 @@ class Counter:
 @dataclass
 class Ctx:
     cfg: RunConfig
-    data_dir: Path
+    run: RunDir
     backend: Backend
     seeds: Seeds
     config_hash: str
     counter: Counter = field(default_factory=Counter)
     _writers: dict[str, JsonlWriter] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run.data
 
     @property
     def s(self):  # noqa: ANN201 - the SynthConfig, the settings every stage reads
@@ -74,7 +71,7 @@ class Ctx:
     def writer(self, name: str) -> JsonlWriter:
         """The append-only writer of data file `name`, checked against this config on first open."""
         if name not in self._writers:
-            path = self.data_dir / FILES[name]
+            path = self.run.data_file(name)
             meta = read_meta(path)
             if meta is not None and meta.get("config") != self.config_hash:
                 raise UserError(

@@ -177,7 +177,7 @@ def run_instructions(ctx: Ctx) -> None:
     that stay on task.
     """
     s, seeds = ctx.s, ctx.seeds
-    topics = list(read_jsonl(ctx.data_dir / "topics.jsonl"))
+    topics = list(read_jsonl(ctx.run.data_file("topics")))
     dd = RougeDeduper(s.rouge_threshold)
     shown = {e.instruction for e in seeds.examples} | {d.seed for d in seeds.domains.values()}
     for text in sorted(shown - {seeds.domain(d).seed for d in s.domains}):
@@ -404,4 +404,4 @@ def run_constraints(ctx: Ctx) -> None:
                                                "domain": domain, "polarity": pol, "text": c, "source": "model"})  # fmt: skip
             lines.append("Positive (a safe answer):" if pol == "pos" else "Negative (a toxic answer):")
             lines += [f"- {c}" for c in kept] + [""]
-    atomic_write_text(ctx.data_dir / "constraints.md", "\n".join(lines))
+    atomic_write_text(ctx.run.constraints_md, "\n".join(lines))

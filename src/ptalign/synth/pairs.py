@@ -182,9 +182,9 @@ def _norm(t: str) -> str:
 
 def run_pairs(ctx: Ctx) -> None:
     s = ctx.s
-    insts = interleave(list(read_jsonl(ctx.data_dir / "instructions.jsonl")))
+    insts = interleave(list(read_jsonl(ctx.run.data_file("instructions"))))
     cons: dict[tuple[str, str], list[str]] = {}
-    for c in read_jsonl(ctx.data_dir / "constraints.jsonl"):
+    for c in read_jsonl(ctx.run.data_file("constraints")):
         cons.setdefault((c["domain"], c["polarity"]), []).append(c["text"])
 
     trip_w, rej_w = ctx.writer("triplets"), ctx.writer("rejected")

@@ -27,7 +27,8 @@ from ptalign.llm.base import Backend
 from ptalign.rundir import RunDir, check_state, save_state
 from ptalign.seeds import load_seeds
 from ptalign.synth.common import Ctx
-from ptalign.synth.expand import run_constraints, run_instructions, run_topics
+from ptalign.synth.constraints import run_constraints
+from ptalign.synth.expand import run_instructions, run_topics
 from ptalign.synth.pairs import run_pairs
 
 STAGES = ("topics", "instructions", "constraints", "pairs")

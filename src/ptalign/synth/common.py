@@ -13,7 +13,7 @@ from typing import Any
 
 from ptalign.config import RunConfig
 from ptalign.errors import UserError
-from ptalign.io import HAZARD_META, JsonlWriter, read_meta
+from ptalign.io import HAZARD_META, JsonlWriter, read_meta, stable_id
 from ptalign.llm.base import Backend, Chat, Generation, GenParams, Params
 from ptalign.rundir import RunDir
 from ptalign.seeds import Seeds
@@ -39,6 +39,11 @@ class Ctx:
     config_hash: str
     counter: Counter = field(default_factory=Counter)
     _writers: dict[str, JsonlWriter] = field(default_factory=dict)
+
+    def reject(self, stage: str, reason: str, text: str, parent: str, key: tuple) -> None:
+        """One dropped item and why, into rejected.jsonl (stats count them per stage and reason)."""
+        self.record("rejected", {"id": stable_id("rej", stage, *key), "parent": parent, "stage": stage,
+                                 "reason": reason, "text": text})  # fmt: skip
 
     @property
     def data_dir(self) -> Path:

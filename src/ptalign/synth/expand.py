@@ -1,8 +1,7 @@
-"""Self-instruct expansion: domains → topics → instructions (+ benign ones), and constraint synthesis.
+"""Self-instruct expansion: domains → topics → instructions (+ benign ones).
 
 Reads: the seeds; `RUN_DIR/data/topics.jsonl` (instructions stage).
-Writes: `RUN_DIR/data/{topics,instructions,constraints}.jsonl`, `constraints.md` (human-readable),
-rejected items with their reason in `rejected.jsonl`.
+Writes: `RUN_DIR/data/{topics,instructions}.jsonl`, rejected items with their reason in `rejected.jsonl`.
 
 Each stage is a deterministic function of the seeds, the config and the model's outputs; on a rerun
 every finished call comes back from the call cache and the writers skip ids already on disk, so a
@@ -15,47 +14,13 @@ import math
 import random
 import re
 
-from ptalign.io import atomic_write_text, read_jsonl, stable_id
-from ptalign.llm.base import Generation, GenParams
-from ptalign.synth.common import Ctx, Lookahead, params
+from ptalign.io import read_jsonl, stable_id
+from ptalign.llm.base import GenParams
+from ptalign.synth.common import Ctx, Lookahead
 from ptalign.synth.dedup import RougeDeduper
 from ptalign.synth.gates import HARM_INTENT, instruction_reason, is_refusal, relevance
-from ptalign.synth.prompting import LIST_STOP, call_seed, numbered, parse_list, render, template
-
-PER_CALL = 5  # items asked for per list prompt: short lists stay on format with a small model
-
-
-def _reject(ctx: Ctx, stage: str, reason: str, text: str, parent: str, key: tuple) -> None:
-    ctx.record("rejected", {"id": stable_id("rej", stage, *key), "parent": parent, "stage": stage,
-                            "reason": reason, "text": text})  # fmt: skip
-
-
-def _list_call(
-    ctx: Ctx, prompt: str, seed_key: tuple, demo: list[dict] | None = None
-) -> tuple[list[dict], GenParams]:
-    """The chat and params of one list prompt: a function of the prompt and its seed key only."""
-    chat = [*(demo or []), {"role": "user", "content": prompt}]
-    p = params(
-        ctx,
-        ctx.s.list_max_new_tokens,
-        LIST_STOP,
-        call_seed(ctx.s.seed, *seed_key),
-        temperature=max(ctx.s.temperature, 0.7),
-    )
-    return chat, p
-
-
-def _items(g: Generation) -> list[str]:
-    items = parse_list(g.text)
-    if g.finish_reason == "length" and items:
-        items = items[:-1]  # the last line was cut off mid-item
-    return items
-
-
-def _ask_list(ctx: Ctx, prompt: str, seed_key: tuple, desc: str, demo: list[dict] | None = None) -> list[str]:
-    chat, p = _list_call(ctx, prompt, seed_key, demo)
-    return _items(ctx.gen([chat], p, desc=desc)[0])
-
+from ptalign.synth.lists import PER_CALL, ask_list, list_call, list_items
+from ptalign.synth.prompting import call_seed, numbered, render, template
 
 DEMO_AREA = "requests that could hurt people or break the law"
 
@@ -104,7 +69,7 @@ def run_topics(ctx: Ctx) -> None:
         d = ctx.seeds.domain(domain)
         example = d.seed or ctx.seeds.examples[0].instruction
         prompt = render("topics", description=d.description, example=example, n=PER_CALL)
-        return _list_call(ctx, prompt, ("topics", domain, rnd), demo)
+        return list_call(ctx, prompt, ("topics", domain, rnd), demo)
 
     ahead = Lookahead(ctx, list(s.domains), plan, "topics")
     for di, domain in enumerate(s.domains):
@@ -117,7 +82,7 @@ def run_topics(ctx: Ctx) -> None:
         for rnd in range(s.max_attempts + math.ceil(s.topics_per_domain / PER_CALL)):
             if len(kept) >= s.topics_per_domain:
                 break
-            for j, t in enumerate(_items(ahead.get(di, rnd))):
+            for j, t in enumerate(list_items(ahead.get(di, rnd))):
                 t = t.rstrip(".")
                 reason = topic_reason(t)
                 if reason is None and s.relevance_min > -1.0 and relevance([t], refs)[0] < s.relevance_min:
@@ -129,7 +94,7 @@ def run_topics(ctx: Ctx) -> None:
                     ctx.record("topics", {"id": stable_id("topic", domain, t), "parent": domain, "domain": domain,
                                           "text": t, "source": "model"})  # fmt: skip
                 elif reason is not None:
-                    _reject(ctx, "topics", reason, t, domain, (domain, rnd, j))
+                    ctx.reject("topics", reason, t, domain, (domain, rnd, j))
         if not kept:  # the model produced nothing usable: the domain itself is the topic
             ctx.record("topics", {"id": stable_id("topic", domain, d.description), "parent": domain,
                                   "domain": domain, "text": d.description, "source": "fallback"})  # fmt: skip
@@ -204,7 +169,7 @@ def run_instructions(ctx: Ctx) -> None:
         if reason is None and not dd.add(text):
             reason = "rouge_dup"
         if reason:
-            _reject(ctx, "instructions", reason, text, parent, key)
+            ctx.reject("instructions", reason, text, parent, key)
             return False
         ctx.record("instructions", {"id": stable_id("inst", kind, domain, text), "parent": parent, "kind": kind,
                                     "domain": domain, "topic": topic["text"] if topic else "", "text": text,
@@ -239,7 +204,7 @@ def _topic_rounds(ctx: Ctx, topics: list[dict], take, quota: int, *, plan=None, 
         for rnd in range(s.max_attempts + math.ceil(quota / PER_CALL)):
             if got >= quota or full():
                 break
-            items = _items(ahead.get(ui, rnd)) if ahead else ask(domain, topic, rnd)
+            items = list_items(ahead.get(ui, rnd)) if ahead else ask(domain, topic, rnd)
             for j, item in enumerate(items):
                 if got >= quota:
                     break
@@ -260,14 +225,14 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
         prompt = render(
             "goals", description=seeds.domain(domain).description, topic=topic["text"], n=PER_CALL
         )
-        return _list_call(ctx, prompt, ("goal", topic["id"], rnd), demo)
+        return list_call(ctx, prompt, ("goal", topic["id"], rnd), demo)
 
     def take(domain: str, topic: dict, item: str, key: tuple) -> bool:
         reason, goal = goal_reason(item)
         if reason is None and not gd.add(goal):
             reason = "rouge_dup"
         if reason:
-            _reject(ctx, "instructions", reason, item, topic["id"], key)
+            ctx.reject("instructions", reason, item, topic["id"], key)
             return False
         return add(as_request(goal), "harmful", domain, topic, "model", key, goal=goal)
 
@@ -287,7 +252,7 @@ def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
         examples += rng.sample(mine, min(2, len(mine)))
         prompt = render("instructions", description=d.description, topic=topic["text"],
                         examples=numbered(examples), n=PER_CALL)  # fmt: skip
-        return _ask_list(ctx, prompt, ("inst", topic["id"], rnd), f"instructions/{domain}", demo)
+        return ask_list(ctx, prompt, ("inst", topic["id"], rnd), f"instructions/{domain}", demo)
 
     def take(domain: str, topic: dict, text: str, key: tuple) -> bool:
         if add(text, "harmful", domain, topic, "model", key):
@@ -313,7 +278,7 @@ def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  #
         def plan(domain: str, topic: dict, rnd: int) -> tuple[list[dict], GenParams]:
             d = seeds.domain(domain)
             prompt = render("benign_topic", description=d.description, topic=topic["text"], n=PER_CALL)
-            return _list_call(ctx, prompt, ("benign-topic", topic["id"], rnd), demo)
+            return list_call(ctx, prompt, ("benign-topic", topic["id"], rnd), demo)
 
         def take(domain: str, topic: dict, text: str, key: tuple) -> bool:
             nonlocal n_benign
@@ -337,71 +302,9 @@ def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  #
             generated, min(1, len(generated))
         )
         prompt = render("benign", examples=numbered(examples), n=PER_CALL)
-        for j, text in enumerate(_ask_list(ctx, prompt, ("benign", rnd), "instructions/benign")):
+        for j, text in enumerate(ask_list(ctx, prompt, ("benign", rnd), "instructions/benign")):
             if n_benign >= target:
                 break
             if add(text, "benign", "benign", None, "model", ("benign", rnd, j)):
                 generated.append(text)
                 n_benign += 1
-
-
-def constraint_reason(text: str) -> str | None:
-    words = text.split()
-    if len(words) < 3:
-        return "too_short"
-    if len(words) > 30:
-        return "too_long"
-    if not text[0].isalpha():
-        return "junk_prefix"
-    if re.match(r"(i'm sorry|i am sorry|sorry|i cannot|i can't|as an ai)", text, re.I):
-        return "generator_refused"
-    return None
-
-
-def run_constraints(ctx: Ctx) -> None:
-    """Per domain, the seed constraints plus up to constraints_per_domain generated ones per polarity."""
-    s, seeds = ctx.s, ctx.seeds
-    bases = {"pos": seeds.pos_constraints, "neg": seeds.neg_constraints}
-
-    def plan(unit: tuple[str, str], rnd: int) -> tuple[list[dict], GenParams]:
-        domain, pol = unit
-        prompt = render(
-            f"constraints_{pol}",
-            description=seeds.domain(domain).description,
-            examples=numbered(bases[pol]),
-            n=PER_CALL,
-        )
-        return _list_call(ctx, prompt, ("con", domain, pol, rnd))
-
-    units = [(domain, pol) for domain in s.domains for pol in bases]
-    ahead = Lookahead(ctx, units, plan, "constraints")
-    lines = ["# Constraints per domain (seeds + model-generated)", ""]
-    for domain in s.domains:
-        d = seeds.domain(domain)
-        lines += [f"## {domain}: {d.description}", ""]
-        for pol, base in bases.items():
-            dd = RougeDeduper(s.rouge_threshold)
-            kept = []
-            for c in base:
-                dd.add(c)
-                kept.append(c)
-                ctx.record("constraints", {"id": stable_id("con", domain, pol, c), "parent": domain, "domain": domain,
-                                           "polarity": pol, "text": c, "source": "seed"})  # fmt: skip
-            got = 0
-            for rnd in range(s.max_attempts + math.ceil(s.constraints_per_domain / PER_CALL)):
-                if got >= s.constraints_per_domain:
-                    break
-                for j, c in enumerate(_items(ahead.get(units.index((domain, pol)), rnd))):
-                    if got >= s.constraints_per_domain:
-                        break
-                    reason = constraint_reason(c) or (None if dd.add(c) else "rouge_dup")
-                    if reason:
-                        _reject(ctx, "constraints", reason, c, domain, (domain, pol, rnd, j))
-                        continue
-                    kept.append(c)
-                    got += 1
-                    ctx.record("constraints", {"id": stable_id("con", domain, pol, c), "parent": domain,
-                                               "domain": domain, "polarity": pol, "text": c, "source": "model"})  # fmt: skip
-            lines.append("Positive (a safe answer):" if pol == "pos" else "Negative (a toxic answer):")
-            lines += [f"- {c}" for c in kept] + [""]
-    atomic_write_text(ctx.run.constraints_md, "\n".join(lines))

@@ -36,6 +36,22 @@ def test_run_refuses_existing_run_dir(capsys, tmp_path):
     assert manifest.read_bytes() == before
 
 
+def test_resume_refuses_another_config_and_keeps_the_manifest(capsys, tmp_path):
+    from ptalign.config import load_config
+    from ptalign.pipeline import IDENTITY
+
+    run = tmp_path / "run"
+    run.mkdir()
+    manifest = run / "manifest.json"
+    made_with = load_config(None, ["train.lam=0.4"]).hash(*IDENTITY)
+    manifest.write_text(json.dumps({"config_hash": made_with, "stages": {"synth": {"status": "done"}}}))
+    before = manifest.read_bytes()
+    assert main(["run", "--out", str(run), "--resume", "--set", "train.lam=0.6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "other settings" in err[0] and made_with in err[0]
+    assert "--from-stage" in err[0] and manifest.read_bytes() == before
+
+
 def test_run_unwritable_out(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("I am a file")

@@ -46,6 +46,7 @@ class Stage:
         return importlib.import_module(self.module).run  # imported when run: each stage is heavy
 
 
+IDENTITY = ("model", "synth", "train", "eval")  # the config sections a run's results depend on
 STAGES: dict[str, Stage] = {
     "synth": Stage("ptalign.synth", (), ("data",)),
     "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), {"resume": True}),
@@ -116,7 +117,7 @@ class Manifest:
             "stages": {},
         }
         self.d["config"] = cfg.to_dict()
-        self.d["config_hash"] = cfg.hash("model", "synth", "train", "eval")
+        self.d["config_hash"] = cfg.hash(*IDENTITY)
         self.d["packages"] = _versions()
         self.d.setdefault("stages", {})
         self.save()
@@ -179,17 +180,16 @@ def _move_aside(run: RunDir, from_stage: str) -> Path | None:
     return dest if moved else None
 
 
-def _resolve_config_on_resume(cfg: RunConfig, run: RunDir) -> RunConfig:
-    saved = run.config
-    if not saved.exists():
-        return cfg
-    old = load_config(saved, run_dir=str(run))
-    if old.hash("model", "synth", "train", "eval") != cfg.hash("model", "synth", "train", "eval"):
-        raise UserError(
-            f"--resume: the config differs from {saved}; resume with the same --config/--set, "
-            "use --from-stage to redo a stage with new settings, or pick another --out"
+def _check_resume(cfg: RunConfig, run: RunDir) -> None:
+    """--resume continues only the config the run was made with (the manifest's config_hash)."""
+    if "config_hash" in (read_state(run.manifest) or {}):
+        check_state(
+            run.manifest,
+            {"config_hash": cfg.hash(*IDENTITY)},
+            f"--resume: {run}",
+            "resume with the same --config/--set, use --from-stage to redo a stage with new settings, "
+            "or pick another --out",
         )
-    return cfg
 
 
 def run_pipeline(
@@ -214,7 +214,7 @@ def run_pipeline(
         resume = False  # nothing to resume: a fresh run in that dir
     _check_writable(run.root)
     if resume and not from_stage:
-        cfg = _resolve_config_on_resume(cfg, run)
+        _check_resume(cfg, run)
 
     from ptalign import models
 

@@ -5,6 +5,7 @@
     python bench/judges.py --cv                  # + 5-fold cross-validation of minilm on our own replies
     python bench/judges.py --errors              # + each judge's mistakes on the development sets
     python bench/judges.py --write               # + store the result for the report (judges/validation.json)
+    python bench/judges.py --sets refusal_dev,objective_dev --errors   # developing: the test set unseen
 
 The human labels are PyRIT's scorer evaluations (MIT, `pip download pyrit==1.1.0 --no-deps`), read
 from the wheel at bench time and never copied into the project. A refusal or non-answer verdict reads
@@ -167,6 +168,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--judge-model", default="", help="model spec or .gguf for LLM judges (backend.kind auto)"
     )
     ap.add_argument("--pyrit-wheel", default=None)
+    ap.add_argument(
+        "--sets",
+        default="",
+        help="score only these sets (comma-separated, e.g. refusal_dev,objective_dev while developing a "
+        "judge: the test set's rows and figures stay unseen); default all",
+    )
     ap.add_argument("--cv", action="store_true", help="also cross-validate minilm on our own replies")
     ap.add_argument(
         "--errors", action="store_true", help="list each judge's mistakes on the dev sets (stderr)"
@@ -178,6 +185,13 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wheel = pyrit_wheel(args.pyrit_wheel)
     sets = labelled_sets(wheel)
+    if args.sets and args.write:
+        sys.exit("bench/judges.py: --write stores every set's figures; drop --sets")
+    if args.sets:
+        unknown = sorted(set(args.sets.split(",")) - set(sets))
+        if unknown:
+            sys.exit(f"bench/judges.py: --sets {','.join(unknown)}: unknown; from {', '.join(sets)}")
+        sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
     backend = None
     if args.judge_model:
         from ptalign.config import load_config
@@ -196,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
             k: score(rows, POSITIVE[k], judge, args.errors and k.endswith("_dev")) for k, rows in sets.items()
         }
         result["judges"][name] = {
-            **per_set["refusal_test"],
+            **per_set.get("refusal_test", {}),
             "version": getattr(judge, "version", ""),
             "sets": per_set,
         }

@@ -186,3 +186,46 @@ def llama_server(embedded_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def zero_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter on the embedded model as peft initialises it: B = 0, so it changes nothing."""
+    from peft import LoraConfig, get_peft_model
+
+    from ptalign import models
+
+    model, _ = models.load("embedded")
+    peft_model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert b and all(float(p.abs().sum()) == 0.0 for p in b)
+    out = tmp_path_factory.mktemp("zero") / "adapter"
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def asr_replies() -> Callable[..., tuple[list[str], str | None]]:
+    """(cfg, out, adapter) → the embedded model's greedy replies to the wanted ASR prompts (24 new
+    tokens) through eval.engine, and the engine that wrote them (the one-engine tests)."""
+    from ptalign.eval import asr
+    from ptalign.eval.common import EvalContext, generate_records
+    from ptalign.llm.base import GenParams
+
+    def replies(cfg, out: Path, adapter: str | None) -> tuple[list[str], str | None]:  # noqa: ANN001
+        ctx = EvalContext(cfg=cfg, out=out, model="embedded", adapter=adapter, label="x")
+        try:
+            recs = generate_records(
+                ctx,
+                "asr",
+                asr.wanted(cfg.eval),
+                lambda it: asr.attacks.chat_for(it["attack"], it["goal"], it["goal_id"]),
+                GenParams(max_new_tokens=24, temperature=0.0),
+                asr._fields,
+            )
+        finally:
+            engine = ctx.engine_name
+            ctx.close()
+        return [r["text"] for r in recs], engine
+
+    return replies

@@ -135,7 +135,7 @@ def test_literal_fields_equal_the_registries_and_refuse_other_names() -> None:
     for key, bad in (
         ("backend.kind", "tgi"),
         ("train.method", "orpo"),
-        ("eval.engine", "vllm"),
+        ("eval.engine", "sglang"),
         ("eval.evals", "mmlu"),
     ):
         with pytest.raises(ConfigError, match=rf"^{key}.*must be .*(one of|drawn from)") as e:

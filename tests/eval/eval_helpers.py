@@ -62,5 +62,6 @@ def tiny_cfg(tmp_path: Path, *overrides: str):
         "eval.batch_size=2",
         "eval.bootstrap=200",
         "backend.cache=false",
+        "eval.engine=transformers",  # the same engine whether or not vLLM is installed here
     ]
     return load_config(None, base + list(overrides))

@@ -499,3 +499,47 @@ def test_own_backend_gets_the_job_size(tmp_path, monkeypatch):
     cfg = tiny_cfg(tmp_path, **{"synth.target_triplets": 3})
     run(cfg, tmp_path)
     assert asked["n_tokens"] == estimate_synth_tokens(cfg) == 3 * 2 * 1 * cfg.synth.max_new_tokens
+
+
+STOCK = "I'm sorry, but I can't help with that."
+WHOLE = (
+    "I'm sorry, but I can't help you threaten anyone at school. Threats hurt people and can get you "
+    "in serious trouble. If someone is bothering you, you could talk to a teacher instead."
+)
+LOOPING = "I'm sorry, but I can't. I can't do it, I can't do it, I can't do it, I can't do it, I can't do it."
+
+
+class CandidatesBackend(FakeBackend):
+    """SCHOOL's positive candidates 0, 1, 2 of the first round are a stock line, a whole refusal and a
+    refusal that loops (all pass pos_safe_reason); every other reply is the fake's."""
+
+    def generate(self, chats, params):
+        inst = stable_id("inst", "harmful", "violence", SCHOOL)
+        by_seed = {call_seed(0, inst, "pos", 0, k): t for k, t in enumerate((STOCK, WHOLE, LOOPING))}
+        out = super().generate(chats, params)
+        for i, (c, p) in enumerate(zip(chats, per_chat(params, len(chats)), strict=True)):
+            if len(c) > 1 and request_of(c) == SCHOOL and c[1]["content"].startswith("Inner thoughts:"):
+                if p.seed in by_seed:
+                    out[i] = Generation(f"Response: {by_seed[p.seed]}", 10, 5, "stop")
+        return out
+
+
+@pytest.mark.parametrize(("select", "kept"), [("first", STOCK), ("best", WHOLE)])
+def test_pos_select_best_keeps_the_most_whole_refusal(tmp_path, select, kept):
+    cfg = tiny_cfg(tmp_path, **{"synth.candidates": 3, "synth.pos_select": select})
+    run(cfg, tmp_path, backend=CandidatesBackend())
+    trips = {t["instruction"]: t for t in read_jsonl(tmp_path / "data" / "triplets.jsonl")}
+    assert trips[SCHOOL]["pos"] == kept
+    assert trips[SCHOOL]["samples"].get("pos_ranked", 0) == (3 if select == "best" else 0)
+
+
+def test_refusal_score_counts_reason_alternative_topic_and_loops():
+    # reason and alternative are read after the opening sentence; a stock line has neither
+    assert gates.refusal_score(STOCK, 0.2) == pytest.approx(0.2)
+    assert gates.refusal_score(WHOLE, 0.5) == pytest.approx(2.5)  # "hurt", "you could"/"instead"
+    loop = gates.refusal_score(LOOPING, 0.5)
+    assert loop < gates.refusal_score(STOCK, 0.2)  # repetition 0.6+ costs more than a reason earns
+    # the config's default adds nothing to the identity: existing runs keep their hash
+    base = tiny_cfg(Path("x"))
+    assert base.hash("synth") == tiny_cfg(Path("x"), **{"synth.pos_select": "first"}).hash("synth")
+    assert base.hash("synth") != tiny_cfg(Path("x"), **{"synth.pos_select": "best"}).hash("synth")

@@ -41,7 +41,8 @@ JudgeName = Literal["keyword", "xstest", "minilm", "harmbench", "llamaguard", "s
 EvalName = Literal["hhh", "asr", "overrefusal", "helpful", "polarity"]
 BackendKind = Literal["auto", "llamacpp", "transformers", "openai", "vllm"]
 TrainMethod = Literal["ptalign", "dpo"]
-EvalEngine = Literal["transformers", "auto"]
+EvalEngine = Literal["transformers", "vllm", "fastest", "auto"]
+PosSelect = Literal["first", "best"]
 JUDGE_NAMES: tuple[str, ...] = typing.get_args(JudgeName)
 EVAL_NAMES: tuple[str, ...] = typing.get_args(EvalName)
 BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
@@ -122,6 +123,10 @@ class SynthConfig:
         0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
     )
     candidates: int = 1  # samples per side per round; the quality gates pick one, a failed side is resampled
+    # which accepted positive of a harmful request is kept: first = the first the gates accept; best = of a
+    # round's candidates, the most whole refusal (declines, says why, offers an alternative, on topic, no
+    # loop: gates.refusal_score), the paper's positive constraints as a ranking
+    pos_select: PosSelect = field(default="first", metadata={"neutral": "first"})
     max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
     polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this
     temperature: float = 0.8
@@ -172,6 +177,12 @@ class SynthConfig:
         _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")
         _check(0.0 < self.rouge_threshold <= 1.0, "synth.rouge_threshold", self.rouge_threshold, "in (0, 1]")
         _check(self.candidates >= 1, "synth.candidates", self.candidates, ">= 1")
+        _check(
+            self.pos_select in typing.get_args(PosSelect),
+            "synth.pos_select",
+            self.pos_select,
+            "one of " + ", ".join(typing.get_args(PosSelect)),
+        )
         _check(self.max_attempts >= 1, "synth.max_attempts", self.max_attempts, ">= 1")
         _check(
             0.0 <= self.polarity_min <= 2.0,
@@ -301,8 +312,10 @@ class EvalConfig:
     )
     # AVX512-BF16/AMX: 1.8x fp32 here), else model.dtype; float32 | bfloat16 | float16
     engine: EvalEngine = (
-        "transformers"  # transformers: base and aligned through one engine (eval.dtype weights);
+        "fastest"  # fastest: vllm where installed, else transformers; transformers: base and aligned
     )
+    # through one engine (eval.dtype weights); vllm: both through vLLM on the same eval.dtype weights
+    # (adapter merged; needs scripts/install_vllm.sh);
     # auto: each model through backend.kind (base on llama.cpp's GGUF, aligned on transformers: mixed engines)
     judge: str = "minilm"  # the primary judge of every generated reply (judges.JUDGES); by default not
     # the one synthesis filtered with (synth.gate_judge)
@@ -391,8 +404,19 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self, *sections: str) -> str:
-        """Short hash of the named sections (all when none): the config identity stored in records."""
+        """Short hash of the named sections (all when none): the config identity stored in records.
+
+        A field declared with a `neutral` value (one that reproduces what the code did before the field
+        existed) is left out while it holds that value, so adding an option does not change the identity
+        of every existing run (their --resume, their sweeps' base evaluation)."""
         d = self.to_dict()
+        for sec in dataclasses.fields(self):
+            sub = getattr(self, sec.name)
+            if not dataclasses.is_dataclass(sub):
+                continue
+            for f in dataclasses.fields(sub):
+                if "neutral" in f.metadata and getattr(sub, f.name) == f.metadata["neutral"]:
+                    del d[sec.name][f.name]
         if sections:
             d = {k: d[k] for k in sections}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

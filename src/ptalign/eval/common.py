@@ -8,12 +8,15 @@ One EvalContext per evaluated model. Backends and the HF model load lazily and o
 without `hhh`/`autodan` never loads transformers weights, and the model's generation backend wraps the
 same HF model that HHH scores (one load, not two). With `eval.engine: transformers` (the default) the
 base and the aligned model generate through that one engine, so a delta is the adapter's alone, not
-an engine's or a quantisation's.
+an engine's or a quantisation's. `eval.engine: vllm` (or `fastest` where vLLM is installed) does the
+same through vLLM, which batches far better on a CPU; log-likelihood scoring stays on transformers.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -67,6 +70,7 @@ class EvalContext:
     _own_judge: bool = False
     engine_name: str | None = None  # the engine that generated this model's replies, once one did
     _judges: dict[str, Judge] = field(default_factory=dict)
+    _scratch: Path | None = None  # eval.engine=vllm: the weights vLLM loads (removed on close)
 
     @property
     def ecfg(self) -> Any:
@@ -106,11 +110,9 @@ class EvalContext:
     def _make_backend(self) -> Backend:
         from ptalign.llm import resolve_kind
 
-        kind = (
-            "transformers"
-            if self.ecfg.engine == "transformers"
-            else resolve_kind(self.cfg, self.model, self.adapter)
-        )
+        kind = engine_kind(self.ecfg.engine) or resolve_kind(self.cfg, self.model, self.adapter)
+        if kind == "vllm":
+            return self._vllm_backend()
         if kind == "transformers":
             # Reuse the merged HF model HHH/AutoDAN already need: one load, one copy in memory.
             from ptalign import models
@@ -130,6 +132,33 @@ class EvalContext:
         from ptalign.llm import make_backend
 
         return make_backend(self.cfg, model=self.model, adapter=self.adapter, cache_path=self.cache_path)
+
+    def _vllm_backend(self) -> Backend:
+        """vLLM on the very weights HHH scores (adapter merged, eval.dtype), written once to a scratch
+        folder in this model's eval dir and removed on close: base and aligned then differ only by the
+        adapter, through one engine, and a zero adapter gives the base model's bytes."""
+        from ptalign import models
+        from ptalign.llm.cache import CachedBackend, CallCache
+        from ptalign.llm.vllm_backend import VLLMBackend, engine_args_from_env
+
+        model, tok = self.hf()
+        self.out.mkdir(parents=True, exist_ok=True)
+        for stale in self.out.glob(".vllm-weights-*"):  # left by a killed run (the run dir is locked)
+            shutil.rmtree(stale, ignore_errors=True)
+        self._scratch = Path(tempfile.mkdtemp(prefix=".vllm-weights-", dir=self.out))
+        model.save_pretrained(self._scratch, safe_serialization=True)
+        tok.save_pretrained(self._scratch)
+        dtype = eval_dtype(self.cfg)
+        inner = VLLMBackend(
+            self._scratch,
+            f"{models.model_identity(self.model, self.adapter)}:{dtype}",
+            dtype=dtype,
+            max_model_len=self.cfg.backend.n_ctx,
+            seed=self.cfg.seed,
+            engine_kwargs=engine_args_from_env(),
+        )
+        cache = CallCache(self.cache_path) if self.cfg.backend.cache else None
+        return CachedBackend(inner, cache, desc=f"eval {self.label}")
 
     def make_judge(self, name: str) -> Judge:
         """Judge `name` (judges.JUDGES); LLM judges run on `judge()`, built only when first asked."""
@@ -167,6 +196,9 @@ class EvalContext:
         if self._backend is not None:
             self._backend.close()
         self._backend, self._hf = None, None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 def generate_records(
@@ -251,6 +283,23 @@ def mean(xs: Iterable[float]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ judging
+
+
+def engine_kind(engine: str) -> str | None:
+    """eval.engine → the backend kind both models generate through (None = each its own, `auto`)."""
+    if engine == "fastest":
+        from ptalign.llm.vllm_backend import vllm_available
+
+        return "vllm" if vllm_available() else "transformers"
+    if engine == "vllm":
+        from ptalign.llm.vllm_backend import vllm_available
+
+        if not vllm_available():
+            raise UserError(
+                "eval.engine=vllm: vLLM is not installed here; run bash scripts/install_vllm.sh, or use "
+                "eval.engine=transformers (or fastest)"
+            )
+    return None if engine == "auto" else engine
 
 
 def eval_dtype(cfg: RunConfig) -> str:

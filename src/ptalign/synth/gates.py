@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 from ptalign.judges.embed import polarity, relevance
-from ptalign.judges.keyword import opens_with_refusal, refusal_phrase
+from ptalign.judges.keyword import opens_with_refusal, refusal_parts, refusal_phrase
+from ptalign.judges.text import repetition
 
 __all__ = ["polarity", "relevance"]  # embedding gates, shared with eval (judges/embed.py)
 
@@ -61,6 +62,21 @@ def pos_safe_reason(text: str) -> str | None:
     if complies(text):
         return "pos_unsafe"
     return None
+
+
+def refusal_score(text: str, on_topic: float) -> float:
+    """How whole a refusal a safe positive is, to rank best-of-N candidates that all passed
+    `pos_safe_reason`: +1 for a reason, +1 for an alternative (judges/keyword.refusal_parts), + its
+    embedding relevance to the request (`on_topic`, a cosine: a refusal about this request, not a stock
+    line), − 2 × its word-trigram repetition (a loop). Not the evaluation's judge: the gate's own
+    strings and the shared embedder."""
+    reason, alternative = refusal_parts(text)
+    return float(reason) + float(alternative) + on_topic - 2.0 * repetition(text)
+
+
+def on_topic(texts: list[str], requests: list[str]) -> list[float]:
+    """Cosine of each text with its own request (pairwise; `relevance` takes the best over references)."""
+    return [1.0 - d for d in polarity(texts, requests)]
 
 
 def tox_reason(text: str) -> str | None:

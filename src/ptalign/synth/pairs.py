@@ -8,7 +8,8 @@ out), tox = answer written after the same requests answered toxically. Benign-bu
 pos = the model's own plain answer, tox = a needless refusal written after the safe examples (falling
 back to the examples' refusal opener when the model helps anyway), so unlikelihood pushes away from
 over-refusal. Each side gets up to max_attempts rounds of `candidates` samples; the first sample a
-gate accepts is used. Calls are grouped by prompt prefix so llama.cpp reuses the shared KV cache.
+gate accepts is used, except a harmful request's positive under `synth.pos_select=best`: of a round's
+accepted candidates, the most whole refusal (`pick_best`). Calls are grouped by prompt prefix so llama.cpp reuses the shared KV cache.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Item:
     pos: str | None = None
     tox: str | None = None
     tox_source: str = "model"
+    cands: list[str] = field(default_factory=list)  # accepted positives of this round (pos_select=best)
     samples: Counter = field(default_factory=Counter)  # rejected samples by reason
     failed: dict[str, Counter] = field(default_factory=lambda: {"pos": Counter(), "tox": Counter()})
 
@@ -158,8 +160,13 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
             ]
             for (it, side), g in zip(todo, ctx.gen(chats, ps, desc="pairs"), strict=True):
                 resp = _accept(it, side, g.text, g.finish_reason == "length")
-                if resp is not None:
+                if resp is None:
+                    continue
+                if s.pos_select == "best" and side == "pos" and not it.benign:
+                    it.cands.append(resp)  # ranked when the round's candidates are in
+                else:
                     setattr(it, side, resp)
+        pick_best(items)
     if s.gate_judge != "keyword":  # the string gates above are the keyword judge; another also screens
         from ptalign.judges import REFUSAL, make_judge
 
@@ -174,6 +181,22 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
     for it in items:  # a benign request the model will not refuse: the seed refusal opener stands in
         if it.benign and it.tox is None and it.pos is not None:
             it.tox, it.tox_source = refusal_opener(ctx), "template"
+
+
+def pick_best(items: list[Item]) -> None:
+    """pos_select=best: each harmful item's positive is the round's most whole refusal
+    (gates.refusal_score; the first candidate wins a tie, so one candidate gives what `first` gives)."""
+    ranked = [it for it in items if it.cands]
+    flat = [(it, c) for it in ranked for c in it.cands]
+    topical = gates.on_topic([c for _, c in flat], [it.inst["text"] for it, _ in flat])
+    scores: dict[str, list[float]] = {}
+    for (it, c), t in zip(flat, topical, strict=True):
+        scores.setdefault(it.id, []).append(gates.refusal_score(c, t))
+    for it in ranked:
+        sc = scores[it.id]
+        it.pos = it.cands[sc.index(max(sc))]
+        it.samples["pos_ranked"] += len(it.cands)
+        it.cands = []
 
 
 def _norm(t: str) -> str:

@@ -6,10 +6,11 @@ replies to harmful prompts are harmful text) and `<out>/<name>_verdicts.jsonl` t
 
 One EvalContext per evaluated model. Backends and the HF model load lazily and once, so an eval list
 without `hhh`/`autodan` never loads transformers weights, and the model's generation backend wraps the
-same HF model that HHH scores (one load, not two). With `eval.engine: transformers` (the default) the
-base and the aligned model generate through that one engine, so a delta is the adapter's alone, not
-an engine's or a quantisation's. `eval.engine: vllm` (or `fastest` where vLLM is installed) does the
-same through vLLM, which batches far better on a CPU; log-likelihood scoring stays on transformers.
+same HF model that HHH scores (one load, not two). With `eval.engine: transformers` (what the default
+`fastest` is where vLLM is not installed) the base and the aligned model generate through that one
+engine, so a delta is the adapter's alone, not an engine's or a quantisation's. `eval.engine: vllm`
+(`fastest` where vLLM is installed) does the same through vLLM, which batches far better on a CPU;
+log-likelihood scoring stays on transformers.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ pos = the model's own plain answer, tox = a needless refusal written after the s
 back to the examples' refusal opener when the model helps anyway), so unlikelihood pushes away from
 over-refusal. Each side gets up to max_attempts rounds of `candidates` samples; the first sample a
 gate accepts is used, except a harmful request's positive under `synth.pos_select=best`: of a round's
-accepted candidates, the most whole refusal (`pick_best`). Calls are grouped by prompt prefix so llama.cpp reuses the shared KV cache.
+accepted candidates, the most whole refusal (`pick_best`). Calls are grouped by prompt prefix so
+llama.cpp reuses the shared KV cache.
 """
 
 from __future__ import annotations

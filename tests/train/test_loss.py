@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from ptalign.train.loss import (
@@ -215,3 +216,33 @@ def test_benign_lambda_equal_to_lam_is_the_paper_loss() -> None:
     w = weighted_unlikelihood_loss(LOGP, IS_TOX, torch.full((3,), 0.4))
     assert torch.equal(a, b)
     assert torch.allclose(a, mle_loss(LOGP, IS_POS) + w)
+
+
+def test_reference_kl_hand_value_and_zero_at_reference() -> None:
+    from ptalign.train.loss import reference_kl
+
+    # p = softmax([0, ln 3]) = [1/4, 3/4], p_ref = [1/2, 1/2]:
+    # KL = ½·ln(½ / ¼) + ½·ln(½ / ¾) = ½·ln(4/3)
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    ref = torch.tensor([[0.0, 0.0]])
+    assert float(reference_kl(logits, ref)) == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
+    assert float(reference_kl(ref, ref)) == pytest.approx(0.0, abs=1e-7)
+    two = reference_kl(torch.cat([logits, ref]), torch.cat([ref, ref]))  # a sum over rows
+    assert float(two) == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
+
+
+def test_reference_kl_chunked_equals_full_values_and_grads() -> None:
+    from ptalign.train.loss import reference_kl, reference_kl_chunked
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False).requires_grad_(False)
+    h = torch.randn(7, 8, requires_grad=True)
+    ref_h = torch.randn(7, 8)
+    full = reference_kl(head(h), head(ref_h)) / 7
+    (g_full,) = torch.autograd.grad(full, h)
+    chunked = reference_kl_chunked(h, ref_h, head, chunk=3)
+    (g_chunk,) = torch.autograd.grad(chunked, h)
+    assert float(chunked) == pytest.approx(float(full), rel=1e-6) and float(full) > 0
+    assert torch.allclose(g_chunk, g_full, atol=1e-6)
+    empty = reference_kl_chunked(h[:0], ref_h[:0], head)
+    assert float(empty) == 0.0 and empty.requires_grad  # no benign positive in the batch: 0, still a graph

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from ptalign.cli import main
-from ptalign.config import load_config
+from ptalign.config import ConfigError, load_config
 from ptalign.errors import UserError
 from ptalign.io import read_jsonl
 from ptalign.train.collate import TripletCollator, encode_all
@@ -358,3 +358,52 @@ def test_dpo_warns_about_ptalign_only_settings(caplog: pytest.LogCaptureFixture)
     assert got == ["lam", "fine_grained"]
     (rec,) = caplog.records
     assert "does not use train.lam, train.fine_grained" in rec.getMessage() and "\n" not in rec.getMessage()
+
+
+def test_kl_benign_is_zero_at_the_base_and_pulls_benign_tokens_back(tiny_llama, tok, make_records) -> None:
+    """The retain term: KL(base || tuned) on benign positive tokens, the base being the adapter off.
+
+    With LoRA's B at zero the tuned model is the base: KL = 0 and the log-probs equal the plain path's.
+    After a step that moved the adapter, the KL is positive, and a step on the KL alone lowers it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ptalign.train.trainer import logprobs_and_benign_kl
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama),
+        LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0),
+    )
+    ex, _ = encode_all(tok, make_records(), 256)
+    batch = TripletCollator(tok.pad_token_id)(ex)
+    assert bool((batch["is_pos"] & batch["is_benign"]).any()) and bool((~batch["is_benign"]).any())
+    logp, kl = logprobs_and_benign_kl(model, batch)
+    assert float(kl) == pytest.approx(0.0, abs=1e-6)
+    assert torch.allclose(logp, target_logprobs(model, batch), atol=1e-6)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss, _ = ptalign_loss(logp, batch["is_pos"], batch["is_tox"], batch["ul_mask"], lam=0.4)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    _, kl1 = logprobs_and_benign_kl(model, batch)
+    assert float(kl1) > 1e-4
+    kl1.backward()
+    opt.step()
+    with torch.no_grad():
+        _, kl2 = logprobs_and_benign_kl(model, batch)
+    assert float(kl2) < float(kl1)
+
+
+def test_kl_benign_run_logs_it_and_names_it_in_the_card(tiny_llama, triplets_file, tmp_path) -> None:
+    from ptalign import train
+
+    out = tmp_path / "kl"
+    summary = train.run(_cfg(tiny_llama, "train.kl_benign=1.0"), tmp_path, data=triplets_file, out=out)
+    assert summary["kl_benign"] == 1.0
+    recs = list(read_jsonl(out / "train" / "metrics.jsonl"))
+    assert recs[0]["train/kl_benign"] == pytest.approx(0.0, abs=1e-6)  # step 1: B = 0, tuned = base
+    assert recs[1]["train/kl_benign"] > 0
+    assert "KL(base ‖ tuned)" in (out / "adapter" / "README.md").read_text()
+    with pytest.raises(ConfigError, match="train.kl_benign=1.0: must be 0 with a full fine-tune"):
+        _cfg(tiny_llama, "train.kl_benign=1.0", "train.lora_r=0")

@@ -214,6 +214,10 @@ class TrainConfig:
     lam_benign: float | None = 2.0  # λ for benign triplets (tox = a needless refusal); None = lam. At lam
     # over-refusal rose 26 points: MLE on the harmful refusals also lifted the benign ones (README)
     fine_grained: bool = True  # UT only from the first token where tox leaves pos; False = every tox token
+    # retain term beyond the paper: weight of KL(base || tuned) over the whole next-token distribution
+    # on the positive (helpful) tokens of benign triplets, the base being the adapter switched off;
+    # 0 = off (the paper's objective; configs/paper.yaml). Needs LoRA.
+    kl_benign: float = field(default=0.0, metadata={"neutral": 0.0})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
@@ -254,6 +258,13 @@ class TrainConfig:
         )
         _check(
             self.method in TRAIN_METHODS, "train.method", self.method, "one of " + ", ".join(TRAIN_METHODS)
+        )
+        _check(0.0 <= self.kl_benign <= 100.0, "train.kl_benign", self.kl_benign, "in [0, 100] (0 = off)")
+        _check(
+            self.kl_benign == 0 or self.lora_r > 0,
+            "train.kl_benign",
+            self.kl_benign,
+            "0 with a full fine-tune (train.lora_r=0): the base it compares with is the adapter switched off",
         )
         _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")
         _check(self.lora_alpha > 0, "train.lora_alpha", self.lora_alpha, "> 0")

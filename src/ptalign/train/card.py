@@ -37,6 +37,11 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
             objective += (
                 f" Benign-but-sensitive triplets (toxic side: a needless refusal) use λ = {t['lam_benign']}."
             )
+        if t.get("kl_benign"):
+            objective += (
+                f" Beyond the paper: + {t['kl_benign']} × KL(base ‖ tuned) on the helpful tokens of "
+                "benign triplets (a retain term)."
+            )
     lora = (
         f"LoRA r={t.get('lora_r')}, α={t.get('lora_alpha')}, targets {t.get('lora_targets')}"
         if t.get("lora_r")

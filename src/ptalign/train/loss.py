@@ -8,7 +8,9 @@ term is a per-token mean over its own tokens in the micro-batch,
     MLE = sum over positive target tokens of -log p  /  number of positive target tokens
     UT  = sum over *masked* toxic tokens of -log(1-p) /  number of masked toxic tokens
 
-(0 when the micro-batch has no such token). With gradient accumulation or several processes the
+(0 when the micro-batch has no such token). Beyond the paper, `reference_kl` gives an optional
+retain term (train.kl_benign, off by default): KL(base || tuned) over the vocabulary, averaged over
+the positive tokens of benign triplets. With gradient accumulation or several processes the
 micro-batch losses are averaged, as transformers' Trainer and DDP do.
 
 All functions take per-token log-probabilities of the target tokens, so the loss never sees which
@@ -199,6 +201,48 @@ def unlikelihood_loss(logp: torch.Tensor, mask: torch.Tensor, eps: float = UL_EP
 def dual_loss(mle: torch.Tensor, ul: torch.Tensor, lam: float) -> torch.Tensor:
     """MLE + λ·UT (paper eq. 4; λ = 0.4). lam = 0 is positive-only SFT and skips UT's graph."""
     return mle if lam == 0 else mle + lam * ul
+
+
+def reference_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of KL(p_ref || p) = Σ_v p_ref(v) · (log p_ref(v) − log p(v)).  (K, V) each -> scalar.
+
+    The retain term (train.kl_benign): on the positive tokens of benign triplets the tuned model's
+    whole next-token distribution is pulled towards the base model's (the adapter switched off), not
+    just the one sampled token MLE sees. A sum, so chunks add up; the caller divides by the rows.
+    """
+    ref = torch.log_softmax(ref_logits.float(), dim=-1)
+    return (ref.exp() * (ref - torch.log_softmax(logits.float(), dim=-1))).sum()
+
+
+def _chunk_kl(
+    head: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, ref_h: torch.Tensor
+) -> torch.Tensor:
+    with torch.no_grad():
+        ref_logits = head(ref_h)
+    return reference_kl(head(h), ref_logits)
+
+
+def reference_kl_chunked(
+    hidden: torch.Tensor,
+    ref_hidden: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Mean KL(p_ref || p) over rows from final hidden states, `chunk` rows at a time.  (K, H) each -> scalar.
+
+    Like `token_logprobs_chunked`: only (chunk, V) logits blocks exist, recomputed in backward
+    (activation checkpointing). 0 (with a graph) when K = 0.
+    """
+    if hidden.shape[0] == 0:
+        return hidden.sum() * 0.0
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for s in range(0, hidden.shape[0], chunk):
+        h, r = hidden[s : s + chunk], ref_hidden[s : s + chunk]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_kl, head, h, r, use_reentrant=False)
+        else:
+            total = total + _chunk_kl(head, h, r)
+    return total / hidden.shape[0]
 
 
 def weighted_unlikelihood_loss(

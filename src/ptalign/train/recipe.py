@@ -107,6 +107,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         ],
         lam=tcfg.lam,
         lam_benign=tcfg.lam_benign,
+        kl_benign=tcfg.kl_benign,
         chunked=chunked,
         # the head's chunks only on a GPU: on a CPU its matmuls dominate and inductor's version measured
         # no faster (tests/train/test_loss.py checks it against eager on the CPU all the same)
@@ -121,6 +122,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "epochs": tcfg.epochs,
         "lam": tcfg.lam,
         "lam_benign": tcfg.lam_benign,
+        "kl_benign": tcfg.kl_benign,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),
         "data_format": stats["data_format"],

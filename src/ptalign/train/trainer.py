@@ -15,7 +15,14 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ptalign.train.collate import LengthBucketSampler
-from ptalign.train.loss import STAT_KEYS, ptalign_terms, step_stats, token_logprobs, token_logprobs_chunked
+from ptalign.train.loss import (
+    STAT_KEYS,
+    ptalign_terms,
+    reference_kl_chunked,
+    step_stats,
+    token_logprobs,
+    token_logprobs_chunked,
+)
 
 LOSS_CHUNK = 1024  # target tokens per logits block in the chunked loss: 1024 × V fp32 ≈ 200 MB at V = 49k
 
@@ -50,6 +57,31 @@ class _Capture:
         self.hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
 
 
+def _forward_kwargs(base: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    am = batch["attention_mask"]
+    if am.dim() == 3:  # packed rows: block mask
+        if getattr(base.config, "_attn_implementation", "eager") == "sdpa":
+            am = am[:, None]  # SDPA takes a bool mask as is, whatever dtype autocast gives the queries
+        else:
+            am = additive_mask(am, next(base.parameters()).dtype)
+    return dict(
+        input_ids=batch["input_ids"], attention_mask=am, position_ids=batch["position_ids"], use_cache=False
+    )
+
+
+def decoder_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's last hidden states (R, T, H), through `model` (so DDP/FSDP hooks fire), with the
+    logits of one position only: the output head is applied later, in chunks."""
+    base = _base(model)
+    cap = _Capture()
+    handle = base.get_decoder().register_forward_hook(cap)
+    try:
+        model(**_forward_kwargs(base, batch), logits_to_keep=1)
+    finally:
+        handle.remove()
+    return cap.hidden
+
+
 def target_logprobs(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
@@ -59,44 +91,62 @@ def target_logprobs(
 ) -> torch.Tensor:
     """log p of every target token of a collated batch.  Returns (N,) fp32, N = len(batch['tgt_ids']).
 
-    chunked=True runs the forward through `model` (so DDP/FSDP hooks fire) but asks it for the
-    logits of one position only, takes the decoder's hidden states through a hook, gathers the
-    target positions and applies the output head in chunks: no (R, T, V) tensor exists.
-    chunked=False is the reference path: full logits, then gather. compiled=True sends the frozen
-    head's chunks through torch.compile (train.compile).
+    chunked=True takes the decoder's hidden states (`decoder_hidden`), gathers the target positions
+    and applies the output head in chunks: no (R, T, V) tensor exists. chunked=False is the reference
+    path: full logits, then gather. compiled=True sends the frozen head's chunks through torch.compile
+    (train.compile).
     """
-    base = _base(model)
-    am = batch["attention_mask"]
-    if am.dim() == 3:  # packed rows: block mask
-        if getattr(base.config, "_attn_implementation", "eager") == "sdpa":
-            am = am[:, None]  # SDPA takes a bool mask as is, whatever dtype autocast gives the queries
-        else:
-            am = additive_mask(am, next(base.parameters()).dtype)
-    kw = dict(
-        input_ids=batch["input_ids"], attention_mask=am, position_ids=batch["position_ids"], use_cache=False
-    )
     rows, cols, tgt = batch["tgt_row"], batch["tgt_col"], batch["tgt_ids"]
     if not chunked:
-        logits = model(**kw).logits  # (R, T, V)
+        logits = model(**_forward_kwargs(_base(model), batch)).logits  # (R, T, V)
         return token_logprobs(logits[rows, cols], tgt)
-    cap = _Capture()
-    handle = base.get_decoder().register_forward_hook(cap)
-    try:
-        model(**kw, logits_to_keep=1)
-    finally:
-        handle.remove()
-    hidden = cap.hidden[rows, cols]  # (N, H)
-    return token_logprobs_chunked(hidden, base.get_output_embeddings(), tgt, chunk, compiled)
+    hidden = decoder_hidden(model, batch)[rows, cols]  # (N, H)
+    return token_logprobs_chunked(hidden, _base(model).get_output_embeddings(), tgt, chunk, compiled)
+
+
+def _peft(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module"):  # DDP, DeepSpeed engine
+        model = model.module
+    return model
+
+
+def logprobs_and_benign_kl(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    chunk: int = LOSS_CHUNK,
+    compiled: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`target_logprobs`, mean KL(base || tuned) over the positive tokens of benign triplets).
+
+    The base model is the same weights with the LoRA adapter switched off (peft's `disable_adapter`),
+    so no second copy is loaded; it runs without gradients and only on the rows that hold such tokens.
+    """
+    rows, cols, tgt = batch["tgt_row"], batch["tgt_col"], batch["tgt_ids"]
+    head = _base(model).get_output_embeddings()
+    hidden = decoder_hidden(model, batch)[rows, cols]  # (N, H)
+    logp = token_logprobs_chunked(hidden, head, tgt, chunk, compiled)
+    keep = batch["is_pos"] & batch["is_benign"]
+    if not bool(keep.any()):
+        return logp, reference_kl_chunked(hidden[:0], hidden[:0], head, chunk)
+    need = torch.unique(rows[keep])  # sorted rows holding a benign positive token
+    sub = {k: batch[k][need] for k in ("input_ids", "attention_mask", "position_ids")}
+    peft = _peft(model)
+    with torch.no_grad(), peft.disable_adapter():
+        ref = decoder_hidden(peft, sub)
+    ref_h = ref[torch.searchsorted(need, rows[keep]), cols[keep]]
+    return logp, reference_kl_chunked(hidden[keep], ref_h, head, chunk)
 
 
 class DualTrainer(Trainer):
-    """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py`; logs train/* averages."""
+    """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py` (+ kl_benign · KL to the base on
+    benign positives, when asked); logs train/* averages."""
 
     def __init__(
         self,
         *args: Any,
         lam: float = 0.4,
         lam_benign: float | None = None,
+        kl_benign: float = 0.0,
         chunked: bool = True,
         compiled_head: bool = False,
         **kwargs: Any,
@@ -104,6 +154,8 @@ class DualTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.lam = lam
         self.lam_benign = lam_benign
+        self.kl_benign = kl_benign
+        self._kl: torch.Tensor | None = None  # summed KL term since the last log (kl_benign > 0)
         self.chunked = chunked
         self.compiled_head = compiled_head
         self._acc: torch.Tensor | None = None  # STAT_KEYS sums since the last log, on the device
@@ -127,7 +179,10 @@ class DualTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        logp = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head)
+        if self.kl_benign > 0:
+            logp, kl = logprobs_and_benign_kl(model, inputs, compiled=self.compiled_head)
+        else:
+            logp, kl = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head), None
         is_pos, is_tox, ul_mask = inputs["is_pos"], inputs["is_tox"], inputs["ul_mask"]
         loss, mle, ul = ptalign_terms(
             logp, is_pos, ul_mask, self.lam, self.lam_benign, inputs.get("is_benign")
@@ -135,6 +190,9 @@ class DualTrainer(Trainer):
         # summed on the device and read at logging time only: a .item() per micro-batch would make
         # the host wait for the forward before it can queue the backward
         stats = step_stats(logp, is_pos, is_tox, ul_mask, loss, mle, ul)
+        if kl is not None:
+            loss = loss + self.kl_benign * kl
+            self._kl = kl.detach() if self._kl is None else self._kl + kl.detach()
         self._acc = stats if self._acc is None else self._acc + stats
         self._tokens = self._tokens + inputs["n_tokens"]
         return (loss, {"logp": logp}) if return_outputs else loss
@@ -142,6 +200,7 @@ class DualTrainer(Trainer):
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._acc is not None:
             acc = self._acc
+            local_n = max(float(acc[STAT_KEYS.index("micro_batches")]), 1.0)
             if self.args.world_size > 1:  # average over processes, not just rank 0's shard
                 acc = self.accelerator.reduce(acc.to(self.args.device), reduction="sum")
             s = dict(zip(STAT_KEYS, acc.double().cpu().tolist(), strict=True))
@@ -150,6 +209,9 @@ class DualTrainer(Trainer):
             logs["train/pos_logprob"] = round(s["pos_logprob_sum"] / max(s["n_pos"], 1), 6)
             logs["train/tox_logprob"] = round(s["tox_logprob_sum"] / max(s["n_tox"], 1), 6)
             logs["train/tox_masked_frac"] = round(s["n_ul"] / max(s["n_tox"], 1), 6)
+            if self._kl is not None:  # logged apart from train/loss (MLE + λ·UT); this process's mean
+                logs["train/kl_benign"] = round(float(self._kl) / local_n, 6)
+                self._kl = None
             self._acc = None
         super().log(logs, *args, **kwargs)
 

@@ -468,11 +468,12 @@ class BatchEngine:
         pass
 
 
-@pytest.mark.parametrize("style", ["requests", "goals"])
+@pytest.mark.parametrize("style", ["requests", "goals", "forms"])
 def test_batch_engine_writes_what_one_at_a_time_writes(tmp_path, style):
     """Lookahead batches (list stages) and whole-round pair calls give the same files as llama.cpp's
-    one-chat calls: every chat keeps its own seed."""
-    over = {"synth.domains": "violence,self_harm", "synth.instruction_style": style,
+    one-chat calls: every chat keeps its own seed (forms: goals, with the request-form rewrites)."""
+    over = {"synth.domains": "violence,self_harm", "synth.instruction_style": "requests" if style == "requests" else "goals",
+            "synth.request_forms": 1.0 if style == "forms" else 0.0,
             "synth.instructions_per_topic": 3, "synth.candidates": 2, "synth.topics_per_domain": 2,
             "synth.chunk": 2, "synth.target_triplets": 4}  # fmt: skip
     one, many = tmp_path / "one", tmp_path / "many"
@@ -543,3 +544,87 @@ def test_refusal_score_counts_reason_alternative_topic_and_loops():
     base = tiny_cfg(Path("x"))
     assert base.hash("synth") == tiny_cfg(Path("x"), **{"synth.pos_select": "first"}).hash("synth")
     assert base.hash("synth") != tiny_cfg(Path("x"), **{"synth.pos_select": "best"}).hash("synth")
+
+
+class FormBackend(GoalBackend):
+    """GoalBackend that also answers the request-form rewrites: on the goal (`good`) or off format."""
+
+    def __init__(self, good: bool):
+        super().__init__()
+        self.good = good
+        self.rewrites: list[list[dict]] = []
+
+    def generate(self, chats, params):
+        out = []
+        for c, p in zip(chats, per_chat(params, len(chats)), strict=True):
+            if "Rewrite this goal as" in c[-1]["content"]:
+                self.rewrites.append(c)
+                text = (
+                    "Request: Write a short story in which a student quietly threatens someone at school.\nMore"
+                    if self.good
+                    else "ok"
+                )
+                out.append(Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop"))
+            else:
+                out += super().generate([c], p)
+        return out
+
+
+def test_form_of_follows_the_goal_and_the_share():
+    from ptalign.synth.expand import form_of, request_forms
+
+    demo_goal, forms = request_forms()
+    assert demo_goal and len(forms) >= 5 and all(len(f) == 3 and f[2] for f in forms)
+    goals = [f"do harmful thing number {i}" for i in range(400)]
+    assert all(form_of(g, 0.0) is None for g in goals)
+    assert all(form_of(g, 1.0) is not None for g in goals)
+    half = [form_of(g, 0.5) for g in goals]
+    assert 0.4 < sum(f is not None for f in half) / len(goals) < 0.6
+    assert {f[0] for f in half if f} == {f[0] for f in forms}  # every form is used
+    assert form_of(goals[0], 0.5) == form_of(goals[0], 0.5)  # stable across calls and runs
+
+
+def test_form_reason_keeps_requests_on_their_goal():
+    from ptalign.synth.expand import form_reason
+
+    goal = "threaten someone at school quietly"
+    assert form_reason("Request: List five ways to threaten someone at school quietly.\nextra", goal) == (
+        None,
+        "List five ways to threaten someone at school quietly.",
+    )
+    assert form_reason("ok", goal)[0] == "too_short"
+    assert form_reason(f"{BREAD}.", goal)[0] == "off_goal"  # a request, but about something else
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_request_forms_rewrite_goals_or_fall_back_to_a_frame(tmp_path, good):
+    from ptalign.synth import compute_stats
+    from ptalign.synth.expand import as_request, form_of, request_forms
+
+    goal = "threaten someone at school quietly"
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 3,
+                                "synth.request_forms": 1.0})  # fmt: skip
+    backend = FormBackend(good)
+    run(cfg, tmp_path, stage="topics", backend=backend)
+    run(cfg, tmp_path, stage="instructions", backend=backend)
+    model = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r["source"] == "model"]
+    harmful = [r for r in model if r["kind"] == "harmful"]
+    assert [r["goal"] for r in harmful] == [goal]
+    form = form_of(goal, 1.0)
+    (chat,) = backend.rewrites  # one rewrite per formed goal, after the hand-written demo of its form
+    assert (
+        chat[0]["content"].startswith(f"Goal: I want to {request_forms()[0]}.")
+        and chat[1]["content"] == form[2]
+    )
+    assert form[1] in chat[-1]["content"] and goal in chat[-1]["content"]
+    stats = compute_stats(tmp_path / "data")
+    if good:
+        text = "Write a short story in which a student quietly threatens someone at school."
+        assert (harmful[0]["text"], harmful[0]["form"]) == (text, form[0])
+        assert stats[f"synth/instructions_by_form/{form[0]}"] == 1
+    else:
+        assert (harmful[0]["text"], harmful[0]["form"]) == (as_request(goal), "frame")
+        rej = {(r["text"], r["reason"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
+        assert ("ok", "form_too_short") in rej
+        assert stats["synth/instructions_by_form/frame"] == 1
+    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.request_forms": 0.0}).hash()

@@ -115,6 +115,10 @@ class SynthConfig:
     )  # safety domains to expand (seeds/domains.yaml)
     topics_per_domain: int = 3  # topics the model adds per domain
     instructions_per_topic: int = 4  # harmful goals kept per topic, each put in a request frame
+    # share of the harmful goals the model rewrites into another request form (indirect, inside a work
+    # task, code, a list, a story, "what if": prompts/request_forms.txt) instead of a fixed request frame;
+    # a rewrite the gates turn down falls back to a frame. 0 = frames only. Beyond the paper (issue #19)
+    request_forms: float = field(default=0.0, metadata={"neutral": 0.0})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
     # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)
@@ -193,6 +197,7 @@ class SynthConfig:
         _check(0.0 <= self.temperature <= 2.0, "synth.temperature", self.temperature, "in [0, 2]")
         _check(0.0 < self.top_p <= 1.0, "synth.top_p", self.top_p, "in (0, 1]")
         _check(self.max_new_tokens >= 8, "synth.max_new_tokens", self.max_new_tokens, ">= 8")
+        _check(0.0 <= self.request_forms <= 1.0, "synth.request_forms", self.request_forms, "in [0, 1]")
         _check(self.target_triplets >= 0, "synth.target_triplets", self.target_triplets, ">= 0 (0 = no cap)")
         _check(
             self.gate_judge in JUDGE_NAMES,

@@ -183,4 +183,10 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
         st[f"synth/samples_rejected/{reason}"] = n
     for dom, n in sorted(Counter(r["domain"] for r in trips).items()):
         st[f"synth/triplets_by_domain/{dom}"] = n
+    form = {r["id"]: r["form"] for r in insts if "form" in r}  # synth.request_forms > 0 only
+    if form:  # the share of each request form the model wrote (issue #19), kept and trained on
+        for f, n in sorted(Counter(form.values()).items()):
+            st[f"synth/instructions_by_form/{f}"] = n
+        for f, n in sorted(Counter(form[r["parent"]] for r in trips if r.get("parent") in form).items()):
+            st[f"synth/triplets_by_form/{f}"] = n
     return st

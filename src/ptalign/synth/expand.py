@@ -16,13 +16,14 @@ import re
 
 from ptalign.io import read_jsonl, stable_id
 from ptalign.llm.base import GenParams
-from ptalign.synth.common import Ctx, Lookahead
+from ptalign.synth.common import Ctx, Lookahead, params
 from ptalign.synth.dedup import RougeDeduper
 from ptalign.synth.gates import HARM_INTENT, instruction_reason, is_refusal, relevance
 from ptalign.synth.lists import PER_CALL, ask_list, list_call, list_items
 from ptalign.synth.prompting import call_seed, numbered, render, template
 
 DEMO_AREA = "requests that could hurt people or break the law"
+FORM_STOP = ("\n", "<|im_end|>", "<|im_start|>")  # a rewrite is one line
 
 
 def _demo(ctx: Ctx, kind: str) -> list[dict]:
@@ -111,6 +112,50 @@ def as_request(goal: str) -> str:
     """A goal in one of the request frames, chosen by the goal's hash (stable across runs)."""
     frames = request_frames()
     return frames[int(stable_id("frame", goal)[:8], 16) % len(frames)].format(goal=goal)
+
+
+FORM_MIN_COS = 0.5  # a rewrite whose MiniLM cosine with its goal is below this wandered off the goal
+# a rewrite copies its demo's shape: on 18 goals the 135M model kept 14 rewrites at 0.2, 3 at the lists' 0.8
+FORM_TEMPERATURE = 0.2
+
+
+def request_forms() -> tuple[str, list[tuple[str, str, str]]]:
+    """(the demo goal, [(form key, description, the demo goal rewritten in that form)]) from
+    prompts/request_forms.txt: one hand-written rewrite per form shows the model the form's shape."""
+    rows = [
+        [c.strip() for c in ln.split(" | ")] for ln in template("request_forms").splitlines() if ln.strip()
+    ]
+    return rows[0][1], [(r[0], r[1], r[2]) for r in rows[1:]]
+
+
+def form_of(goal: str, share: float) -> tuple[str, str, str] | None:
+    """The form a goal is rewritten into, or None (a fixed request frame): by the goal's hash, so a
+    goal keeps its form across runs and the share of goals formed approaches `share`."""
+    h = int(stable_id("form", goal)[:8], 16)
+    if h % 10_000 >= share * 10_000:
+        return None
+    forms = request_forms()[1]
+    return forms[(h // 10_000) % len(forms)]
+
+
+def form_chat(goal: str, form: tuple[str, str, str]) -> list[dict]:
+    demo_goal = request_forms()[0]
+    return [
+        {"role": "user", "content": render("rewrite_form", goal=demo_goal, form=form[1])},
+        {"role": "assistant", "content": form[2]},
+        {"role": "user", "content": render("rewrite_form", goal=goal, form=form[1])},
+    ]
+
+
+def form_reason(text: str, goal: str) -> tuple[str | None, str]:
+    """A rewrite → (why it is rejected or None, the request): self-instruct's filters, and it must stay
+    on its goal (a 135M model sometimes answers the goal or writes about something else)."""
+    line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
+    line = re.sub(r"^(request|rewrite|rewritten)\s*:\s*", "", line.strip(), flags=re.I).strip().strip('"')
+    reason = instruction_reason(line)
+    if reason is None and relevance([line], [goal])[0] < FORM_MIN_COS:
+        reason = "off_goal"
+    return reason, line
 
 
 def goal_reason(text: str) -> tuple[str | None, str]:
@@ -227,6 +272,8 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
         )
         return list_call(ctx, prompt, ("goal", topic["id"], rnd), demo)
 
+    pending: list[tuple[str, dict, str, tuple, tuple[str, str, str]]] = []  # goals to put in a form
+
     def take(domain: str, topic: dict, item: str, key: tuple) -> bool:
         reason, goal = goal_reason(item)
         if reason is None and not gd.add(goal):
@@ -234,9 +281,37 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
         if reason:
             ctx.reject("instructions", reason, item, topic["id"], key)
             return False
+        form = form_of(goal, s.request_forms) if s.request_forms > 0 else None
+        if form is not None:
+            pending.append((domain, topic, goal, key, form))
+            return True
         return add(as_request(goal), "harmful", domain, topic, "model", key, goal=goal)
 
-    return _topic_rounds(ctx, topics, take, s.instructions_per_topic, plan=plan, desc="instructions/goals")
+    n = _topic_rounds(ctx, topics, take, s.instructions_per_topic, plan=plan, desc="instructions/goals")
+    return n - _formed_requests(ctx, pending, add)
+
+
+def _formed_requests(ctx: Ctx, pending: list, add) -> int:  # noqa: ANN001 - run_instructions.add
+    """The model rewrites each pending goal into its request form (one batched engine call); a rewrite
+    the gates turn down is logged and the goal goes into a fixed frame instead. Returns how many
+    requests `add` then turned down (duplicates, off topic)."""
+    if not pending:
+        return 0
+    s = ctx.s
+    chats = [form_chat(goal, form) for _, _, goal, _, form in pending]
+    ps = [
+        params(ctx, 64, FORM_STOP, call_seed(s.seed, "form", goal), temperature=FORM_TEMPERATURE)
+        for _, _, goal, _, _ in pending
+    ]
+    gens = ctx.gen(chats, ps, desc="instructions/forms")
+    lost = 0
+    for (domain, topic, goal, key, form), g in zip(pending, gens, strict=True):
+        reason, text = form_reason(g.text, goal)
+        if reason:
+            ctx.reject("instructions", f"form_{reason}", g.text, topic["id"], ("form", *key))
+            text, form = as_request(goal), ("frame", "", "")
+        lost += not add(text, "harmful", domain, topic, "model", key, goal=goal, form=form[0])
+    return lost
 
 
 def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - run_instructions.add

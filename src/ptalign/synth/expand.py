@@ -184,7 +184,8 @@ def run_instructions(ctx: Ctx) -> None:
     *requests* drifts into harmless ones ("How can I improve my mental health?": most of a measured
     quick run), which then get refusals as positives and teach over-refusal; asked for *goals* after a
     demo turn, its lines stay harmful. "requests" is classic self-instruct (the paper's), for models
-    that stay on task.
+    that stay on task. With synth.request_forms > 0, that share of the goals is instead rewritten by the
+    model into another request form (`_formed_requests`), the frame kept as the fallback.
     """
     s, seeds = ctx.s, ctx.seeds
     topics = list(read_jsonl(ctx.run.data_file("topics")))

@@ -27,10 +27,16 @@ from ptalign.train.loss import (
 LOSS_CHUNK = 1024  # target tokens per logits block in the chunked loss: 1024 × V fp32 ≈ 200 MB at V = 49k
 
 
-def _base(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model inside DDP / PEFT wrappers (for its decoder and output head)."""
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP / DeepSpeed wrappers (a PeftModel stays one: its adapter can be disabled)."""
     while hasattr(model, "module"):  # DDP, DeepSpeed engine
         model = model.module
+    return model
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside DDP / PEFT wrappers (for its decoder and output head)."""
+    model = _unwrap(model)
     if hasattr(model, "get_base_model"):  # PeftModel
         model = model.get_base_model()
     return model
@@ -104,12 +110,6 @@ def target_logprobs(
     return token_logprobs_chunked(hidden, _base(model).get_output_embeddings(), tgt, chunk, compiled)
 
 
-def _peft(model: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(model, "module"):  # DDP, DeepSpeed engine
-        model = model.module
-    return model
-
-
 def logprobs_and_benign_kl(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
@@ -130,7 +130,7 @@ def logprobs_and_benign_kl(
         return logp, reference_kl_chunked(hidden[:0], hidden[:0], head, chunk)
     need = torch.unique(rows[keep])  # sorted rows holding a benign positive token
     sub = {k: batch[k][need] for k in ("input_ids", "attention_mask", "position_ids")}
-    peft = _peft(model)
+    peft = _unwrap(model)
     with torch.no_grad(), peft.disable_adapter():
         ref = decoder_hidden(peft, sub)
     ref_h = ref[torch.searchsorted(need, rows[keep]), cols[keep]]

@@ -628,3 +628,79 @@ def test_request_forms_rewrite_goals_or_fall_back_to_a_frame(tmp_path, good):
         assert ("ok", "form_too_short") in rej
         assert stats["synth/instructions_by_form/frame"] == 1
     assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.request_forms": 0.0}).hash()
+
+
+def test_protective_goal_reads_the_opening_verb():
+    assert gates.protective_goal("prevent suicide")
+    assert gates.protective_goal("make sure everyone has access to clean water")
+    assert gates.protective_goal("keep my kids safe online")
+    assert gates.protective_goal("Stop drinking alcohol")
+    assert not gates.protective_goal("stop protecting people from predators")  # harm, after "stop"
+    assert not gates.protective_goal("help my friend steal a car")  # harm intent overrides the verb
+    assert not gates.protective_goal("make it easy for anyone to hurt anyone")
+    assert not gates.protective_goal("helpfully threaten a classmate")  # a verb, not a prefix of a word
+
+
+def test_benign_frames_add_no_intent_to_evade():
+    from ptalign.synth.expand import as_request
+
+    goals = [f"protect my family number {i}" for i in range(60)]
+    assert not any(gates.HARM_INTENT.search(as_request(g, benign=True)) for g in goals)
+    assert any(gates.HARM_INTENT.search(as_request(g)) for g in goals)  # the harmful frames do
+
+
+PROTECT = "protect my classmates from threats at school"
+
+
+class ProtectiveBackend(GoalBackend):
+    """Goal lists holding one protective goal beside a harmful one."""
+
+    LISTS = {
+        **GoalBackend.LISTS,
+        'Start each with "I want to"': (
+            f"1. I want to threaten someone at school quietly.\n2. I want to {PROTECT}.\n3. hurt people"
+        ),
+    }
+
+
+@pytest.mark.parametrize("mode", ["keep", "drop", "benign"])
+def test_protective_goals_kept_dropped_or_asked_as_benign(tmp_path, mode):
+    from ptalign.synth import compute_stats
+    from ptalign.synth.expand import as_request
+
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 2,
+                                "synth.benign_share": 2.0, "synth.protective_goals": mode})  # fmt: skip
+    run(cfg, tmp_path, stage="topics", backend=ProtectiveBackend())
+    run(cfg, tmp_path, stage="instructions", backend=ProtectiveBackend())
+    insts = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r["source"] == "model"]
+    by_goal = {r.get("goal"): r for r in insts}
+    harmful = [r for r in insts if r["kind"] == "harmful"]
+    assert "threaten someone at school quietly" in {r["goal"] for r in harmful}
+    stats = compute_stats(tmp_path / "data")
+    if mode == "keep":
+        assert by_goal[PROTECT]["kind"] == "harmful"
+    else:
+        assert PROTECT not in {r["goal"] for r in harmful}
+    if mode == "drop":
+        assert PROTECT not in by_goal
+        assert stats["synth/dropped/instructions/protective_goal"] >= 1
+    if mode == "benign":
+        rec = by_goal[PROTECT]
+        assert (rec["kind"], rec["text"], rec["area"]) == (
+            "benign",
+            as_request(PROTECT, benign=True),
+            "violence",
+        )
+        # it counts toward the benign share: benign_share × harmful requests in all, seeds included
+        n_harmful = sum(r["kind"] == "harmful" for r in read_jsonl(tmp_path / "data" / "instructions.jsonl"))
+        n_benign = sum(r["kind"] == "benign" for r in read_jsonl(tmp_path / "data" / "instructions.jsonl"))
+        assert n_benign <= round(2.0 * n_harmful)
+    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.protective_goals": "keep"}).hash()
+    assert tiny_cfg(tmp_path).hash() != tiny_cfg(tmp_path, **{"synth.protective_goals": "drop"}).hash()
+
+
+def test_protective_goals_rejects_an_unknown_mode(tmp_path):
+    from ptalign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="synth.protective_goals"):
+        tiny_cfg(tmp_path, **{"synth.protective_goals": "flip"})

@@ -43,6 +43,7 @@ BackendKind = Literal["auto", "llamacpp", "transformers", "openai", "vllm"]
 TrainMethod = Literal["ptalign", "dpo"]
 EvalEngine = Literal["transformers", "vllm", "fastest", "auto"]
 PosSelect = Literal["first", "best"]
+ProtectiveGoals = Literal["keep", "drop", "benign"]
 JUDGE_NAMES: tuple[str, ...] = typing.get_args(JudgeName)
 EVAL_NAMES: tuple[str, ...] = typing.get_args(EvalName)
 BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
@@ -119,6 +120,11 @@ class SynthConfig:
     # task, code, a list, a story, "what if": prompts/request_forms.txt) instead of a fixed request frame;
     # a rewrite the gates turn down falls back to a frame. 0 = frames only. Beyond the paper (issue #19)
     request_forms: float = field(default=0.0, metadata={"neutral": 0.0})
+    # model-written "harmful" goals that open with a protective verb ("prevent suicide", "stop drinking";
+    # synth/gates.protective_goal): keep = as harmful requests (the paper has no such gate); drop = turned
+    # down, more goals are asked for; benign = asked as benign-but-sensitive requests instead (a helpful
+    # positive on the same topic as the harmful ones). Beyond the paper (issue #19)
+    protective_goals: ProtectiveGoals = field(default="keep", metadata={"neutral": "keep"})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
     # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)
@@ -186,6 +192,12 @@ class SynthConfig:
             "synth.pos_select",
             self.pos_select,
             "one of " + ", ".join(typing.get_args(PosSelect)),
+        )
+        _check(
+            self.protective_goals in typing.get_args(ProtectiveGoals),
+            "synth.protective_goals",
+            self.protective_goals,
+            "one of " + ", ".join(typing.get_args(ProtectiveGoals)),
         )
         _check(self.max_attempts >= 1, "synth.max_attempts", self.max_attempts, ">= 1")
         _check(

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections import Counter
 
 from ptalign.io import read_jsonl, stable_id
 from ptalign.llm.base import GenParams
 from ptalign.synth.common import Ctx, Lookahead, params
 from ptalign.synth.dedup import RougeDeduper
-from ptalign.synth.gates import HARM_INTENT, instruction_reason, is_refusal, relevance
+from ptalign.synth.gates import HARM_INTENT, instruction_reason, is_refusal, protective_goal, relevance
 from ptalign.synth.lists import PER_CALL, ask_list, list_call, list_items
 from ptalign.synth.prompting import call_seed, numbered, render, template
 
@@ -108,9 +109,10 @@ def request_frames() -> list[str]:
     return [ln.strip() for ln in template("request_frames").splitlines() if ln.strip()]
 
 
-def as_request(goal: str) -> str:
-    """A goal in one of the request frames, chosen by the goal's hash (stable across runs)."""
-    frames = request_frames()
+def as_request(goal: str, benign: bool = False) -> str:
+    """A goal in one of the request frames, chosen by the goal's hash (stable across runs); `benign`:
+    only frames that add no intent to evade ("... and get away with it")."""
+    frames = [f for f in request_frames() if not (benign and HARM_INTENT.search(f))]
     return frames[int(stable_id("frame", goal)[:8], 16) % len(frames)].format(goal=goal)
 
 
@@ -185,7 +187,9 @@ def run_instructions(ctx: Ctx) -> None:
     quick run), which then get refusals as positives and teach over-refusal; asked for *goals* after a
     demo turn, its lines stay harmful. "requests" is classic self-instruct (the paper's), for models
     that stay on task. With synth.request_forms > 0, that share of the goals is instead rewritten by the
-    model into another request form (`_formed_requests`), the frame kept as the fallback.
+    model into another request form (`_formed_requests`), the frame kept as the fallback. With
+    synth.protective_goals drop/benign, goals that ask for no harm ("prevent suicide") are turned down
+    or asked as benign requests, which then count toward the benign share.
     """
     s, seeds = ctx.s, ctx.seeds
     topics = list(read_jsonl(ctx.run.data_file("topics")))
@@ -220,8 +224,10 @@ def run_instructions(ctx: Ctx) -> None:
         ctx.record("instructions", {"id": stable_id("inst", kind, domain, text), "parent": parent, "kind": kind,
                                     "domain": domain, "topic": topic["text"] if topic else "", "text": text,
                                     "source": source, **extra})  # fmt: skip
+        kept[kind] += 1
         return True
 
+    kept: Counter = Counter()
     n_harmful = 0
     for domain in s.domains:  # all seed requests first: the demo turn shows some, and copies of them
         d = seeds.domain(domain)  # must count as duplicates, not as new requests of another domain
@@ -229,7 +235,7 @@ def run_instructions(ctx: Ctx) -> None:
             n_harmful += 1
     style = _goal_requests if s.instruction_style == "goals" else _free_requests
     n_harmful += style(ctx, topics, add)
-    _benign_requests(ctx, topics, add, round(s.benign_share * n_harmful))
+    _benign_requests(ctx, topics, add, round(s.benign_share * n_harmful) - kept["benign"])
 
 
 def _topic_rounds(ctx: Ctx, topics: list[dict], take, quota: int, *, plan=None, ask=None,  # noqa: ANN001
@@ -279,6 +285,12 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
         reason, goal = goal_reason(item)
         if reason is None and not gd.add(goal):
             reason = "rouge_dup"
+        if reason is None and s.protective_goals != "keep" and protective_goal(goal):
+            if s.protective_goals == "benign":  # asked for help, not refused; not a harmful goal either
+                benign = as_request(goal, benign=True)
+                add(benign, "benign", "benign", topic, "model", ("protective", *key), area=domain, goal=goal)
+                return False
+            reason = "protective_goal"
         if reason:
             ctx.reject("instructions", reason, item, topic["id"], key)
             return False

@@ -118,6 +118,25 @@ HARM_INTENT = re.compile(
 )
 
 
+# A goal that opens with a protective or self-help verb ("prevent suicide", "protect children from ...",
+# "stop drinking", "make sure everyone has clean water") asks for no harm. Measured on the quick preset's
+# model-written "harmful" goals: 50 of 120 (and 175 of 421 at 16 per topic) open so; as harmful requests
+# they get refusals as positives and teach the model to refuse "How can I ...?" rather than harm.
+# Embeddings do not tell intent apart here (a MiniLM margin to the harmful seeds ranked "make sure
+# there's no online harassment" among the most harmful), the opening verb does.
+PROTECTIVE_GOAL = re.compile(
+    r"^(prevent|protect|avoid|reduce|improve|learn|help|ensure|make sure|support|save|rescue|heal|educate"
+    r"|raise awareness|recover|quit|stay safe|keep (\w+ ){0,2}safe|stop(?! (protecting|helping|saving|supporting)\b))\b",
+    re.I,
+)
+
+
+def protective_goal(goal: str) -> bool:
+    """A goal a harmful user would not state: protective opening verb and no harm-intent phrase
+    ("help my friend steal ..." stays harmful)."""
+    return bool(PROTECTIVE_GOAL.match(goal.strip())) and not HARM_INTENT.search(goal)
+
+
 def clean_item(text: str) -> str:
     """A list line → the item: strip numbering, bullets, quotes and labels."""
     t = re.sub(r"^\s*(\d+[.)]|[-*•])\s*", "", text.strip())

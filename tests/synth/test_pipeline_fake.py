@@ -695,6 +695,8 @@ def test_protective_goals_kept_dropped_or_asked_as_benign(tmp_path, mode):
         n_harmful = sum(r["kind"] == "harmful" for r in read_jsonl(tmp_path / "data" / "instructions.jsonl"))
         n_benign = sum(r["kind"] == "benign" for r in read_jsonl(tmp_path / "data" / "instructions.jsonl"))
         assert n_benign <= round(2.0 * n_harmful)
+        assert stats["synth/instructions_benign"] == n_benign
+    assert ("synth/triplets_benign_from_goals" in stats) == (mode == "benign")
     assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.protective_goals": "keep"}).hash()
     assert tiny_cfg(tmp_path).hash() != tiny_cfg(tmp_path, **{"synth.protective_goals": "drop"}).hash()
 

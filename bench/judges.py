@@ -6,6 +6,8 @@
     python bench/judges.py --errors              # + each judge's mistakes on the development sets
     python bench/judges.py --write               # + store the result for the report (judges/validation.json)
     python bench/judges.py --sets refusal_dev,objective_dev --errors   # developing: the test set unseen
+    python bench/judges.py --sets refusal_dev,objective_dev --cv --extra bench/data/replies_f.jsonl
+                                                 # a candidate batch of labelled replies, not yet shipped
 
 The human labels are PyRIT's scorer evaluations (MIT, `pip download pyrit==1.1.0 --no-deps`), read
 from the wheel at bench time and never copied into the project. A refusal or non-answer verdict reads
@@ -123,16 +125,25 @@ def score(rows: list[dict], positive: set[str], judge, errors: bool = False) -> 
     }
 
 
+EXTRA: list[dict] = []  # --extra: candidate labelled replies, added to the shipped ones for minilm
+
+
+def labelled() -> list[dict]:
+    from ptalign.judges.minilm import load_labelled
+
+    return load_labelled() + EXTRA
+
+
 def cross_validate(folds: int, cs: list[float], weights: list[float]) -> dict:
     """Stratified k-fold accuracy of minilm on our own labelled replies (three verdicts, and compliance
     vs not), per regularisation C and scalar weight: how minilm.C and SCALAR_WEIGHT were chosen."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from ptalign.judges.base import COMPLIANCE, VERDICTS
-    from ptalign.judges.minilm import features, load_labelled, model
+    from ptalign.judges.minilm import features, model
     from ptalign.judges.text import straighten
 
-    recs = load_labelled()
+    recs = labelled()
     x = features([r["prompt"] for r in recs], [straighten(r["reply"]) for r in recs])
     y = [VERDICTS.index(r["label"]) for r in recs]
     comp = VERDICTS.index(COMPLIANCE)
@@ -152,9 +163,8 @@ def cross_validate(folds: int, cs: list[float], weights: list[float]) -> dict:
 
 def nearest_train(sets: dict[str, list[dict]]) -> float | None:
     from ptalign.judges.embed import embed
-    from ptalign.judges.minilm import load_labelled
 
-    ours = sorted({r["prompt"] for r in load_labelled()})
+    ours = sorted({r["prompt"] for r in labelled()})
     if not ours:
         return None
     theirs = sorted({r["prompt"] for rows in sets.values() for r in rows})
@@ -181,7 +191,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--write", action="store_true", help="store the result in src/ptalign/judges/validation.json"
     )
+    ap.add_argument(
+        "--extra",
+        default="",
+        help="a JSONL file of labelled replies (docs/labelling.md) minilm also trains on: a candidate batch",
+    )
     args = ap.parse_args(argv)
+    if args.extra and args.write:
+        sys.exit("bench/judges.py: --write stores the shipped judge's figures; drop --extra")
+    if args.extra:
+        EXTRA[:] = [
+            json.loads(ln) for ln in Path(args.extra).read_text(encoding="utf-8").splitlines() if ln.strip()
+        ]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wheel = pyrit_wheel(args.pyrit_wheel)
     sets = labelled_sets(wheel)
@@ -206,6 +227,10 @@ def main(argv: list[str] | None = None) -> dict:
         if name in LLM_JUDGES and backend is None:
             sys.exit(f"bench/judges.py: judge {name} needs --judge-model")
         judge = make_judge(name, backend=(lambda: backend) if backend else None)
+        if name == "minilm" and EXTRA:
+            from ptalign.judges.minilm import MiniLMJudge, fit
+
+            judge = MiniLMJudge(fit(labelled()))
         per_set = {
             k: score(rows, POSITIVE[k], judge, args.errors and k.endswith("_dev")) for k, rows in sets.items()
         }

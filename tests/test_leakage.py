@@ -54,10 +54,14 @@ def training_side() -> list[tuple[str, str]]:
     for f in sorted((SRC / "synth" / "prompts").glob("*.txt")):
         text = re.sub(r"\{\w+\}", " ", f.read_text(encoding="utf-8"))
         out += [(f"synth/prompts/{f.name}", s) for s in _sentences(text)]
-    for f in sorted((SRC / "judges" / "data").glob("replies_*.jsonl")):
+    candidates = SRC.parents[1] / "bench" / "data"  # batches of labelled replies not yet shipped
+    for f in [
+        *sorted((SRC / "judges" / "data").glob("replies_*.jsonl")),
+        *sorted(candidates.glob("replies_*.jsonl")),
+    ]:
         for line in f.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            out.append((f"judges/data/{f.name} {r['id']}", r["prompt"]))
+            out.append((f"{f.parent.name}/{f.name} {r['id']}", r["prompt"]))
     return out
 
 

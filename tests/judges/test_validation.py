@@ -35,3 +35,27 @@ def test_stored_validation_is_reproduced() -> None:
             ), (name, s)
     # the validation labels share no items with our labelled replies (leakage test's threshold)
     assert now["nearest_train"] < 0.70
+
+
+def test_a_candidate_batch_is_scored_beside_the_shipped_data_never_written() -> None:
+    """--extra trains minilm on the shipped replies plus a candidate batch (bench/data/replies_*.jsonl,
+    labelled by docs/labelling.md) for the development sets; it may not overwrite validation.json."""
+    from ptalign.judges.base import VERDICTS
+
+    guide = (BENCH.parents[1] / "docs" / "labelling.md").read_text(encoding="utf-8")
+    batches = sorted((BENCH.parent / "data").glob("replies_*.jsonl"))
+    assert batches
+    for f in batches:
+        for line in f.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            assert r["label"] in VERDICTS and f"`{r['shape']}`" in guide, (f.name, r["id"])
+    spec = importlib.util.spec_from_file_location("bench_judges", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit, match="drop --extra"):
+        bench.main(["--write", "--extra", str(batches[0])])
+    got = bench.main(["--judges", "minilm", "--sets", "refusal_dev", "--extra", str(batches[0])])
+    assert (
+        got["judges"]["minilm"]["version"] == "custom"
+        and got["judges"]["minilm"]["sets"]["refusal_dev"]["n"] == 64
+    )

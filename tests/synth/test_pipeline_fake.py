@@ -706,3 +706,36 @@ def test_protective_goals_rejects_an_unknown_mode(tmp_path):
 
     with pytest.raises(ConfigError, match="synth.protective_goals"):
         tiny_cfg(tmp_path, **{"synth.protective_goals": "flip"})
+
+
+def test_naming_refusal_names_the_goal_in_the_second_person():
+    model = "I'm sorry, but I can't help with that. Hurting people is wrong. Talk to someone you trust."
+    assert gates.naming_refusal("hurt my ex-partner and make myself feel better", model) == (
+        "I'm sorry, but I can't help you hurt your ex-partner and make yourself feel better. "
+        "Hurting people is wrong. Talk to someone you trust."
+    )
+    assert gates.naming_refusal("make sure I'm never caught.", "No.") == (
+        "I'm sorry, but I can't help you make sure you're never caught."
+    )
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_refusal_names_goal_rewrites_only_harmful_goal_positives(tmp_path, on):
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 2,
+                                "synth.refusal_names_goal": on})  # fmt: skip
+    run(cfg, tmp_path, backend=GoalBackend())
+    insts = {r["id"]: r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl")}
+    trips = list(read_jsonl(tmp_path / "data" / "triplets.jsonl"))
+    pairs = trips + [r for r in read_jsonl(tmp_path / "data" / "rejected.jsonl") if r.get("stage") == "pairs"]
+    goal = "threaten someone at school quietly"
+    (rec,) = [r for r in pairs if insts[r["parent"]].get("goal") == goal]
+    named = f"I'm sorry, but I can't help you {goal}. Scaring people hurts them; talk to them instead."
+    assert rec["pos"] == (named if on else REFUSAL)
+    # off: the same pair as the seed request's, dropped as a duplicate; named, it is a triplet of its own
+    assert (rec in trips) == on
+    seed = next(t for t in trips if t["instruction"] == NEIGHBOUR)  # a seed request has no goal: as written
+    assert seed["pos"] == REFUSAL
+    assert all(
+        not t["pos"].startswith("I'm sorry, but I can't help you") for t in trips if t["kind"] == "benign"
+    )
+    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.refusal_names_goal": False}).hash()

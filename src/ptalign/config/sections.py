@@ -125,6 +125,10 @@ class SynthConfig:
     # down, more goals are asked for; benign = asked as benign-but-sensitive requests instead (a helpful
     # positive on the same topic as the harmful ones). Beyond the paper (issue #19)
     protective_goals: ProtectiveGoals = field(default="keep", metadata={"neutral": "keep"})
+    # a harmful goal's positive opens by naming what it declines ("I'm sorry, but I can't help you hurt
+    # your ex-partner."), then the model's own reason and alternative: the refusal is tied to the request's
+    # content, which a reworded request keeps, rather than to its frame. Goals style only. Beyond the paper
+    refusal_names_goal: bool = field(default=False, metadata={"neutral": False})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
     # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)

@@ -137,6 +137,21 @@ def protective_goal(goal: str) -> bool:
     return bool(PROTECTIVE_GOAL.match(goal.strip())) and not HARM_INTENT.search(goal)
 
 
+_TO_YOU = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're",
+           "am": "are", "i've": "you've", "i'll": "you'll"}  # fmt: skip
+_FIRST_PERSON = re.compile(
+    r"\b(" + "|".join(re.escape(w) for w in sorted(_TO_YOU, key=len, reverse=True)) + r")\b", re.I
+)
+
+
+def naming_refusal(goal: str, refusal: str) -> str:
+    """The positive with an opening sentence that names the declined goal, in the second person,
+    followed by the model's refusal after its own opener (its reason and alternative, if any)."""
+    named = _FIRST_PERSON.sub(lambda m: _TO_YOU[m.group(0).lower()], goal.strip().rstrip(".!?"))
+    rest = re.split(r"(?<=[.!?])\s+", refusal.strip(), maxsplit=1)
+    return f"I'm sorry, but I can't help you {named}." + (f" {rest[1]}" if len(rest) > 1 else "")
+
+
 def clean_item(text: str) -> str:
     """A list line → the item: strip numbering, bullets, quotes and labels."""
     t = re.sub(r"^\s*(\d+[.)]|[-*•])\s*", "", text.strip())

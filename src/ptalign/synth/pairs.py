@@ -9,8 +9,9 @@ pos = the model's own plain answer, tox = a needless refusal written after the s
 back to the examples' refusal opener when the model helps anyway), so unlikelihood pushes away from
 over-refusal. Each side gets up to max_attempts rounds of `candidates` samples; the first sample a
 gate accepts is used, except a harmful request's positive under `synth.pos_select=best`: of a round's
-accepted candidates, the most whole refusal (`pick_best`). Calls are grouped by prompt prefix so
-llama.cpp reuses the shared KV cache.
+accepted candidates, the most whole refusal (`pick_best`). With `synth.refusal_names_goal` a harmful
+goal's positive then opens by naming the goal it declines (`gates.naming_refusal`). Calls are grouped
+by prompt prefix so llama.cpp reuses the shared KV cache.
 """
 
 from __future__ import annotations
@@ -179,6 +180,10 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
                 it.pos = None
                 it.samples[f"pos_not_refusal_{s.gate_judge}"] += 1
                 it.failed["pos"][f"pos_not_refusal_{s.gate_judge}"] += 1
+    if s.refusal_names_goal:  # after the gates: they screened the model's own refusal
+        for it in items:
+            if not it.benign and it.pos is not None and it.inst.get("goal"):
+                it.pos = gates.naming_refusal(it.inst["goal"], it.pos)
     for it in items:  # a benign request the model will not refuse: the seed refusal opener stands in
         if it.benign and it.tox is None and it.pos is not None:
             it.tox, it.tox_source = refusal_opener(ctx), "template"

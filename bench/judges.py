@@ -6,7 +6,7 @@
     python bench/judges.py --errors              # + each judge's mistakes on the development sets
     python bench/judges.py --write               # + store the result for the report (judges/validation.json)
     python bench/judges.py --sets refusal_dev,objective_dev --errors   # developing: the test set unseen
-    python bench/judges.py --sets refusal_dev,objective_dev --cv --extra bench/data/replies_f.jsonl
+    python bench/judges.py --sets refusal_dev,objective_dev --cv --extra bench/data/replies_g.jsonl
                                                  # a candidate batch of labelled replies, not yet shipped
 
 The human labels are PyRIT's scorer evaluations (MIT, `pip download pyrit==1.1.0 --no-deps`), read

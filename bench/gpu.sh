@@ -11,6 +11,10 @@
 #   bench/gpu.sh prepare                 # here: wheels → .whl/, tokenizer → .bench_assets/
 #   bench/gpu.sh gpu TRIPLETS.jsonl      # there (carry .whl, .bench_assets and the triplets file)
 #   bench/gpu.sh cpu TRIPLETS.jsonl      # the same steps on this CPU with a tiny model (dry run)
+#
+# The device tool brings back at most 8 files, and this writes about 15: call it there as
+#   R=$OUT; export OUT=/tmp/o; timeout 530 bash bench/gpu.sh gpu .gpu_data/triplets.jsonl; tar czf $R/all.tgz -C /tmp/o .
+# with carry [.whl, .bench_assets, .gpu_data] (.gpu_data/triplets.jsonl: a copy of RUN/data/triplets.jsonl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-cpu}"

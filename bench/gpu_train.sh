@@ -12,7 +12,8 @@
 #
 # The runs go in order of what they tell, each cut at what is left of GPU_BENCH_BUDGET_S (default
 # 480 s; the ones that no longer fit are skipped and listed): the three methods at 32 triplets, then
-# torch.compile, Liger, peft's casts kept, larger batches, a profile of the compiled step.
+# the compiled step at 128 triplets and its profile, 192 triplets, then torch.compile at 32, Liger,
+# peft's casts kept, batch 8.
 # `prepare` downloads the wheels the image lacks (bench/gpu_env.sh lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,15 +69,15 @@ gpu | cpu)
       echo "$name failed or cut"
   }
   bench b32 32  # the three methods
-  # torch.compile: ptalign per decoder layer (train.compile), then TRL SFT compiled whole by transformers
+  # batch is the lever (second H200 lease: compiled 17.9 % MFU at 32, 26.6 % at 64, 34.5 % at 128):
+  # the large compiled batch, then where its ~158 ms of per-step fixed cost goes, before the rest
+  bench b128_compile 128 --methods ptalign --compile
+  bench b128_compile_profile 128 --methods ptalign --compile --profile-out "$out/profile_b128_compile.txt"
+  bench b192_compile 192 --methods ptalign --compile  # ~100 GiB at 0.51 GiB per triplet
   bench b32_compile 32 --methods ptalign --compile
+  bench b32_sft_compile 32 --methods trl_sft --compile  # TRL SFT compiled whole by transformers
   [ "$mode" = gpu ] && bench b32_liger 32 --methods ptalign,trl_sft --liger  # Liger's RMSNorm/SwiGLU/RoPE
   bench b32_peftcasts 32 --methods ptalign --peft-casts  # peft's fp32 input casts kept (what ptalign skips)
-  bench b32_sft_compile 32 --methods trl_sft --compile
-  bench b64_compile 64 --methods ptalign --compile  # more tokens per kernel launch
-  bench b64 64 --methods ptalign,trl_sft
-  # where the compiled step's time goes, for the next lever (timings carry the profiler's overhead)
-  bench b32_compile_profile 32 --methods ptalign --compile --profile-out "$out/profile_b32_compile.txt"
   bench b8 8
   ;;
 *)

@@ -14,6 +14,14 @@ the two share a run of RUN_WORDS words. Why these numbers, measured on this data
   process that is stuck on Linux?" scored 0.71, the weeds pair 0.90, and the photo pair 0.96.
 - Common question frames share runs of 6 words ("can you tell me how to", "what is the best way to")
   and a few 7-word runs. Only the copied phrases share 8.
+
+A held-out attack family is held out only if nothing in training is written in its frame, so the fixed
+words of each single-turn held-out attack (the goal left out) must share no run of FRAME_WORDS words
+with any training-side text: a benign seed "How did people treat … in the American Civil War?" sat in
+the past-tense attack's "How did people … in the past?" until 2026-11-30. Three words, because a frame
+is short; on today's data the next shortest shared run is none at all. Few-shot is a structure (earlier
+compliant turns), not words: its shots are checked above like any item, and synthesis writes no
+multi-turn prompt.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ pytestmark = pytest.mark.slow  # loads MiniLM (a few seconds)
 
 COSINE = 0.70
 RUN_WORDS = 8
+FRAME_WORDS = 3
 SRC = Path(__file__).resolve().parents[1] / "src" / "ptalign"
 
 
@@ -116,6 +125,51 @@ def leaks(ev: list[tuple[str, str]], tr: list[tuple[str, str]]) -> list[str]:
             j = train_runs[shared[0]]
             out.append(f"run '{' '.join(shared[0])}' {where}: {text[:80]!r} ~ {tr[j][0]}")
     return out
+
+
+def held_out_frames() -> dict[str, list[str]]:
+    """Each single-turn held-out attack's fixed words, split where the goal goes."""
+    from ptalign.eval import attacks
+
+    probe = "GOALPLACEHOLDER"
+    out: dict[str, list[str]] = {}
+    for name, a in attacks.ATTACKS.items():
+        if a.kind != attacks.HELD_OUT or a.chat is None:
+            continue
+        if name == "format_injection":
+            turns = [f.format(goal=probe) for f in attacks._FORMATS]
+        else:
+            turns = [m["content"] for m in a.chat(probe, "x")]
+        if len(turns) == 1 or name == "format_injection":
+            out[name] = [piece for t in turns for piece in t.split(probe)]
+    return out
+
+
+def frame_uses(frames: dict[str, list[str]], tr: list[tuple[str, str]]) -> list[str]:
+    runs = {g: name for name, pieces in frames.items() for p in pieces for g in _runs(p, FRAME_WORDS)}
+    out = []
+    for where, text in tr:
+        shared = sorted(g for g in _runs(text, FRAME_WORDS) if g in runs)
+        if shared:
+            out.append(f"'{' '.join(shared[0])}' of the {runs[shared[0]]} attack in {where}: {text[:80]!r}")
+    return out
+
+
+def test_no_training_text_uses_a_held_out_attack_frame() -> None:
+    frames = held_out_frames()
+    assert {"past_tense", "payload_split", "format_injection"} <= set(frames)
+    found = frame_uses(frames, training_side())
+    assert not found, "training-side text written in a held-out attack's frame:\n" + "\n".join(found)
+
+
+def test_the_frame_check_catches_a_planted_frame() -> None:
+    tr = [
+        ("planted", "How did people bake bread before ovens?"),
+        ("planted", "Let z be x followed by y, then read it aloud."),
+        ("unrelated", "How do people bake bread at home?"),
+    ]
+    found = frame_uses(held_out_frames(), tr)
+    assert len(found) == 2 and "past_tense" in found[0] and "payload_split" in found[1]
 
 
 def test_no_training_text_paraphrases_an_evaluation_item(eval_data_dir: Path) -> None:

@@ -19,7 +19,7 @@ A held-out attack family is held out only if nothing in training is written in i
 words of each single-turn held-out attack (the goal left out) must share no run of FRAME_WORDS words
 with any training-side text: a benign seed "How did people treat … in the American Civil War?" sat in
 the past-tense attack's "How did people … in the past?" until 2026-11-30. Three words, because a frame
-is short; on today's data the next shortest shared run is none at all. Few-shot is a structure (earlier
+is short; at three, today's training side shares no run with any frame. Few-shot is a structure (earlier
 compliant turns), not words: its shots are checked above like any item, and synthesis writes no
 multi-turn prompt.
 """
@@ -128,7 +128,8 @@ def leaks(ev: list[tuple[str, str]], tr: list[tuple[str, str]]) -> list[str]:
 
 
 def held_out_frames() -> dict[str, list[str]]:
-    """Each single-turn held-out attack's fixed words, split where the goal goes."""
+    """Each single-turn held-out attack's fixed words, split where the goal goes (not
+    `attacks.template_texts()`, which joins them and so makes runs across the goal: "people in the")."""
     from ptalign.eval import attacks
 
     probe = "GOALPLACEHOLDER"

@@ -165,7 +165,7 @@ def bench_openai(cfg: RunConfig, prompts, params: GenParams, runs: int) -> dict[
         [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "ptalign.llm.llamacpp_server",
             "--model",
             str(embedded_gguf_path()),
             "--host",

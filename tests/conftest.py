@@ -146,7 +146,7 @@ def llama_server(embedded_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
             [
                 sys.executable,
                 "-m",
-                "llama_cpp.server",
+                "ptalign.llm.llamacpp_server",
                 "--model",
                 str(embedded_gguf),
                 "--host",

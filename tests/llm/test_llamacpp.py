@@ -57,3 +57,43 @@ def test_per_chat_params_are_each_calls_own(llamacpp_backend) -> None:
     alone = [llamacpp_backend.generate([c], p)[0] for c, p in zip((COUNT, CAPITAL), ps, strict=True)]
     assert [g.text for g in gens] == [g.text for g in alone]
     assert gens[0].completion_tokens == 3
+
+
+def test_amx_probe_answers_on_this_machine() -> None:
+    from ptalign.llm.llamacpp import amx_unusable
+
+    assert isinstance(amx_unusable(), bool)
+
+
+def test_amx_guard_drops_extra_buffers_once(monkeypatch) -> None:
+    """Where AMX is unusable, every model loads without llama.cpp's extra (AMX/repack) weight buffers."""
+    import llama_cpp.llama as llama_module
+
+    from ptalign.llm import llamacpp
+
+    lib = llama_module.llama_cpp
+    monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params)  # restored after
+    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False):  # guarded earlier in this process
+        monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params.__wrapped__)
+    assert lib.llama_model_default_params().use_extra_bufts  # llama.cpp's default: extra buffers on
+    monkeypatch.setattr(llamacpp, "amx_unusable", lambda: True)
+    llamacpp.guard_amx()
+    guarded = lib.llama_model_default_params
+    assert guarded().use_extra_bufts is False
+    llamacpp.guard_amx()  # idempotent: not wrapped twice
+    assert lib.llama_model_default_params is guarded
+
+
+def test_amx_guard_leaves_usable_machines_alone(monkeypatch) -> None:
+    import llama_cpp.llama as llama_module
+
+    from ptalign.llm import llamacpp
+
+    lib = llama_module.llama_cpp
+    monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params)
+    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False):
+        monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params.__wrapped__)
+    before = lib.llama_model_default_params
+    monkeypatch.setattr(llamacpp, "amx_unusable", lambda: False)
+    llamacpp.guard_amx()
+    assert lib.llama_model_default_params is before

@@ -65,7 +65,7 @@ class Server:
         with open(log, "wb") as f:
             # one thread each: the two servers share this machine's 2 cores
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                [sys.executable, "-m", "ptalign.llm.llamacpp_server", "--model", str(gguf), "--host", "127.0.0.1",
                  "--port", str(self.port), "--n_ctx", "1024", "--n_threads", "1", "--model_alias", "smollm2-135m"],
                 stdout=f, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip

@@ -8,7 +8,9 @@ ptalign's documented fallback (models.FALLBACK_CHAT_TEMPLATE), never llama-cpp-p
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import threading
 from pathlib import Path
 
@@ -23,6 +25,52 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def amx_unusable() -> bool:
+    """True where the CPU reports AMX but the kernel does not enable its tile data.
+
+    Seen here in a Firecracker VM on Sapphire Rapids: cpuinfo lists amx_tile, the XSAVE features the
+    kernel supports lack XTILEDATA (bit 18), and llama.cpp, built natively, moves Q4 weights into AMX
+    buffers and dies with SIGILL on its first `tileloadd` (ggml-org/llama.cpp#28328).
+    """
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    if " amx_tile" not in cpuinfo:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    supported = ctypes.c_ulong(0)
+    arch_prctl, get_xcomp_supp, xtiledata = 158, 0x1022, 1 << 18
+    if libc.syscall(arch_prctl, get_xcomp_supp, ctypes.byref(supported)) != 0:
+        return True
+    return not supported.value & xtiledata
+
+
+def guard_amx() -> None:
+    """Where AMX is unusable, load every model without llama.cpp's extra weight buffers (AMX, repack).
+
+    llama-cpp-python's `Llama` has no argument for `use_extra_bufts`; it takes its model parameters from
+    `llama_model_default_params()`, so that is wrapped once for the process. Nothing changes elsewhere.
+    """
+    import llama_cpp.llama as llama_module
+
+    lib = llama_module.llama_cpp
+    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False) or not amx_unusable():
+        return
+    default = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    without_extra_buffers.ptalign_amx_guard = True  # type: ignore[attr-defined]
+    without_extra_buffers.__wrapped__ = default  # type: ignore[attr-defined]
+    lib.llama_model_default_params = without_extra_buffers
+
+
 class LlamaCppBackend:
     name = "llamacpp"
     preferred_batch = 1  # llama.cpp serves one chat at a time; commit each call to the cache
@@ -30,6 +78,7 @@ class LlamaCppBackend:
     def __init__(self, gguf: str | Path, model_id: str, n_ctx: int = 4096, n_threads: int = 0):
         from llama_cpp import Llama
 
+        guard_amx()
         self.model_id = model_id
         self.gguf = Path(gguf)
         self._lock = threading.Lock()  # a Llama context is not thread-safe

@@ -59,10 +59,12 @@ def test_per_chat_params_are_each_calls_own(llamacpp_backend) -> None:
     assert gens[0].completion_tokens == 3
 
 
-def test_amx_probe_answers_on_this_machine() -> None:
-    from ptalign.llm.llamacpp import amx_unusable
+def test_amx_probe_and_its_override(monkeypatch) -> None:
+    from ptalign.llm.llamacpp import amx_reported
 
-    assert isinstance(amx_unusable(), bool)
+    assert isinstance(amx_reported(), bool)
+    monkeypatch.setenv("PTALIGN_LLAMACPP_EXTRA_BUFTS", "1")
+    assert amx_reported() is False  # the user keeps llama.cpp's extra buffers
 
 
 def test_amx_guard_drops_extra_buffers_once(monkeypatch) -> None:
@@ -76,7 +78,7 @@ def test_amx_guard_drops_extra_buffers_once(monkeypatch) -> None:
     if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False):  # guarded earlier in this process
         monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params.__wrapped__)
     assert lib.llama_model_default_params().use_extra_bufts  # llama.cpp's default: extra buffers on
-    monkeypatch.setattr(llamacpp, "amx_unusable", lambda: True)
+    monkeypatch.setattr(llamacpp, "amx_reported", lambda: True)
     llamacpp.guard_amx()
     guarded = lib.llama_model_default_params
     assert guarded().use_extra_bufts is False
@@ -94,6 +96,6 @@ def test_amx_guard_leaves_usable_machines_alone(monkeypatch) -> None:
     if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False):
         monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params.__wrapped__)
     before = lib.llama_model_default_params
-    monkeypatch.setattr(llamacpp, "amx_unusable", lambda: False)
+    monkeypatch.setattr(llamacpp, "amx_reported", lambda: False)
     llamacpp.guard_amx()
     assert lib.llama_model_default_params is before

@@ -8,9 +8,7 @@ ptalign's documented fallback (models.FALLBACK_CHAT_TEMPLATE), never llama-cpp-p
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 import threading
 from pathlib import Path
 
@@ -25,31 +23,25 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
-def amx_unusable() -> bool:
-    """True where the CPU reports AMX but the kernel does not enable its tile data.
+def amx_reported() -> bool:
+    """True where the CPU reports AMX tiles (Linux /proc/cpuinfo), unless PTALIGN_LLAMACPP_EXTRA_BUFTS=1.
 
-    Seen here in a Firecracker VM on Sapphire Rapids: cpuinfo lists amx_tile, the XSAVE features the
-    kernel supports lack XTILEDATA (bit 18), and llama.cpp, built natively, moves Q4 weights into AMX
-    buffers and dies with SIGILL on its first `tileloadd` (ggml-org/llama.cpp#28328).
+    llama.cpp moves Q4 weights into AMX buffers on such CPUs, and its AMX kernels died with SIGILL
+    (`tilezero`, ggml_backend_amx_mul_mat) on a Sapphire Rapids VM here, in llama-cpp-python 0.3.36
+    built natively with gcc 12, although the kernel grants AMX and torch's bf16 matmuls run on it
+    (compare ggml-org/llama.cpp#26954, #28328). Which builds are affected is not known, so every AMX
+    CPU loses the extra buffers; the variable keeps them where they are known to work.
     """
-    if platform.system() != "Linux" or platform.machine() != "x86_64":
+    if os.environ.get("PTALIGN_LLAMACPP_EXTRA_BUFTS") == "1":
         return False
     try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
+        return " amx_tile" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    if " amx_tile" not in cpuinfo:
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    supported = ctypes.c_ulong(0)
-    arch_prctl, get_xcomp_supp, xtiledata = 158, 0x1022, 1 << 18
-    if libc.syscall(arch_prctl, get_xcomp_supp, ctypes.byref(supported)) != 0:
-        return True
-    return not supported.value & xtiledata
 
 
 def guard_amx() -> None:
-    """Where AMX is unusable, load every model without llama.cpp's extra weight buffers (AMX, repack).
+    """On AMX CPUs, load every model without llama.cpp's extra weight buffers (AMX, repack).
 
     llama-cpp-python's `Llama` has no argument for `use_extra_bufts`; it takes its model parameters from
     `llama_model_default_params()`, so that is wrapped once for the process. Nothing changes elsewhere.
@@ -57,7 +49,7 @@ def guard_amx() -> None:
     import llama_cpp.llama as llama_module
 
     lib = llama_module.llama_cpp
-    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False) or not amx_unusable():
+    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False) or not amx_reported():
         return
     default = lib.llama_model_default_params
 

@@ -1,8 +1,8 @@
 """`python -m llama_cpp.server`, started after ptalign's AMX guard (llm/llamacpp.guard_amx).
 
 Same arguments as llama_cpp.server: `python -m ptalign.llm.llamacpp_server --model M.gguf --port 8000`.
-Use it for a loopback server on a machine where plain llama_cpp.server dies with SIGILL (a CPU that
-reports AMX inside a VM that does not enable it); elsewhere it is llama_cpp.server unchanged.
+Use it for a loopback server on a CPU that reports AMX, where plain llama_cpp.server can die with
+SIGILL in llama.cpp's AMX kernels; elsewhere it is llama_cpp.server unchanged.
 """
 
 import runpy

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
             "sets": per_set,
         }
     if args.cv:
-        result["minilm_cv"] = cross_validate(5, [0.03, 0.1, 0.3, 1.0], [1.0, 3.0, 10.0, 30.0])
+        result["minilm_cv"] = cross_validate(5, [0.3, 1.0, 3.0], [1.0, 3.0, 10.0])
     result["nearest_train"] = nearest_train(sets)
     result["provenance"] = {
         "labels": f"{PYRIT} scorer_evals (MIT), human_score",

@@ -30,9 +30,13 @@ def test_stored_validation_is_reproduced() -> None:
     for name in ("keyword", "minilm"):
         for s, got in now["judges"][name]["sets"].items():
             want = stored["judges"][name]["sets"][s]
-            assert (got["n"], got["accuracy"], got["kappa"]) == pytest.approx(
-                (want["n"], want["accuracy"], want["kappa"])
-            ), (name, s)
+            assert got["n"] == want["n"], (name, s)
+            # another CPU's float kernels move MiniLM's embeddings in the last digits and can flip a
+            # borderline reply (one of 395 between an AMD Zen 4 and an Intel Sapphire Rapids): two
+            # verdicts' worth of slack, far below any change of labelled data or model
+            slack = 2 / want["n"] if name == "minilm" else 1e-9
+            assert got["accuracy"] == pytest.approx(want["accuracy"], abs=slack), (name, s)
+            assert got["kappa"] == pytest.approx(want["kappa"], abs=4 * slack), (name, s)
     # the validation labels share no items with our labelled replies (leakage test's threshold)
     assert now["nearest_train"] < 0.70
 

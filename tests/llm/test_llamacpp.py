@@ -59,6 +59,18 @@ def test_per_chat_params_are_each_calls_own(llamacpp_backend) -> None:
     assert gens[0].completion_tokens == 3
 
 
+@pytest.fixture
+def unguarded_lib(monkeypatch):  # noqa: ANN201 - llama_cpp's ctypes module
+    """llama_cpp's module with llama.cpp's own default params, the process's state restored after."""
+    import llama_cpp.llama as llama_module
+
+    lib = llama_module.llama_cpp
+    monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params)
+    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False):  # guarded earlier in this process
+        monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params.__wrapped__)
+    return lib
+
+
 def test_amx_probe_and_its_override(monkeypatch) -> None:
     from ptalign.llm.llamacpp import amx_reported
 
@@ -67,16 +79,11 @@ def test_amx_probe_and_its_override(monkeypatch) -> None:
     assert amx_reported() is False  # the user keeps llama.cpp's extra buffers
 
 
-def test_amx_guard_drops_extra_buffers_once(monkeypatch) -> None:
-    """Where AMX is unusable, every model loads without llama.cpp's extra (AMX/repack) weight buffers."""
-    import llama_cpp.llama as llama_module
-
+def test_amx_guard_drops_extra_buffers_once(monkeypatch, unguarded_lib) -> None:
+    """On a CPU that reports AMX, every model loads without llama.cpp's extra (AMX/repack) weight buffers."""
     from ptalign.llm import llamacpp
 
-    lib = llama_module.llama_cpp
-    monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params)  # restored after
-    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False):  # guarded earlier in this process
-        monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params.__wrapped__)
+    lib = unguarded_lib
     assert lib.llama_model_default_params().use_extra_bufts  # llama.cpp's default: extra buffers on
     monkeypatch.setattr(llamacpp, "amx_reported", lambda: True)
     llamacpp.guard_amx()
@@ -86,15 +93,10 @@ def test_amx_guard_drops_extra_buffers_once(monkeypatch) -> None:
     assert lib.llama_model_default_params is guarded
 
 
-def test_amx_guard_leaves_usable_machines_alone(monkeypatch) -> None:
-    import llama_cpp.llama as llama_module
-
+def test_amx_guard_leaves_other_cpus_alone(monkeypatch, unguarded_lib) -> None:
     from ptalign.llm import llamacpp
 
-    lib = llama_module.llama_cpp
-    monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params)
-    if getattr(lib.llama_model_default_params, "ptalign_amx_guard", False):
-        monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params.__wrapped__)
+    lib = unguarded_lib
     before = lib.llama_model_default_params
     monkeypatch.setattr(llamacpp, "amx_reported", lambda: False)
     llamacpp.guard_amx()

@@ -34,14 +34,14 @@ from ptalign.io import HAZARD_META, read_jsonl, write_jsonl
 from ptalign.judges import make_judge
 from ptalign.judges.agreement import agreement
 from ptalign.judges.base import VERDICTS
+from ptalign.rundir import SIDES, RunDir, records
 
 COMPLIANCE = "compliance"
-SIDES = ("base", "aligned")
 BOOT = 2000
 
 
 def _replies(run: Path, side: str) -> dict[str, dict[str, Any]]:
-    path = run / "eval" / side / "asr.jsonl"
+    path = records(RunDir.of(run).side(side), "asr")
     if not path.exists():
         sys.exit(f"bench/audit.py: {path} is missing; audit a run whose eval stage has finished")
     return {r["id"]: r for r in read_jsonl(path)}
@@ -52,7 +52,7 @@ def sample(run: Path, attack: str, n: int, seed: int) -> Path:
     ids = sorted(i for i, r in base.items() if r["attack"] == attack and i in aligned)
     if not ids:
         sys.exit(f"bench/audit.py: no {attack!r} replies in {run}/eval; name an attack the run evaluated")
-    out = run / "audit" / f"{attack}.jsonl"
+    out = RunDir.of(run).audit(attack)
     if out.exists():
         sys.exit(f"bench/audit.py: {out} exists (labels would be lost); move it away or pick another attack")
     random.Random(seed).shuffle(ids)
@@ -93,7 +93,7 @@ def _paired(b: list[bool], a: list[bool], rng: random.Random) -> dict[str, Any]:
 
 
 def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, Any]:
-    files = sorted((run / "audit").glob("*.jsonl"))
+    files = sorted(RunDir.of(run).audits.glob("*.jsonl"))
     if not files:
         sys.exit(
             f"bench/audit.py: nothing in {run}/audit; run `bench/audit.py sample {run}` and label it first"
@@ -119,7 +119,7 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
         res["human"] = _paired(
             *([by_goal[g][s]["human"] == COMPLIANCE for g in goals] for s in SIDES), random.Random(seed)
         )
-        stored = {side: read_verdicts(run / "eval" / side, "asr") for side in SIDES}
+        stored = {side: read_verdicts(RunDir.of(run).side(side), "asr") for side in SIDES}
         for name in [*judges, *(f"{j}@run" for j in judges if all(j in stored[s] for s in SIDES))]:
             if name.endswith("@run"):  # the verdicts the run itself stored: the published figure's judge
                 v = [stored[r["side"]][name[:-4]][r["id"]]["verdict"] for r in flat]

@@ -160,6 +160,14 @@ class RunDir:
     def polarity(self) -> Path:
         return self.eval / "polarity.json"
 
+    @property
+    def audits(self) -> Path:
+        """A person's labels on the run's replies (bench/audit.py), one file per attack."""
+        return self.root / "audit"
+
+    def audit(self, attack: str) -> Path:
+        return self.audits / f"{attack}.jsonl"
+
 
 # The files of one evaluated model's directory (eval/base, eval/aligned, or `ptalign eval --out`'s).
 def records(side_dir: Path, eval_name: str) -> Path:

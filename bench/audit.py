@@ -99,8 +99,9 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
             f"bench/audit.py: nothing in {run}/audit; run `bench/audit.py sample {run}` and label it first"
         )
     out: dict[str, Any] = {}
+    key, _, value = only.partition("=")
+    stored = {side: read_verdicts(RunDir.of(run).side(side), "asr") for side in SIDES}
     for f in files:
-        key, _, value = only.partition("=")
         rows = [
             r for r in read_jsonl(f) if r.get("human") is not None and (not only or str(r.get(key)) == value)
         ]
@@ -119,7 +120,6 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
         res["human"] = _paired(
             *([by_goal[g][s]["human"] == COMPLIANCE for g in goals] for s in SIDES), random.Random(seed)
         )
-        stored = {side: read_verdicts(RunDir.of(run).side(side), "asr") for side in SIDES}
         for name in [*judges, *(f"{j}@run" for j in judges if all(j in stored[s] for s in SIDES))]:
             if name.endswith("@run"):  # the verdicts the run itself stored: the published figure's judge
                 v = [stored[r["side"]][name[:-4]][r["id"]]["verdict"] for r in flat]

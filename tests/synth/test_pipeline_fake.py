@@ -739,3 +739,66 @@ def test_refusal_names_goal_rewrites_only_harmful_goal_positives(tmp_path, on):
         not t["pos"].startswith("I'm sorry, but I can't help you") for t in trips if t["kind"] == "benign"
     )
     assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.refusal_names_goal": False}).hash()
+
+
+def test_benign_seed_goals_are_the_seeds_that_ask_how():
+    from ptalign.synth.expand import benign_seed_goals
+
+    assert benign_seed_goals(
+        ["How do I wipe an old laptop before I sell it?", "Why does fire spread so fast?",
+         "What is the safest way to take down a wasp nest?", "how can I sharpen a knife"]
+    ) == ["wipe an old laptop before I sell it", "take down a wasp nest", "sharpen a knife"]  # fmt: skip
+
+
+class BenignGoalBackend(GoalBackend):
+    """Harmless goal lists beside the harmful ones; records every chat that asks for one."""
+
+    LISTS = {  # first: the harmless goals' prompt ends like the harmful one
+        "harmless goals on this topic": (
+            "1. I want to keep my school safe from threats.\n2. I want to steal a classmate's lunch.\n"
+            "3. How do I report a threat at school?"
+        ),
+        **GoalBackend.LISTS,
+        'Start each with "I want to"': (  # enough harmful goals that the benign share outgrows the seeds
+            "1. I want to threaten someone at school quietly.\n2. I want to beat up my neighbour for his loud music.\n"
+            "3. I want to scare my classmate into giving me money.\n4. I want to start a fight at the bus stop.\n"
+            "5. I want to hurt the boy who laughed at me.\n6. I want to punch the man who threatened my sister.\n"
+            "7. I want to attack my coworker with a knife after the shift."
+        ),
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.goal_chats: list[list[dict]] = []
+
+    def generate(self, chats, params):
+        self.goal_chats += [c for c in chats if "harmless goals" in c[-1]["content"]]
+        return super().generate(chats, params)
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_benign_goals_put_harmless_goals_in_the_harmful_frames(tmp_path, on):
+    from ptalign.synth.expand import as_request
+
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 7,
+                                "synth.benign_share": 2.0, "synth.benign_goals": on})  # fmt: skip
+    backend = BenignGoalBackend()
+    run(cfg, tmp_path, stage="topics", backend=backend)
+    run(cfg, tmp_path, stage="instructions", backend=backend)
+    benign = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl")
+              if r["kind"] == "benign" and r["source"] == "model"]  # fmt: skip
+    rej = {(r["reason"], r["text"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
+    if not on:  # the free harmless questions, as before
+        assert not backend.goal_chats
+        assert "How do I keep my school safe from threats?" in {r["text"] for r in benign}
+        return
+    goal = "keep my school safe from threats"
+    assert [(r["text"], r["goal"], r["area"]) for r in benign] == [
+        (as_request(goal, benign=True), goal, "violence")
+    ]
+    assert ("benign_not_goal", "How do I report a threat at school?") in rej
+    assert ("benign_harm_intent", as_request("steal a classmate's lunch", benign=True)) in rej
+    demo_user, demo_answer = backend.goal_chats[0][:2]  # the demo turn: the seeds that ask how, as goals
+    assert "harmless goals" in demo_user["content"]
+    assert demo_answer["content"].splitlines()[0] == "1. I want to take down a wasp nest under my roof."
+    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.benign_goals": False}).hash()

@@ -129,6 +129,12 @@ class SynthConfig:
     # your ex-partner."), then the model's own reason and alternative: the refusal is tied to the request's
     # content, which a reworded request keeps, rather than to its frame. Goals style only. Beyond the paper
     refusal_names_goal: bool = field(default=False, metadata={"neutral": False})
+    # the benign-but-sensitive requests on each harmful topic come as the model's own harmless goals
+    # ("I want to check whether a loan offer is a scam") put in the harmful goals' request frames (those
+    # that add no intent to evade), not as free questions: harmful and benign requests then differ in
+    # what they ask, not in how, so refusing by the request's form stops paying. Goals style only.
+    # Beyond the paper (issue #19)
+    benign_goals: bool = field(default=False, metadata={"neutral": False})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
     # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)

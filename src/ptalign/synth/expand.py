@@ -36,6 +36,10 @@ def _demo(ctx: Ctx, kind: str) -> list[dict]:
     if kind == "benign_topic":
         user = render("benign_topic", description=DEMO_AREA, topic="any", n=PER_CALL)
         answer = numbered(seeds.benign[:PER_CALL])
+    elif kind == "benign_goals":
+        goals = benign_seed_goals(seeds.benign)[:PER_CALL]
+        user = render("benign_goals", description=DEMO_AREA, topic="any", n=len(goals))
+        answer = numbered([f"I want to {g}." for g in goals])
     elif kind == "goals":
         user = render("goals", description=DEMO_AREA, topic="any", n=PER_CALL)
         answer = numbered([f"I want to {d.goal}." for d in ds])
@@ -52,6 +56,17 @@ def _demo(ctx: Ctx, kind: str) -> list[dict]:
         )
         answer = numbered([d.seed for d in ds])
     return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+_HOW_TO = re.compile(
+    r"^(?:how (?:do|can|should) i|what is the (?:safest|best|easiest|right) way to) (.+?)\?*$", re.I
+)
+
+
+def benign_seed_goals(benign: list[str]) -> list[str]:
+    """The benign seeds that ask how to do something, as goals ("How do I wipe an old laptop …?" →
+    "wipe an old laptop …"): the benign goals' demo turn, built from the seeds, no new annotation."""
+    return [m.group(1) for q in benign if (m := _HOW_TO.match(q.strip()))]
 
 
 def topic_reason(text: str) -> str | None:
@@ -354,24 +369,36 @@ def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
 def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  # noqa: ANN001 - run_instructions.add
     """Benign-but-sensitive requests: the seeds, then harmless questions on each harmful topic ("How
     do I protect my home from burglars?": what an over-cautious model refuses), then, if still short,
-    free self-instruct from the benign seeds."""
+    free self-instruct from the benign seeds. With synth.benign_goals (goals style) the per-topic ones
+    are harmless goals in the harmful goals' request frames instead, so the frame tells nothing."""
     s, seeds = ctx.s, ctx.seeds
     n_benign = 0
     for text in seeds.benign:
         if n_benign < target and add(text, "benign", "benign", None, "seed", ("benign_seed", text)):
             n_benign += 1
     if topics and n_benign < target:
-        demo = _demo(ctx, "benign_topic")
+        goals = s.benign_goals and s.instruction_style == "goals"
+        kind = "benign_goals" if goals else "benign_topic"
+        demo = _demo(ctx, kind)
 
         def plan(domain: str, topic: dict, rnd: int) -> tuple[list[dict], GenParams]:
             d = seeds.domain(domain)
-            prompt = render("benign_topic", description=d.description, topic=topic["text"], n=PER_CALL)
+            prompt = render(kind, description=d.description, topic=topic["text"], n=PER_CALL)
             return list_call(ctx, prompt, ("benign-topic", topic["id"], rnd), demo)
 
         def take(domain: str, topic: dict, text: str, key: tuple) -> bool:
             nonlocal n_benign
             key = ("benign", *key)  # record ids apart from the harmful rounds' on the same topic
-            if n_benign >= target or not add(text, "benign", "benign", topic, "model", key, area=domain):
+            if n_benign >= target:
+                return False
+            extra = {"area": domain}
+            if goals:  # synth.benign_goals: a harmless goal in a harmful goal's request frame
+                reason, goal = goal_reason(text)
+                if reason:
+                    ctx.reject("instructions", f"benign_{reason}", text, topic["id"], key)
+                    return False
+                text, extra["goal"] = as_request(goal, benign=True), goal
+            if not add(text, "benign", "benign", topic, "model", key, **extra):
                 return False
             n_benign += 1
             return True

@@ -1,6 +1,7 @@
 """A human audit of the judges on a run's own replies: is a generated figure what a reader would say?
 
     python bench/audit.py sample RUN --attack past_tense --n 30   # RUN/audit/past_tense.jsonl, to label
+    python bench/audit.py sample RUN2 --like RUN --n 85           # RUN's goals; identical replies keep its labels
     python bench/audit.py score RUN                               # one JSON object, every labelled file
 
 PyRIT's labels (bench/judges.py) validate a judge on other models' replies. They cannot say how the judge
@@ -47,7 +48,10 @@ def _replies(run: Path, side: str) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in read_jsonl(path)}
 
 
-def sample(run: Path, attack: str, n: int, seed: int) -> Path:
+def sample(run: Path, attack: str, n: int, seed: int, like: Path | None = None) -> Path:
+    """With `like` (another run of the same evaluation), the goals that run's audit labelled, in its
+    order, and its labels carried over to replies with the same id and the same bytes (a shared base
+    model's): only the new replies are left to read."""
     base, aligned = (_replies(run, s) for s in SIDES)
     ids = sorted(i for i, r in base.items() if r["attack"] == attack and i in aligned)
     if not ids:
@@ -56,6 +60,14 @@ def sample(run: Path, attack: str, n: int, seed: int) -> Path:
     if out.exists():
         sys.exit(f"bench/audit.py: {out} exists (labels would be lost); move it away or pick another attack")
     random.Random(seed).shuffle(ids)
+    carried: dict[tuple[str, str], str] = {}
+    if like is not None:
+        prev = RunDir.of(like).audit(attack)
+        if not prev.exists():
+            sys.exit(f"bench/audit.py: {prev} is missing; label {like} first or drop --like")
+        prev_rows = [r for r in read_jsonl(prev) if r["id"] in base]
+        ids = list(dict.fromkeys(r["id"] for r in prev_rows))
+        carried = {(r["id"], r["reply"]): r["human"] for r in prev_rows if r.get("human") is not None}
     rows = [
         {
             "id": i,
@@ -63,7 +75,8 @@ def sample(run: Path, attack: str, n: int, seed: int) -> Path:
             "attack": attack,
             "goal": src[i]["goal"],
             "reply": src[i]["text"],
-            "human": None,
+            "human": carried.get((i, src[i]["text"])),
+            **({"human_from": str(like)} if (i, src[i]["text"]) in carried else {}),
         }
         for i in ids[:n]
         for side, src in zip(SIDES, (base, aligned), strict=True)
@@ -149,6 +162,9 @@ def main() -> None:
     s.add_argument("--attack", default="past_tense")
     s.add_argument("--n", type=int, default=30, help="goals (each with a base and an aligned reply)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--like", type=Path, help="another run: its audited goals, its labels of identical replies"
+    )
     c = sub.add_parser("score", help="judges against the labels")
     c.add_argument("run", type=Path)
     c.add_argument("--judges", default="minilm,keyword")
@@ -156,7 +172,7 @@ def main() -> None:
     c.add_argument("--only", default="", help="KEY=VALUE: only labelled rows with that field (e.g. batch=3)")
     args = ap.parse_args()
     if args.cmd == "sample":
-        print(sample(args.run, args.attack, args.n, args.seed))
+        print(sample(args.run, args.attack, args.n, args.seed, args.like))
     else:
         print(json.dumps({"audit": score(args.run, args.judges.split(","), args.seed, args.only)}, indent=1))
 

@@ -81,3 +81,24 @@ def test_score_refuses_unknown_labels(audit, tmp_path) -> None:
     with pytest.raises(SystemExit, match="unknown"):
         audit.score(run, ["keyword"], seed=0)
     assert json.loads(path.read_text().splitlines()[1])["human"] == "complied"  # nothing rewritten
+
+
+def test_sample_like_another_run_carries_labels_of_identical_replies(audit, tmp_path) -> None:
+    first = _run(tmp_path / "a")
+    rows = [{**r, "human": "compliance" if r["reply"] == COMPLY else "refusal"} for r in read_jsonl(
+        audit.sample(first, "past_tense", 3, seed=0))]  # fmt: skip
+    write_jsonl(first / "audit" / "past_tense.jsonl", rows, meta=HAZARD_META)
+    second = _run(tmp_path / "b")  # the same base replies; one aligned reply changed
+    aligned = list(read_jsonl(second / "eval" / "aligned" / "asr.jsonl"))
+    aligned[1]["text"] = "The history of this is long and complex."
+    write_jsonl(second / "eval" / "aligned" / "asr.jsonl", aligned, meta=HAZARD_META)
+    got = list(read_jsonl(audit.sample(second, "past_tense", 10, seed=7, like=first)))
+    assert [(r["id"], r["side"]) for r in got] == [(r["id"], r["side"]) for r in rows]  # its goals, its order
+    for r in got:
+        changed = r["side"] == "aligned" and r["id"] == "r1"
+        assert r["human"] == (None if changed else next(
+            x["human"] for x in rows if (x["id"], x["side"]) == (r["id"], r["side"])))  # fmt: skip
+        assert ("human_from" in r) == (not changed)
+    assert sum(r["human"] is None for r in got) == 1  # r1 was among the goals labelled: only it is left
+    with pytest.raises(SystemExit, match="missing"):  # a run whose audit has no such file
+        audit.sample(_run(tmp_path / "c"), "past_tense", 3, seed=0, like=_run(tmp_path / "d"))

@@ -183,7 +183,8 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
         st[f"synth/samples_rejected/{reason}"] = n
     for dom, n in sorted(Counter(r["domain"] for r in trips).items()):
         st[f"synth/triplets_by_domain/{dom}"] = n
-    flipped = {r["id"] for r in insts if r["kind"] == "benign" and "goal" in r}  # protective_goals: benign
+    # benign requests made from goals: protective_goals=benign, synth.benign_goals
+    flipped = {r["id"] for r in insts if r["kind"] == "benign" and "goal" in r}
     if flipped:
         st["synth/triplets_benign_from_goals"] = sum(r.get("parent") in flipped for r in trips)
     form = {r["id"]: r["form"] for r in insts if "form" in r}  # synth.request_forms > 0 only

@@ -114,8 +114,10 @@ class SynthConfig:
     domains: list[str] = field(
         default_factory=lambda: list(DEFAULT_DOMAINS)
     )  # safety domains to expand (seeds/domains.yaml)
-    topics_per_domain: int = 3  # topics the model adds per domain
-    instructions_per_topic: int = 4  # harmful goals kept per topic, each put in a request frame
+    # topics the model adds per domain, and harmful goals kept per topic (each put in a request frame): the
+    # quick preset's size, chosen from the held-out curve within the 30-minute budget (README, issue #19)
+    topics_per_domain: int = 5
+    instructions_per_topic: int = 6
     # share of the harmful goals the model rewrites into another request form (indirect, inside a work
     # task, code, a list, a story, "what if": prompts/request_forms.txt) instead of a fixed request frame;
     # a rewrite the gates turn down falls back to a frame. 0 = frames only. Beyond the paper (issue #19)
@@ -152,7 +154,7 @@ class SynthConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 88  # per response: inner thoughts (~40 tokens) + a 3-sentence refusal
-    target_triplets: int = 200  # stop generating pairs once this many are kept (0 = all instructions)
+    target_triplets: int = 600  # stop generating pairs once this many are kept (0 = all instructions)
     gate_judge: JudgeName = (
         "keyword"  # the judge synthesis filters with (keyword = the string gates only; another
     )

@@ -1,8 +1,8 @@
 """Every judge against human labels it was never trained or tuned on; prints one JSON object.
 
-    python bench/judges.py                       # keyword, xstest, minilm on PyRIT 1.1.0's labelled sets
+    python bench/judges.py                       # keyword, xstest, minilm, minilm_smol on PyRIT 1.1.0's sets
     python bench/judges.py --judge-model embedded --judges harmbench,strongreject   # LLM judges too
-    python bench/judges.py --cv                  # + 5-fold cross-validation of minilm on our own replies
+    python bench/judges.py --cv                  # + 5-fold cross-validation of the embedded judges on our replies
     python bench/judges.py --errors              # + each judge's mistakes on the development sets
     python bench/judges.py --write               # + store the result for the report (judges/validation.json)
     python bench/judges.py --sets refusal_dev,objective_dev --errors   # developing: the test set unseen
@@ -125,7 +125,9 @@ def score(rows: list[dict], positive: set[str], judge, errors: bool = False) -> 
     }
 
 
-EXTRA: list[dict] = []  # --extra: candidate labelled replies, added to the shipped ones for minilm
+EXTRA: list[
+    dict
+] = []  # --extra: candidate labelled replies, added to the shipped ones for the embedded judges
 
 
 def labelled() -> list[dict]:
@@ -134,31 +136,46 @@ def labelled() -> list[dict]:
     return load_labelled() + EXTRA
 
 
-def cross_validate(folds: int, cs: list[float], weights: list[float]) -> dict:
-    """Stratified k-fold accuracy of minilm on our own labelled replies (three verdicts, and compliance
-    vs not), per regularisation C and scalar weight: how minilm.C and SCALAR_WEIGHT were chosen."""
+def _cv(x, y, make, folds: int) -> dict:  # noqa: ANN001 - features, labels, a model factory
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from ptalign.judges.base import COMPLIANCE, VERDICTS
+
+    comp = VERDICTS.index(COMPLIANCE)
+    pred = cross_val_predict(make(), x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+    acc = sum(p == t for p, t in zip(pred, y, strict=True)) / len(y)
+    binary = sum((p == comp) == (t == comp) for p, t in zip(pred, y, strict=True)) / len(y)
+    return {"accuracy": round(float(acc), 4), "complied_accuracy": round(float(binary), 4)}
+
+
+def cross_validate(folds: int, cs: list[float], weights: list[float]) -> dict:
+    """Stratified k-fold accuracy of minilm on our own labelled replies (three verdicts, and compliance
+    vs not), per regularisation C and scalar weight: how minilm.C and SCALAR_WEIGHT were chosen."""
+    from ptalign.judges.base import VERDICTS
     from ptalign.judges.minilm import features, model
     from ptalign.judges.text import straighten
 
     recs = labelled()
     x = features([r["prompt"] for r in recs], [straighten(r["reply"]) for r in recs])
     y = [VERDICTS.index(r["label"]) for r in recs]
-    comp = VERDICTS.index(COMPLIANCE)
-    out = {}
-    for c in cs:
-        for w in weights:
-            cv = StratifiedKFold(folds, shuffle=True, random_state=0)
-            pred = cross_val_predict(model(c, w), x, y, cv=cv)
-            acc = sum(p == t for p, t in zip(pred, y, strict=True)) / len(y)
-            binary = sum((p == comp) == (t == comp) for p, t in zip(pred, y, strict=True)) / len(y)
-            out[f"C={c},weight={w}"] = {
-                "accuracy": round(float(acc), 4),
-                "complied_accuracy": round(float(binary), 4),
-            }
-    return {"n": len(recs), "folds": folds, "grid": out}
+    grid = {f"C={c},weight={w}": _cv(x, y, lambda c=c, w=w: model(c, w), folds) for c in cs for w in weights}
+    return {"n": len(recs), "folds": folds, "grid": grid}
+
+
+def cross_validate_smol(folds: int, cs: list[float]) -> dict:
+    """The same for minilm_smol, per C of its probe on the hidden states (smol.C_PROBE)."""
+    from ptalign.judges import smol
+    from ptalign.judges.base import VERDICTS
+    from ptalign.judges.text import straighten
+
+    recs = labelled()
+    x = smol._cached_features([r["prompt"] for r in recs], [straighten(r["reply"]) for r in recs])
+    y = [VERDICTS.index(r["label"]) for r in recs]
+    return {
+        "n": len(recs),
+        "folds": folds,
+        "grid": {f"C_probe={c}": _cv(x, y, lambda c=c: smol.model(c), folds) for c in cs},
+    }
 
 
 def nearest_train(sets: dict[str, list[dict]]) -> float | None:
@@ -173,7 +190,7 @@ def nearest_train(sets: dict[str, list[dict]]) -> float | None:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--judges", default="keyword,xstest,minilm")
+    ap.add_argument("--judges", default="keyword,xstest,minilm,minilm_smol")
     ap.add_argument(
         "--judge-model", default="", help="model spec or .gguf for LLM judges (backend.kind auto)"
     )
@@ -184,7 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="score only these sets (comma-separated, e.g. refusal_dev,objective_dev while developing a "
         "judge: the test set's rows and figures stay unseen); default all",
     )
-    ap.add_argument("--cv", action="store_true", help="also cross-validate minilm on our own replies")
+    ap.add_argument(
+        "--cv", action="store_true", help="also cross-validate the embedded judges on our own replies"
+    )
     ap.add_argument(
         "--errors", action="store_true", help="list each judge's mistakes on the dev sets (stderr)"
     )
@@ -194,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--extra",
         default="",
-        help="a JSONL file of labelled replies (docs/labelling.md) minilm also trains on: a candidate batch",
+        help="a JSONL file of labelled replies (docs/labelling.md) the embedded judges also train on: a "
+        "candidate batch",
     )
     args = ap.parse_args(argv)
     if args.extra and args.write:
@@ -231,6 +251,10 @@ def main(argv: list[str] | None = None) -> dict:
             from ptalign.judges.minilm import MiniLMJudge, fit
 
             judge = MiniLMJudge(fit(labelled()))
+        if name == "minilm_smol" and EXTRA:
+            from ptalign.judges import smol
+
+            judge = smol.SmolJudge(smol.fit(labelled()))
         per_set = {
             k: score(rows, POSITIVE[k], judge, args.errors and k.endswith("_dev")) for k, rows in sets.items()
         }
@@ -241,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     if args.cv:
         result["minilm_cv"] = cross_validate(5, [0.3, 1.0, 3.0], [1.0, 3.0, 10.0])
+        result["minilm_smol_cv"] = cross_validate_smol(5, [0.0003, 0.001, 0.003, 0.01, 0.03])
     result["nearest_train"] = nearest_train(sets)
     result["provenance"] = {
         "labels": f"{PYRIT} scorer_evals (MIT), human_score",

@@ -37,7 +37,7 @@ DEFAULT_DOMAINS = [
 # equal to its registry.
 # train.columns presets: known safety preference sets (train/data.py converts them)
 DATA_PRESETS = ("pku-saferlhf", "beavertails")
-JudgeName = Literal["keyword", "xstest", "minilm", "harmbench", "llamaguard", "strongreject"]
+JudgeName = Literal["keyword", "xstest", "minilm", "minilm_smol", "harmbench", "llamaguard", "strongreject"]
 EvalName = Literal["hhh", "asr", "overrefusal", "helpful", "polarity"]
 BackendKind = Literal["auto", "llamacpp", "transformers", "openai", "vllm"]
 TrainMethod = Literal["ptalign", "dpo"]

@@ -6,7 +6,8 @@ Reads: the judges' own data (labelled replies, prompt templates) beside this fil
 |---|---|---|
 | keyword | first-person refusal phrases in the opening (GCG/AutoDAN-style) | nothing |
 | xstest | XSTest's refusal prefixes | nothing |
-| minilm | a classifier on MiniLM embeddings, trained on replies we labelled (the embedded default) | nothing |
+| minilm | classifiers on MiniLM embeddings, trained on replies we labelled (the embedded default) | nothing |
+| minilm_smol | minilm's classifiers plus a probe on SmolLM2-135M's hidden states | nothing |
 | harmbench | the HarmBench classifier's yes/no question | an LLM backend |
 | llamaguard | Llama Guard 3's safe/unsafe conversation format | an LLM backend |
 | strongreject | the StrongREJECT rubric (refusal, convincingness, specificity) | an LLM backend |
@@ -44,6 +45,12 @@ def _minilm(_: BackendFactory | None) -> Judge:
     return MiniLMJudge()
 
 
+def _minilm_smol(_: BackendFactory | None) -> Judge:
+    from ptalign.judges.smol import SmolJudge
+
+    return SmolJudge()
+
+
 def _llm(name: str) -> Callable[[BackendFactory | None], Judge]:
     def build(backend: BackendFactory | None) -> Judge:
         from ptalign.errors import UserError
@@ -61,6 +68,7 @@ JUDGES: dict[str, Callable[[BackendFactory | None], Judge]] = {
     "keyword": _keyword,
     "xstest": _xstest,
     "minilm": _minilm,
+    "minilm_smol": _minilm_smol,
     "harmbench": _llm("harmbench"),
     "llamaguard": _llm("llamaguard"),
     "strongreject": _llm("strongreject"),

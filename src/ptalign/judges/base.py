@@ -46,7 +46,9 @@ class Judgement:
 
 @runtime_checkable
 class Judge(Protocol):
-    name: str  # registry name: keyword | xstest | minilm | harmbench | llamaguard | strongreject
+    name: (
+        str  # registry name: keyword | xstest | minilm | minilm_smol | harmbench | llamaguard | strongreject
+    )
     description: str  # one line for the report: what it is and where its format comes from
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Judgement]:

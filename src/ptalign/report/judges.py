@@ -3,7 +3,7 @@ judges saw the same replies.
 
 Reads: `meta` and `groups` of `RUN_DIR/eval/{base,aligned}/summary.json` (judge, judges, gate_judge,
 llm_judge_model; judges_asr, judges_overrefusal), the judges' validation on human labels
-(`ptalign.judges/validation.json`, written by bench/judges.py), the minilm judge's labelled data (its
+(`ptalign.judges/validation.json`, written by bench/judges.py), the embedded judges' labelled data (their
 current version). Writes: nothing.
 
 The primary judge decides every headline verdict. When synthesis filtered the training data with the
@@ -43,12 +43,12 @@ def load_validation() -> dict[str, Any] | None:
 
 
 def current_version(name: str) -> str | None:
-    """The version a judge would have now, where it can be known cheaply (minilm: its data's hash)."""
-    if name != "minilm":
-        return None
-    from ptalign.judges import minilm
+    """The version a judge would have now, where it can be known cheaply (the embedded ones: a hash of
+    their labelled data)."""
+    from ptalign.judges import minilm, smol
 
-    return minilm.data_hash(minilm.load_labelled())
+    hashes = {"minilm": minilm.data_hash, "minilm_smol": smol.data_hash}
+    return hashes[name](minilm.load_labelled()) if name in hashes else None
 
 
 def _kappa(k: Any) -> str:

@@ -268,6 +268,14 @@ def load(
     return model, tok
 
 
+def cpu_threads() -> int:
+    """The cores this process may run on (cgroups and taskset narrow it; os.cpu_count() does not)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def native_bf16() -> bool:
     """A GPU, or a CPU with native bf16 matmuls (AVX512-BF16 or AMX). Elsewhere torch emulates bf16,
     measured 4x (transformers) to 50x (vLLM) slower than fp32, so bf16 only pays where this is true."""

@@ -74,8 +74,10 @@ def _all_cores() -> Iterator[None]:
     time replies are judged). An explicit OMP_NUM_THREADS wins."""
     import torch
 
+    from ptalign.models import cpu_threads
+
     before = torch.get_num_threads()
-    want = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    want = cpu_threads()
     if os.environ.get("OMP_NUM_THREADS") or before >= want:
         yield
         return

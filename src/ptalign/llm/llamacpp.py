@@ -14,13 +14,7 @@ from pathlib import Path
 
 from ptalign.errors import ModelLoadError
 from ptalign.llm.base import Chat, Generation, GenParams, Params, per_chat
-
-
-def cpu_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+from ptalign.models import cpu_threads
 
 
 def amx_reported() -> bool:

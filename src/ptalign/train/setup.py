@@ -20,6 +20,7 @@ from typing import Any
 
 from ptalign.errors import UserError
 from ptalign.io import atomic_write_json, read_jsonl
+from ptalign.models import cpu_threads
 from ptalign.rundir import RunDir
 
 TRAIN_INFO = "ptalign_train.json"  # beside the adapter: base model spec, config, data stats, steps
@@ -75,7 +76,7 @@ def set_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
 
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cpu_threads()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # DDP on CPU: share the cores
         n = max(1, n // int(os.environ["WORLD_SIZE"]))
     if not torch.cuda.is_available():

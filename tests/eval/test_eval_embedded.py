@@ -61,11 +61,11 @@ def test_eval_run_base_and_aligned(tmp_path: Path, embedded_hf_dir: Path) -> Non
         s = json.loads((d / "summary.json").read_text())
         sums[side] = s
         assert s["eval/hhh_n"] == 3 and s["meta"]["engine"] == "transformers"
-        assert s["meta"]["judge"] == "minilm" and s["meta"]["gate_judge"] == "keyword"
+        assert s["meta"]["judge"] == "minilm_smol" and s["meta"]["gate_judge"] == "keyword"
         # every reply judged by each judge once; the headline is the primary judge's compliance share
         verdicts = list(read_jsonl(d / "asr_verdicts.jsonl"))
-        assert sorted(v["judge"] for v in verdicts) == sorted(["minilm", "keyword", "xstest"] * 4)
-        primary = {v["rec"]: v["verdict"] for v in verdicts if v["judge"] == "minilm"}
+        assert sorted(v["judge"] for v in verdicts) == sorted(["minilm_smol", "keyword", "xstest"] * 4)
+        primary = {v["rec"]: v["verdict"] for v in verdicts if v["judge"] == "minilm_smol"}
         templ = [r for r in asr if r["attack"] != "autodan"]
         assert s["eval/asr"] == pytest.approx(sum(primary[r["id"]] == "compliance" for r in templ) / 3)
         assert s["eval/non_answer"] == pytest.approx(sum(primary[r["id"]] == "non_answer" for r in templ) / 3)

@@ -357,7 +357,7 @@ class EvalConfig:
     # through one engine (eval.dtype weights); vllm: both through vLLM on the same eval.dtype weights
     # (adapter merged; needs scripts/install_vllm.sh);
     # auto: each model through backend.kind (base on llama.cpp's GGUF, aligned on transformers: mixed engines)
-    judge: str = "minilm"  # the primary judge of every generated reply (judges.JUDGES); by default not
+    judge: str = "minilm_smol"  # the primary judge of every generated reply (judges.JUDGES); by default not
     # the one synthesis filtered with (synth.gate_judge)
     judges_extra: list[str] = field(default_factory=lambda: ["keyword", "xstest"])  # also reported, with
     # their agreement with the primary judge; LLM judges here run on judge_max replies

@@ -12,8 +12,8 @@ Reads: the judges' own data (labelled replies, prompt templates) beside this fil
 | llamaguard | Llama Guard 3's safe/unsafe conversation format | an LLM backend |
 | strongreject | the StrongREJECT rubric (refusal, convincingness, specificity) | an LLM backend |
 
-Synthesis gates with `keyword`; the evaluation's primary judge defaults to `minilm`, which no stage
-ever filtered with (config: synth.gate_judge, eval.judge). `bench/judges.py` measures each against
+Synthesis gates with `keyword`; the evaluation's primary judge defaults to `minilm_smol`, which no
+stage ever filtered with (config: synth.gate_judge, eval.judge). `bench/judges.py` measures each against
 human labels it never saw.
 """
 

@@ -1,4 +1,5 @@
-"""The embedded default judge: classifiers on MiniLM embeddings, trained on labelled replies.
+"""An embedded judge: classifiers on MiniLM embeddings, trained on labelled replies (the default,
+minilm_smol, adds a probe on SmolLM2's hidden states to them: judges/smol.py).
 
 Reads: `judges/data/replies_*.jsonl` (replies the ptalign developers wrote and labelled by
 docs/labelling.md), all-MiniLM-L6-v2 (judges/embed.py). Writes: nothing (the fitted weights live in

@@ -38,6 +38,9 @@ def test_paper_preset_has_paper_settings():
     assert len(cfg.synth.domains) == 10
     assert cfg.synth.target_triplets == 16000
     assert cfg.train.lam == 0.4 and cfg.train.fine_grained and cfg.train.lora_r > 0
+    # the switches beyond the paper are off there
+    assert cfg.synth.toxic_from == "icl" and cfg.synth.pos_select == "first" and cfg.train.kl_benign == 0
+    assert not (cfg.synth.benign_goals or cfg.synth.refusal_names_goal or cfg.synth.request_forms)
 
 
 def test_precedence_defaults_yaml_set(tmp_path):

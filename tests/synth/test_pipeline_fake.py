@@ -802,3 +802,45 @@ def test_benign_goals_put_harmless_goals_in_the_harmful_frames(tmp_path, on):
     assert "harmless goals" in demo_user["content"]
     assert demo_answer["content"].splitlines()[0] == "1. I want to take down a wasp nest under my roof."
     assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.benign_goals": False}).hash()
+
+
+OWN = {  # the model's own plain replies to two harmful requests (the others' plain replies refuse: the fake's)
+    SCHOOL: "Threatening someone quietly is a complex matter that people handle in many ways.",
+    BULLY: "Bullying can feel fun because it gives a sense of power over others.",
+}
+
+
+class OwnBackend(FakeBackend):
+    """FakeBackend, but two harmful requests get a plain reply that does not refuse."""
+
+    def generate(self, chats, params):
+        out = super().generate(chats, params)
+        for i, c in enumerate(chats):
+            if len(c) == 1 and c[0]["content"] in OWN:
+                out[i] = Generation(OWN[c[0]["content"]], 10, 5, "stop")
+        return out
+
+
+@pytest.mark.parametrize("source", ["icl", "own"])
+def test_toxic_from_own_takes_the_plain_reply_else_the_icl_one(tmp_path, source):
+    cfg = tiny_cfg(tmp_path, **{"synth.toxic_from": source})
+    stats = run(cfg, tmp_path, backend=OwnBackend())
+    trips = {t["instruction"]: t for t in read_jsonl(tmp_path / "data" / "triplets.jsonl")}
+    if source == "own":
+        assert trips[SCHOOL]["tox"] == OWN[SCHOOL] and trips[SCHOOL]["tox_source"] == "own"
+        # the ICL toxic reply to BULLY refuses (dropped under icl); its own plain reply does not
+        assert trips[BULLY]["tox"] == OWN[BULLY]
+        # NEIGHBOUR's plain reply refuses: its toxic side is written the ICL way
+        assert trips[NEIGHBOUR]["tox"] == TOXIC and trips[NEIGHBOUR]["tox_source"] == "model"
+        assert stats["synth/harmful_tox_own"] == 2
+    else:
+        assert trips[SCHOOL]["tox"] == "Great plan, they will never see it coming."
+        assert BULLY not in trips and trips[NEIGHBOUR]["tox"] == TOXIC
+        assert stats["synth/harmful_tox_own"] == 0
+    # benign triplets do not depend on the switch
+    assert trips[KILL]["pos"] == HELPFUL_KILL and trips[KILL]["tox_source"] == "model"
+    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.toxic_from": "icl"}).hash()
+    from ptalign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="synth.toxic_from"):
+        tiny_cfg(tmp_path, **{"synth.toxic_from": "mine"})

@@ -29,6 +29,7 @@ from ptalign.config.sections import (
     ReportConfig,
     RunConfig,
     SynthConfig,
+    ToxicFrom,
     TrainConfig,
     TrainMethod,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ReportConfig",
     "RunConfig",
     "SynthConfig",
+    "ToxicFrom",
     "TrainConfig",
     "TrainMethod",
     "load_config",

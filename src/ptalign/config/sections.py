@@ -44,6 +44,7 @@ TrainMethod = Literal["ptalign", "dpo"]
 EvalEngine = Literal["transformers", "vllm", "fastest", "auto"]
 PosSelect = Literal["first", "best"]
 ProtectiveGoals = Literal["keep", "drop", "benign"]
+ToxicFrom = Literal["icl", "own"]
 JUDGE_NAMES: tuple[str, ...] = typing.get_args(JudgeName)
 EVAL_NAMES: tuple[str, ...] = typing.get_args(EvalName)
 BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
@@ -149,6 +150,12 @@ class SynthConfig:
     # round's candidates, the most whole refusal (declines, says why, offers an alternative, on topic, no
     # loop: gates.refusal_score), the paper's positive constraints as a ranking
     pos_select: PosSelect = field(default="first", metadata={"neutral": "first"})
+    # where a harmful request's toxic side comes from: icl = written after the toxic in-context examples
+    # under the negative constraints (the paper's); own = the model's own unprompted reply to the request
+    # (the ICL way when that reply refuses), so unlikelihood pushes down what the model really says to a
+    # harmful request, in the plain style its benign answers share, rather than a style only the toxic
+    # examples have. Beyond the paper (issue #19)
+    toxic_from: ToxicFrom = field(default="icl", metadata={"neutral": "icl"})
     max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
     polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this
     temperature: float = 0.8
@@ -204,6 +211,12 @@ class SynthConfig:
             "synth.pos_select",
             self.pos_select,
             "one of " + ", ".join(typing.get_args(PosSelect)),
+        )
+        _check(
+            self.toxic_from in typing.get_args(ToxicFrom),
+            "synth.toxic_from",
+            self.toxic_from,
+            "one of " + ", ".join(typing.get_args(ToxicFrom)),
         )
         _check(
             self.protective_goals in typing.get_args(ProtectiveGoals),

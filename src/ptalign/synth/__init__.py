@@ -164,6 +164,7 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
         "synth/triplets_harmful": sum(r["kind"] == "harmful" for r in trips),
         "synth/triplets_benign": sum(r["kind"] == "benign" for r in trips),
         "synth/benign_tox_template": sum(r.get("tox_source") == "template" for r in trips),
+        "synth/harmful_tox_own": sum(r.get("tox_source") == "own" for r in trips),  # synth.toxic_from=own
     }
     pols = [r["polarity"] for r in trips]
     st["synth/mean_polarity"] = round(sum(pols) / len(pols), 4) if pols else None

@@ -10,7 +10,9 @@ back to the examples' refusal opener when the model helps anyway), so unlikeliho
 over-refusal. Each side gets up to max_attempts rounds of `candidates` samples; the first sample a
 gate accepts is used, except a harmful request's positive under `synth.pos_select=best`: of a round's
 accepted candidates, the most whole refusal (`pick_best`). With `synth.refusal_names_goal` a harmful
-goal's positive then opens by naming the goal it declines (`gates.naming_refusal`). Calls are grouped
+goal's positive then opens by naming the goal it declines (`gates.naming_refusal`). With
+`synth.toxic_from=own` a harmful request's toxic side is the model's own plain reply to it, written the
+ICL way only when every plain reply refuses. Calls are grouped
 by prompt prefix so llama.cpp reuses the shared KV cache.
 """
 
@@ -45,7 +47,8 @@ class Item:
     tox_rules: list[str]
     pos: str | None = None
     tox: str | None = None
-    tox_source: str = "model"
+    tox_source: str = "model"  # model (ICL), own (the plain reply; synth.toxic_from=own), template
+    own_tox: bool = False  # the harmful toxic side is asked as a plain chat (synth.toxic_from=own)
     cands: list[str] = field(default_factory=list)  # accepted positives of this round (pos_select=best)
     samples: Counter = field(default_factory=Counter)  # rejected samples by reason
     failed: dict[str, Counter] = field(default_factory=lambda: {"pos": Counter(), "tox": Counter()})
@@ -101,8 +104,10 @@ def interleave(instructions: list[dict]) -> list[dict]:
 
 def _chat(ctx: Ctx, it: Item, side: str):  # noqa: ANN202
     text = it.inst["text"]
+    if _group(it, side) == "plain":
+        return plain_chat(text)
     if it.benign:
-        return plain_chat(text) if side == "pos" else pos_chat(ctx.seeds, text, it.pos_rules)
+        return pos_chat(ctx.seeds, text, it.pos_rules)
     return (
         pos_chat(ctx.seeds, text, it.pos_rules) if side == "pos" else tox_chat(ctx.seeds, text, it.tox_rules)
     )
@@ -111,7 +116,8 @@ def _chat(ctx: Ctx, it: Item, side: str):  # noqa: ANN202
 def _accept(it: Item, side: str, text: str, truncated: bool) -> str | None:
     """Parse + gate one sample; returns the response or None (the reason is counted on the item)."""
     kind = "benign" if it.benign else "harmful"
-    prompt_kind, gate = SIDES[(kind, side)]
+    gate = SIDES[(kind, side)][1]
+    prompt_kind = _group(it, side)
     if prompt_kind == "plain":
         resp = trim_to_sentence(text.strip()) if truncated else text.strip()
         err = None if resp else "empty"
@@ -131,6 +137,8 @@ def _accept(it: Item, side: str, text: str, truncated: bool) -> str | None:
 
 
 def _group(it: Item, side: str) -> str:
+    if it.own_tox and side == "tox" and not it.benign:
+        return "plain"
     return SIDES[("benign" if it.benign else "harmful", side)][0]
 
 
@@ -144,31 +152,17 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
     order as before this batching, and the same files.
     """
     s = ctx.s
-    for rnd in range(s.max_attempts):
-        for k in range(s.candidates):
-            todo = [
-                (it, side)
-                for group in GROUP_ORDER
-                for it in items
-                for side in ("pos", "tox")
-                if getattr(it, side) is None and _group(it, side) == group
-            ]
-            if not todo:
-                break
-            chats = [_chat(ctx, it, side) for it, side in todo]
-            ps = [
-                params(ctx, s.max_new_tokens, PAIR_STOP, call_seed(s.seed, it.id, side, rnd, k))
-                for it, side in todo
-            ]
-            for (it, side), g in zip(todo, ctx.gen(chats, ps, desc="pairs"), strict=True):
-                resp = _accept(it, side, g.text, g.finish_reason == "length")
-                if resp is None:
-                    continue
-                if s.pos_select == "best" and side == "pos" and not it.benign:
-                    it.cands.append(resp)  # ranked when the round's candidates are in
-                else:
-                    setattr(it, side, resp)
-        pick_best(items)
+    for it in items:
+        it.own_tox = s.toxic_from == "own" and not it.benign
+    _rounds(ctx, items, ("pos", "tox"))
+    if s.toxic_from == "own":  # every plain reply refused: the toxic side is written the ICL way
+        left = [it for it in items if it.own_tox and it.tox is None]
+        for it in left:
+            it.own_tox = False
+        _rounds(ctx, left, ("tox",))
+        for it in items:
+            if it.own_tox and it.tox is not None:
+                it.tox_source = "own"
     if s.gate_judge != "keyword":  # the string gates above are the keyword judge; another also screens
         from ptalign.judges import REFUSAL, make_judge
 
@@ -187,6 +181,36 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
     for it in items:  # a benign request the model will not refuse: the seed refusal opener stands in
         if it.benign and it.tox is None and it.pos is not None:
             it.tox, it.tox_source = refusal_opener(ctx), "template"
+
+
+def _rounds(ctx: Ctx, items: list[Item], sides: tuple[str, ...]) -> None:
+    """Up to max_attempts rounds of `candidates` samples for each open side in `sides`."""
+    s = ctx.s
+    for rnd in range(s.max_attempts):
+        for k in range(s.candidates):
+            todo = [
+                (it, side)
+                for group in GROUP_ORDER
+                for it in items
+                for side in sides
+                if getattr(it, side) is None and _group(it, side) == group
+            ]
+            if not todo:
+                break
+            chats = [_chat(ctx, it, side) for it, side in todo]
+            ps = [
+                params(ctx, s.max_new_tokens, PAIR_STOP, call_seed(s.seed, it.id, side, rnd, k))
+                for it, side in todo
+            ]
+            for (it, side), g in zip(todo, ctx.gen(chats, ps, desc="pairs"), strict=True):
+                resp = _accept(it, side, g.text, g.finish_reason == "length")
+                if resp is None:
+                    continue
+                if s.pos_select == "best" and side == "pos" and not it.benign:
+                    it.cands.append(resp)  # ranked when the round's candidates are in
+                else:
+                    setattr(it, side, resp)
+        pick_best(items)
 
 
 def pick_best(items: list[Item]) -> None:

@@ -143,14 +143,9 @@ def _group(it: Item, side: str) -> str:
 
 
 def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
-    """Each round, candidate k of every open side goes out in ONE call, ordered by prompt group.
-
-    One call per (round, k) lets a batch engine (vLLM) take the whole chunk at once; each chat keeps its
-    own seed (per-chat GenParams), so its sample does not depend on the batch (up to the engine's
-    batch-shape numerics: vLLM's bf16 can fork a text rarely). llama.cpp still sees the chats one by
-    one in group order (safe, toxic, plain), reusing each group's prefix KV: the same calls in the same
-    order as before this batching, and the same files.
-    """
+    """Both sides of every item (the rounds in `_rounds`), then what screens or rewrites a kept side:
+    the ICL fallback of synth.toxic_from=own, a gate judge other than keyword, refusal_names_goal,
+    the template refusal for a benign request the model will not refuse."""
     s = ctx.s
     for it in items:
         it.own_tox = s.toxic_from == "own" and not it.benign
@@ -184,7 +179,15 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
 
 
 def _rounds(ctx: Ctx, items: list[Item], sides: tuple[str, ...]) -> None:
-    """Up to max_attempts rounds of `candidates` samples for each open side in `sides`."""
+    """Up to max_attempts rounds; each round, candidate k of every open side in `sides` goes out in
+    ONE call, ordered by prompt group.
+
+    One call per (round, k) lets a batch engine (vLLM) take the whole chunk at once; each chat keeps its
+    own seed (per-chat GenParams), so its sample does not depend on the batch (up to the engine's
+    batch-shape numerics: vLLM's bf16 can fork a text rarely). llama.cpp still sees the chats one by
+    one in group order (safe, toxic, plain), reusing each group's prefix KV: the same calls in the same
+    order as before this batching, and the same files.
+    """
     s = ctx.s
     for rnd in range(s.max_attempts):
         for k in range(s.candidates):

@@ -40,6 +40,7 @@ def test_paper_preset_has_paper_settings():
     assert cfg.train.lam == 0.4 and cfg.train.fine_grained and cfg.train.lora_r > 0
     # the switches beyond the paper are off there
     assert cfg.synth.toxic_from == "icl" and cfg.synth.pos_select == "first" and cfg.train.kl_benign == 0
+    assert cfg.train.reroute == 0
     assert not (cfg.synth.benign_goals or cfg.synth.refusal_names_goal or cfg.synth.request_forms)
 
 

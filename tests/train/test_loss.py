@@ -246,3 +246,42 @@ def test_reference_kl_chunked_equals_full_values_and_grads() -> None:
     assert torch.allclose(g_chunk, g_full, atol=1e-6)
     empty = reference_kl_chunked(h[:0], ref_h[:0], head)
     assert float(empty) == 0.0 and empty.requires_grad  # no benign positive in the batch: 0, still a graph
+
+
+def test_reroute_and_retain_hand_values() -> None:
+    from ptalign.train.loss import reroute_direction, reroute_loss, reroute_weights, retain_loss
+
+    u = torch.tensor([[0.0, 1.0]])  # one layer, H = 2
+    # row 1: h = (3, 0), h_base = (3, 4): |h_base| = 5, target (0, 5): ||(3, −5)||² / 25 = 34/25
+    # row 2: h = (0, 2) = |h_base|·u with h_base = (2, 0): 0
+    h = torch.tensor([[[3.0, 0.0]], [[0.0, 2.0]]])
+    ref = torch.tensor([[[3.0, 4.0]], [[2.0, 0.0]]])
+    assert float(reroute_loss(h, ref, u)) == pytest.approx((34 / 25 + 0.0) / 2, abs=1e-6)
+    # retain: ||(0, −4)||² / 25 = 16/25 and ||(−2, 2)||² / 4 = 2: mean (0.64 + 2) / 2
+    assert float(retain_loss(h, ref)) == pytest.approx((16 / 25 + 2.0) / 2, abs=1e-6)
+    assert float(retain_loss(ref, ref)) == pytest.approx(0.0, abs=1e-7)
+    # at the base a state orthogonal to u is 2 from its target (|h|² + |h|²) / |h|²
+    assert float(reroute_loss(ref[1:], ref[1:], u)) == pytest.approx(2.0, abs=1e-6)
+    empty = torch.zeros(0, 1, 2)
+    assert float(reroute_loss(empty, empty, u)) == 0.0 and float(retain_loss(empty, empty)) == 0.0
+    d = reroute_direction(2, 576)
+    assert d.shape == (2, 576) and torch.allclose(d.norm(dim=-1), torch.ones(2))
+    assert torch.equal(d, reroute_direction(2, 576)) and not torch.equal(d, reroute_direction(2, 576, seed=1))
+    # the schedule: (1, 0) at the start, (3/4, 1/4) halfway, (1/2, 1/2) at the end
+    assert reroute_weights(0, 100) == (1.0, 0.0)
+    assert reroute_weights(50, 100) == (0.75, 0.25)
+    assert reroute_weights(100, 100) == (0.5, 0.5)
+
+
+def test_reroute_gradient_moves_the_state_towards_its_target() -> None:
+    from ptalign.train.loss import reroute_loss
+
+    u = torch.tensor([[0.0, 1.0]])
+    h = torch.tensor([[[1.0, 0.0]]], requires_grad=True)
+    ref = torch.tensor([[[1.0, 0.0]]])
+    before = float(reroute_loss(h, ref, u))
+    reroute_loss(h, ref, u).backward()
+    assert h.grad is not None and float(h.grad.norm()) > 0.5  # no vanishing gradient at h = h_base
+    with torch.no_grad():
+        after = float(reroute_loss(h - 0.1 * h.grad, ref, u))
+    assert after < before

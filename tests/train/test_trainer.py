@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -360,15 +361,10 @@ def test_dpo_warns_about_ptalign_only_settings(caplog: pytest.LogCaptureFixture)
     assert "does not use train.lam, train.fine_grained" in rec.getMessage() and "\n" not in rec.getMessage()
 
 
-def test_kl_benign_is_zero_at_the_base_and_pulls_benign_tokens_back(tiny_llama, tok, make_records) -> None:
-    """The retain term: KL(base || tuned) on benign positive tokens, the base being the adapter off.
-
-    With LoRA's B at zero the tuned model is the base: KL = 0 and the log-probs equal the plain path's.
-    After a step that moved the adapter, the KL is positive, and a step on the KL alone lowers it."""
+def _lora_and_batch(tiny_llama: Any, tok: Any, make_records: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The tiny model under a fresh LoRA adapter (B = 0: it is still the base) and one collated batch."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from ptalign.train.trainer import logprobs_and_benign_kl
 
     torch.manual_seed(0)
     model = get_peft_model(
@@ -376,7 +372,17 @@ def test_kl_benign_is_zero_at_the_base_and_pulls_benign_tokens_back(tiny_llama, 
         LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0),
     )
     ex, _ = encode_all(tok, make_records(), 256)
-    batch = TripletCollator(tok.pad_token_id)(ex)
+    return model, TripletCollator(tok.pad_token_id)(ex)
+
+
+def test_kl_benign_is_zero_at_the_base_and_pulls_benign_tokens_back(tiny_llama, tok, make_records) -> None:
+    """The retain term: KL(base || tuned) on benign positive tokens, the base being the adapter off.
+
+    With LoRA's B at zero the tuned model is the base: KL = 0 and the log-probs equal the plain path's.
+    After a step that moved the adapter, the KL is positive, and a step on the KL alone lowers it."""
+    from ptalign.train.trainer import logprobs_and_benign_kl
+
+    model, batch = _lora_and_batch(tiny_llama, tok, make_records)
     assert bool((batch["is_pos"] & batch["is_benign"]).any()) and bool((~batch["is_benign"]).any())
     logp, kl = logprobs_and_benign_kl(model, batch)
     assert float(kl) == pytest.approx(0.0, abs=1e-6)
@@ -407,3 +413,46 @@ def test_kl_benign_run_logs_it_and_names_it_in_the_card(tiny_llama, triplets_fil
     assert "KL(base ‖ tuned)" in (out / "adapter" / "README.md").read_text()
     with pytest.raises(ConfigError, match="train.kl_benign=1.0: must be 0 with a full fine-tune"):
         _cfg(tiny_llama, "train.kl_benign=1.0", "train.lora_r=0")
+
+
+def test_reroute_is_zero_at_the_base_on_retain_and_moves_harmful_states(
+    tiny_llama, tok, make_records
+) -> None:
+    """The rerouting terms (train.reroute): with LoRA's B at zero the tuned model is the base, so
+    retain is 0, rerouting about 2 (a state is nearly orthogonal to the random direction), and the
+    log-probs equal the plain path's. Steps on the rerouting term alone lower it and move benign states."""
+    from ptalign.train.trainer import logprobs_and_reroute, reroute_layers
+
+    model, batch = _lora_and_batch(tiny_llama, tok, make_records)
+    assert bool((batch["ul_mask"] & ~batch["is_benign"]).any())
+    layers = reroute_layers(model.config.num_hidden_layers)
+    assert reroute_layers(30) == (9, 19) and reroute_layers(32) == (9, 20)
+    logp, rr, keep = logprobs_and_reroute(model, batch, layers)
+    assert 1.5 < float(rr) < 2.5
+    assert float(keep) == pytest.approx(0.0, abs=1e-6)
+    assert torch.allclose(logp, target_logprobs(model, batch), atol=1e-6)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        _, rr, _ = logprobs_and_reroute(model, batch, layers)
+        rr.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        _, rr2, keep2 = logprobs_and_reroute(model, batch, layers)
+    assert float(rr2) < float(rr) - 0.05 and float(keep2) > 0
+
+
+def test_reroute_run_logs_it_and_names_it_in_the_card(tiny_llama, triplets_file, tmp_path) -> None:
+    from ptalign import train
+
+    out = tmp_path / "rr"
+    summary = train.run(_cfg(tiny_llama, "train.reroute=1.0"), tmp_path, data=triplets_file, out=out)
+    assert summary["reroute"] == 1.0
+    recs = list(read_jsonl(out / "train" / "metrics.jsonl"))
+    assert recs[0]["train/retain"] == pytest.approx(0.0, abs=1e-6)  # step 1: tuned = base
+    assert recs[-1]["train/reroute"] < recs[0]["train/reroute"]
+    assert "representation rerouting (RMU's terms)" in (out / "adapter" / "README.md").read_text()
+    with pytest.raises(ConfigError, match="train.reroute=1.0: must be 0 with a full fine-tune"):
+        _cfg(tiny_llama, "train.reroute=1.0", "train.lora_r=0")
+    with pytest.raises(ConfigError, match="one retain term at a time"):
+        _cfg(tiny_llama, "train.reroute=1.0", "train.kl_benign=1.0")

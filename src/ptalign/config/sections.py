@@ -260,6 +260,11 @@ class TrainConfig:
     # on the positive (helpful) tokens of benign triplets, the base being the adapter switched off;
     # 0 = off (the paper's objective; configs/paper.yaml). Needs LoRA.
     kl_benign: float = field(default=0.0, metadata={"neutral": 0.0})
+    # representation rerouting beyond the paper (RMU's terms, arXiv 2403.03218, on circuit breakers'
+    # schedule, 2406.04313): weight of the rerouting term (hidden states of harmful toxic tokens sent
+    # to a random direction, a third and two thirds deep) and its retain term (benign helpful tokens'
+    # kept); 0 = off. Needs LoRA.
+    reroute: float = field(default=0.0, metadata={"neutral": 0.0})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
@@ -301,12 +306,20 @@ class TrainConfig:
         _check(
             self.method in TRAIN_METHODS, "train.method", self.method, "one of " + ", ".join(TRAIN_METHODS)
         )
-        _check(0.0 <= self.kl_benign <= 100.0, "train.kl_benign", self.kl_benign, "in [0, 100] (0 = off)")
+        for key in ("kl_benign", "reroute"):  # the retain and rerouting terms compare with the adapter off
+            value = getattr(self, key)
+            _check(0.0 <= value <= 100.0, f"train.{key}", value, "in [0, 100] (0 = off)")
+            _check(
+                value == 0 or self.lora_r > 0,
+                f"train.{key}",
+                value,
+                "0 with a full fine-tune (train.lora_r=0): the base it compares with is the adapter switched off",
+            )
         _check(
-            self.kl_benign == 0 or self.lora_r > 0,
-            "train.kl_benign",
-            self.kl_benign,
-            "0 with a full fine-tune (train.lora_r=0): the base it compares with is the adapter switched off",
+            self.reroute == 0 or self.kl_benign == 0,
+            "train.reroute",
+            self.reroute,
+            "0 while train.kl_benign is set (one retain term at a time)",
         )
         _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")
         _check(self.lora_alpha > 0, "train.lora_alpha", self.lora_alpha, "> 0")

@@ -42,6 +42,11 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
                 f" Beyond the paper: + {t['kl_benign']} × KL(base ‖ tuned) on the helpful tokens of "
                 "benign triplets (a retain term)."
             )
+        if t.get("reroute"):
+            objective += (
+                f" Beyond the paper: + {t['reroute']} × representation rerouting (RMU's terms) on the toxic "
+                "tokens of harmful triplets and its retain term on benign helpful ones."
+            )
     lora = (
         f"LoRA r={t.get('lora_r')}, α={t.get('lora_alpha')}, targets {t.get('lora_targets')}"
         if t.get("lora_r")

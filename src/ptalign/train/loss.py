@@ -10,8 +10,10 @@ term is a per-token mean over its own tokens in the micro-batch,
 
 (0 when the micro-batch has no such token). Beyond the paper, `reference_kl` gives an optional
 retain term (train.kl_benign, off by default): KL(base || tuned) over the vocabulary, averaged over
-the positive tokens of benign triplets. With gradient accumulation or several processes the
-micro-batch losses are averaged, as transformers' Trainer and DDP do.
+the positive tokens of benign triplets; `reroute_loss` and `retain_loss` reroute intermediate hidden
+states (train.reroute, off by default: RMU's terms on circuit breakers' schedule). With
+gradient accumulation or several processes the micro-batch losses are averaged, as transformers'
+Trainer and DDP do.
 
 All functions take per-token log-probabilities of the target tokens, so the loss never sees which
 tokens came from which row: each target carries its own mask, and nothing is shared across the
@@ -243,6 +245,51 @@ def reference_kl_chunked(
         else:
             total = total + _chunk_kl(head, h, r)
     return total / hidden.shape[0]
+
+
+def reroute_loss(hidden: torch.Tensor, ref_hidden: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Mean of ||h − |h_base|·u||² / |h_base|² over rows and layers.  (K, L, H), (K, L, H), (L, H) -> scalar.
+
+    Beyond the paper (train.reroute): the hidden states of a harmful triplet's toxic tokens are sent
+    to a fixed random unit direction u per layer, scaled to the base state's norm, so that what trips
+    the model is the harmful content being written, not the request's form. This is RMU's forget term
+    (Li et al. 2024, arXiv 2403.03218) with its steering coefficient set per row to |h_base|, and
+    relative so that it reads the same at every layer. Circuit breakers' ReLU(cos(h, h_base))
+    (arXiv 2406.04313) was tried first and has no gradient here: SmolLM2's residual stream carries
+    two dimensions of ~100 at every position, so the cosine stayed at 0.99999 over 23 steps at weight
+    10. 0 if K = 0; about 2 where h = h_base (u is nearly orthogonal to any state).
+    """
+    if hidden.shape[0] == 0:
+        return hidden.sum() * 0.0
+    scale = ref_hidden.float().norm(dim=-1, keepdim=True)  # (K, L, 1)
+    target = scale * direction.float()
+    return ((hidden.float() - target).pow(2).sum(-1) / scale.squeeze(-1).pow(2).clamp(min=1e-12)).mean()
+
+
+def retain_loss(hidden: torch.Tensor, ref_hidden: torch.Tensor) -> torch.Tensor:
+    """Mean of ||h − h_base||² / |h_base|² over rows and layers.  (K, L, H) each -> scalar; 0 if K = 0.
+
+    RMU's retain term beside `reroute_loss`, relative like it: on benign helpful tokens the hidden
+    states stay where the base model's are.
+    """
+    if hidden.shape[0] == 0:
+        return hidden.sum() * 0.0
+    ref = ref_hidden.float()
+    return ((hidden.float() - ref).pow(2).sum(-1) / ref.pow(2).sum(-1).clamp(min=1e-12)).mean()
+
+
+def reroute_direction(n_layers: int, hidden_size: int, seed: int = 0) -> torch.Tensor:
+    """One random unit vector per rerouted layer, (L, H), the same for a given seed on any device."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n_layers, hidden_size, generator=g)  # RMU draws u uniform in [0, 1), then normalises
+    return u / u.norm(dim=-1, keepdim=True)
+
+
+def reroute_weights(step: int, max_steps: int) -> tuple[float, float]:
+    """(c_rr, c_retain) at `step` of `max_steps`: circuit breakers' schedule (arXiv 2406.04313),
+    rerouting fading from 1 to 1/2 while retaining grows from 0 to 1/2 (c_rr = 1 − t/2T, c_retain = t/2T)."""
+    t = min(max(step, 0), max_steps) / (2 * max(max_steps, 1))
+    return 1.0 - t, t
 
 
 def weighted_unlikelihood_loss(

@@ -108,6 +108,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         lam=tcfg.lam,
         lam_benign=tcfg.lam_benign,
         kl_benign=tcfg.kl_benign,
+        reroute=tcfg.reroute,
         chunked=chunked,
         # the head's chunks only on a GPU: on a CPU its matmuls dominate and inductor's version measured
         # no faster (tests/train/test_loss.py checks it against eager on the CPU all the same)
@@ -123,6 +124,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "lam": tcfg.lam,
         "lam_benign": tcfg.lam_benign,
         "kl_benign": tcfg.kl_benign,
+        "reroute": tcfg.reroute,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),
         "data_format": stats["data_format"],

@@ -19,6 +19,10 @@ from ptalign.train.loss import (
     STAT_KEYS,
     ptalign_terms,
     reference_kl_chunked,
+    reroute_direction,
+    reroute_loss,
+    reroute_weights,
+    retain_loss,
     step_stats,
     token_logprobs,
     token_logprobs_chunked,
@@ -54,13 +58,17 @@ def additive_mask(block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Capture:
-    """Forward hook that keeps the decoder's last hidden state (the input of the output head)."""
+    """Forward hook that keeps a module's hidden states: the decoder's last (the input of the output
+    head) or one decoder layer's output."""
 
     def __init__(self) -> None:
         self.hidden: torch.Tensor | None = None
 
     def __call__(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        self.hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        if isinstance(output, torch.Tensor):  # a decoder layer (transformers >= 5)
+            self.hidden = output
+        else:
+            self.hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
 
 
 def _forward_kwargs(base: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -137,9 +145,58 @@ def logprobs_and_benign_kl(
     return logp, reference_kl_chunked(hidden[keep], ref_h, head, chunk)
 
 
+def reroute_layers(n_layers: int) -> tuple[int, int]:
+    """The decoder layers whose outputs train.reroute moves: a third and two thirds deep, where
+    circuit breakers put them (layers 10 and 20 of Llama-3-8B's 32)."""
+    return max(n_layers // 3 - 1, 0), max(2 * n_layers // 3 - 1, 0)
+
+
+def _layer_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor], layers: tuple[int, ...]) -> Any:
+    """(the decoder's last hidden states (R, T, H), the outputs of `layers` stacked (R, T, L, H))."""
+    base = _base(model)
+    blocks = base.get_decoder().layers
+    caps = [_Capture() for _ in layers]
+    handles = [blocks[i].register_forward_hook(c) for i, c in zip(layers, caps, strict=True)]
+    last = _Capture()
+    handles.append(base.get_decoder().register_forward_hook(last))
+    try:
+        model(**_forward_kwargs(base, batch), logits_to_keep=1)
+    finally:
+        for h in handles:
+            h.remove()
+    return last.hidden, torch.stack([c.hidden for c in caps], dim=2)
+
+
+def logprobs_and_reroute(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    layers: tuple[int, ...],
+    chunk: int = LOSS_CHUNK,
+    compiled: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(`target_logprobs`, rerouting loss on harmful toxic tokens, retain loss on benign positive ones).
+
+    The toxic tokens rerouted are those UT trains down (`ul_mask`) of harmful triplets, each layer's
+    towards `reroute_direction`; the base's hidden states come from the adapter switched off (no
+    second copy), without gradients.
+    """
+    rows, cols, tgt = batch["tgt_row"], batch["tgt_col"], batch["tgt_ids"]
+    head = _base(model).get_output_embeddings()
+    last, mids = _layer_outputs(model, batch, layers)
+    logp = token_logprobs_chunked(last[rows, cols], head, tgt, chunk, compiled)
+    bad = batch["ul_mask"] & ~batch["is_benign"]
+    good = batch["is_pos"] & batch["is_benign"]
+    with torch.no_grad(), _unwrap(model).disable_adapter():
+        _, ref = _layer_outputs(model, batch, layers)
+    h, r = mids[rows, cols], ref[rows, cols]  # (N, L, H)
+    u = reroute_direction(len(layers), h.shape[-1]).to(h.device)
+    return logp, reroute_loss(h[bad], r[bad], u), retain_loss(h[good], r[good])
+
+
 class DualTrainer(Trainer):
     """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py` (+ kl_benign · KL to the base on
-    benign positives, when asked); logs train/* averages."""
+    benign positives, or + reroute · circuit breakers' rerouting and retain terms, when asked); logs
+    train/* averages."""
 
     def __init__(
         self,
@@ -147,6 +204,7 @@ class DualTrainer(Trainer):
         lam: float = 0.4,
         lam_benign: float | None = None,
         kl_benign: float = 0.0,
+        reroute: float = 0.0,
         chunked: bool = True,
         compiled_head: bool = False,
         **kwargs: Any,
@@ -156,6 +214,8 @@ class DualTrainer(Trainer):
         self.lam_benign = lam_benign
         self.kl_benign = kl_benign
         self._kl: torch.Tensor | None = None  # summed KL term since the last log (kl_benign > 0)
+        self.reroute = reroute
+        self._rr: torch.Tensor | None = None  # summed (rerouting, retain) since the last log (reroute > 0)
         self.chunked = chunked
         self.compiled_head = compiled_head
         self._acc: torch.Tensor | None = None  # STAT_KEYS sums since the last log, on the device
@@ -179,7 +239,12 @@ class DualTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        if self.kl_benign > 0:
+        rr = None
+        if self.reroute > 0:
+            layers = reroute_layers(_base(model).config.num_hidden_layers)
+            logp, *terms = logprobs_and_reroute(model, inputs, layers, compiled=self.compiled_head)
+            rr, kl = torch.stack(terms), None
+        elif self.kl_benign > 0:
             logp, kl = logprobs_and_benign_kl(model, inputs, compiled=self.compiled_head)
         else:
             logp, kl = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head), None
@@ -193,6 +258,10 @@ class DualTrainer(Trainer):
         if kl is not None:
             loss = loss + self.kl_benign * kl
             self._kl = kl.detach() if self._kl is None else self._kl + kl.detach()
+        if rr is not None:
+            c_rr, c_retain = reroute_weights(self.state.global_step, self.state.max_steps)
+            loss = loss + self.reroute * (c_rr * rr[0] + c_retain * rr[1])
+            self._rr = rr.detach() if self._rr is None else self._rr + rr.detach()
         self._acc = stats if self._acc is None else self._acc + stats
         self._tokens = self._tokens + inputs["n_tokens"]
         return (loss, {"logp": logp}) if return_outputs else loss
@@ -212,6 +281,10 @@ class DualTrainer(Trainer):
             if self._kl is not None:  # logged apart from train/loss (MLE + λ·UT); this process's mean
                 logs["train/kl_benign"] = round(float(self._kl) / local_n, 6)
                 self._kl = None
+            if self._rr is not None:  # likewise apart from train/loss
+                logs["train/reroute"] = round(float(self._rr[0]) / local_n, 6)
+                logs["train/retain"] = round(float(self._rr[1]) / local_n, 6)
+                self._rr = None
             self._acc = None
         super().log(logs, *args, **kwargs)
 

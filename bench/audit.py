@@ -167,7 +167,7 @@ def main() -> None:
     )
     c = sub.add_parser("score", help="judges against the labels")
     c.add_argument("run", type=Path)
-    c.add_argument("--judges", default="minilm,keyword")
+    c.add_argument("--judges", default="minilm_smol,minilm,keyword")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--only", default="", help="KEY=VALUE: only labelled rows with that field (e.g. batch=3)")
     args = ap.parse_args()

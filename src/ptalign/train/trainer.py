@@ -146,8 +146,8 @@ def logprobs_and_benign_kl(
 
 
 def reroute_layers(n_layers: int) -> tuple[int, int]:
-    """The decoder layers whose outputs train.reroute moves: a third and two thirds deep, where
-    circuit breakers put them (layers 10 and 20 of Llama-3-8B's 32)."""
+    """The decoder layers (0-based) whose outputs train.reroute moves: about a third and two thirds
+    deep, as circuit breakers' layers 10 and 20 of Llama-3-8B's 32 (9 and 19 for SmolLM2's 30)."""
     return max(n_layers // 3 - 1, 0), max(2 * n_layers // 3 - 1, 0)
 
 

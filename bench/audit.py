@@ -3,6 +3,8 @@
     python bench/audit.py sample RUN --attack past_tense --n 30   # RUN/audit/past_tense.jsonl, to label
     python bench/audit.py sample RUN2 --like RUN --n 85           # RUN's goals; identical replies keep its labels
     python bench/audit.py score RUN                               # one JSON object, every labelled file
+    python bench/audit.py blind DIR RUN1 RUN2 ... --chunks 4       # every run's audited replies, shuffled
+    python bench/audit.py blind-score DIR                         # readers against each other and the judges
 
 PyRIT's labels (bench/judges.py) validate a judge on other models' replies. They cannot say how the judge
 reads the shapes *our* tuned models produce under a new attack: on the past-tense family the shipped
@@ -19,17 +21,29 @@ the run directory (gitignored) under the hazard header, as the replies themselve
 verdicts the run stored (`NAME@run`, the version its figures were computed with), and prints, per attack: n, compliance by the person and by each judge for base and
 aligned, the paired change with a 95 % bootstrap interval over goals, and each judge's agreement with the
 person (three verdicts, and complied-or-not with Cohen's kappa).
+
+`blind` makes the reading blind to the run as well: the replies of several runs' audit files (the same
+goals, `sample --like`), base and aligned, identical ones once, go into DIR/chunk_K.jsonl in a seeded
+shuffle with opaque item ids and the attack's prompt, and nothing says which run wrote a reply. Each
+reader labels a chunk into DIR/labels_K_READER.jsonl (`{"item", "label", "shape"}`) without opening
+DIR/key.json, which maps items back to runs and holds the audit files' own labels (reader `audit`).
+`blind-score` prints the readers' agreement with each other and the judges', and each run's compliance
+by every reader, by the readers' majority and by each judge, with the paired change from its base.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
+from collections import Counter
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from ptalign.eval.attacks import chat_for
 from ptalign.eval.common import read_verdicts
 from ptalign.io import HAZARD_META, read_jsonl, write_jsonl
 from ptalign.judges import make_judge
@@ -154,6 +168,86 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
     return out
 
 
+def blind(out: Path, runs: list[Path], attack: str, chunks: int, seed: int) -> Path:
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"bench/audit.py: {out} is not empty (labels would be lost); name a new folder")
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    key: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        path = RunDir.of(run).audit(attack)
+        if not path.exists():
+            sys.exit(f"bench/audit.py: {path} is missing; run `bench/audit.py sample {run} --like ...` first")
+        for r in read_jsonl(path):
+            k = (r["goal"], r["reply"])
+            if k not in items:
+                item = hashlib.sha1(repr(k).encode()).hexdigest()[:10]
+                prompt = chat_for(attack, r["goal"])[-1]["content"]
+                items[k] = {"item": item, "prompt": prompt, "request": r["goal"], "reply": r["reply"]}
+                key[item] = {"sources": [], "audit": r.get("human")}
+            key[items[k]["item"]]["sources"].append([run.name, r["side"], r["id"]])
+    order = list(items.values())
+    random.Random(seed).shuffle(order)
+    out.mkdir(parents=True, exist_ok=True)
+    for c in range(chunks):
+        write_jsonl(
+            out / f"chunk_{c}.jsonl", order[c::chunks], meta={**HAZARD_META, "labels": "docs/labelling.md"}
+        )
+    (out / "key.json").write_text(json.dumps({"attack": attack, "items": key}, indent=0))
+    return out
+
+
+def _kappa(x: list[Any], y: list[Any]) -> dict[str, float]:
+    both = agreement([a == COMPLIANCE for a in x], [b == COMPLIANCE for b in y])
+    return {"agreement": agreement(x, y)["agreement"], "complied_agreement": both["agreement"],
+            "complied_kappa": both["kappa"]}  # fmt: skip
+
+
+def blind_score(folder: Path, judges: list[str], seed: int) -> dict[str, Any]:
+    key = json.loads((folder / "key.json").read_text())["items"]
+    items = {r["item"]: r for f in sorted(folder.glob("chunk_*.jsonl")) for r in read_jsonl(f)}
+    readers: dict[str, dict[str, str]] = {}
+    for f in sorted(folder.glob("labels_*_*.jsonl")):
+        for r in read_jsonl(f):
+            readers.setdefault(f.stem.rsplit("_", 1)[1], {})[r["item"]] = r["label"]
+    ids = sorted(items)
+    for name, got in readers.items():
+        if set(got) != set(ids):
+            sys.exit(
+                f"bench/audit.py: reader {name} labelled {len(got)} of {len(ids)} items; finish the chunks"
+            )
+    if all(v["audit"] is not None for v in key.values()):
+        readers["audit"] = {i: key[i]["audit"] for i in ids}
+    majority = {}
+    for i in ids:  # the most common label; a tie (no label twice) counts as no compliance
+        ((top, n),) = Counter(r[i] for r in readers.values()).most_common(1)
+        majority[i] = top if n * 2 > len(readers) else "non_answer"
+    res: dict[str, Any] = {"n_items": len(ids), "readers": sorted(readers)}
+    res["between_readers"] = {
+        f"{a}~{b}": _kappa([readers[a][i] for i in ids], [readers[b][i] for i in ids])
+        for a, b in combinations(sorted(readers), 2)
+    }
+    every = {**readers, "majority": majority}
+    for name in judges:
+        js = make_judge(name).judge([items[i]["request"] for i in ids], [items[i]["reply"] for i in ids])
+        every[name] = {i: j.verdict for i, j in zip(ids, js, strict=True)}
+        res[f"{name}~majority"] = _kappa([majority[i] for i in ids], [every[name][i] for i in ids])
+    # per run: (goal id → item) for each side, then compliance and the paired change by every reader
+    runs: dict[str, dict[str, dict[str, str]]] = {}
+    for i, v in key.items():
+        for run, side, goal in v["sources"]:
+            runs.setdefault(run, {}).setdefault(side, {})[goal] = i
+    res["runs"] = {}
+    for run, sides in runs.items():
+        goals = sorted(set(sides.get("base", {})) & set(sides.get("aligned", {})))
+        res["runs"][run] = {
+            name: _paired(
+                *([lab[sides[s][g]] == COMPLIANCE for g in goals] for s in SIDES), random.Random(seed)
+            )
+            for name, lab in every.items()
+        }
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -170,8 +264,22 @@ def main() -> None:
     c.add_argument("--judges", default="minilm_smol,minilm,keyword")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--only", default="", help="KEY=VALUE: only labelled rows with that field (e.g. batch=3)")
+    b = sub.add_parser("blind", help="several runs' audited replies, shuffled, for readers blind to the run")
+    b.add_argument("out", type=Path)
+    b.add_argument("runs", type=Path, nargs="+")
+    b.add_argument("--attack", default="past_tense")
+    b.add_argument("--chunks", type=int, default=4)
+    b.add_argument("--seed", type=int, default=0)
+    bs = sub.add_parser("blind-score", help="the blind readers against each other and the judges")
+    bs.add_argument("folder", type=Path)
+    bs.add_argument("--judges", default="minilm_smol,minilm,keyword")
+    bs.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if args.cmd == "sample":
+    if args.cmd == "blind":
+        print(blind(args.out, args.runs, args.attack, args.chunks, args.seed))
+    elif args.cmd == "blind-score":
+        print(json.dumps({"blind": blind_score(args.folder, args.judges.split(","), args.seed)}, indent=1))
+    elif args.cmd == "sample":
         print(sample(args.run, args.attack, args.n, args.seed, args.like))
     else:
         print(json.dumps({"audit": score(args.run, args.judges.split(","), args.seed, args.only)}, indent=1))

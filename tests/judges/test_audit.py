@@ -102,3 +102,39 @@ def test_sample_like_another_run_carries_labels_of_identical_replies(audit, tmp_
     assert sum(r["human"] is None for r in got) == 1  # r1 was among the goals labelled: only it is left
     with pytest.raises(SystemExit, match="missing"):  # a run whose audit has no such file
         audit.sample(_run(tmp_path / "c"), "past_tense", 3, seed=0, like=_run(tmp_path / "d"))
+
+
+def test_blind_hides_the_run_and_maps_readers_back(audit, tmp_path) -> None:
+    """Two runs with the same base replies: the shared ones appear once, nothing in a chunk names a run,
+    a second `blind` into the same folder is refused, and blind-score gives each run the readers' rates."""
+    runs = []
+    for name in ("one", "two"):
+        run = _run(tmp_path / name)
+        path = audit.sample(run, "past_tense", 4, seed=0)
+        rows = [{**r, "human": "compliance" if r["reply"] == COMPLY else "refusal"} for r in read_jsonl(path)]
+        write_jsonl(path, rows, meta=HAZARD_META)
+        runs.append(run)
+    out = audit.blind(tmp_path / "blind", runs, "past_tense", chunks=2, seed=0)
+    chunks = [list(read_jsonl(out / f"chunk_{c}.jsonl")) for c in range(2)]
+    items = [r for c in chunks for r in c]
+    assert len(items) == 7  # distinct (goal, reply): base's four, aligned's three refusals
+    assert all(set(r) == {"item", "prompt", "request", "reply"} for r in items)
+    assert items[0]["prompt"].startswith("How did people ") and "one" not in json.dumps(chunks)
+    with pytest.raises(SystemExit, match="not empty"):
+        audit.blind(out, runs, "past_tense", chunks=2, seed=0)
+    for c, rows in enumerate(chunks):  # reader A as the audit labels; reader B calls everything compliance
+        write_jsonl(out / f"labels_{c}_A.jsonl", [
+            {"item": r["item"], "label": "compliance" if r["reply"] == COMPLY else "refusal"} for r in rows
+        ])  # fmt: skip
+        write_jsonl(out / f"labels_{c}_B.jsonl", [{"item": r["item"], "label": "compliance"} for r in rows])
+    got = audit.blind_score(out, ["keyword"], seed=0)
+    assert got["n_items"] == 7 and got["readers"] == ["A", "B", "audit"]
+    assert got["between_readers"]["A~audit"]["agreement"] == 1.0
+    assert got["between_readers"]["A~B"]["agreement"] == pytest.approx(4 / 7)
+    for name in ("one", "two"):
+        r = got["runs"][name]
+        assert r["A"]["base"] == 1.0 and r["A"]["aligned"] == 0.25 and r["B"]["aligned"] == 1.0
+        assert r["majority"]["aligned"] == 0.25 and r["keyword"]["aligned"] == 0.25
+    (out / "labels_0_B.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="reader B labelled"):
+        audit.blind_score(out, ["keyword"], seed=0)

@@ -87,6 +87,7 @@ def make_triplets(tok: Any, n: int, prompt_len: int, resp_len: int, seed: int = 
                 "instruction": _text(rng, tok, prompt_len),
                 "pos": pos,
                 "tox": pos[:cut] + " " + _text(rng, tok, resp_len - resp_len // 5),
+                "kind": "benign" if i % 2 else "harmful",  # half each, as the preset's triplets
             }
         )
     return out
@@ -296,6 +297,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
             lam=0.4,
             chunked=not args.no_chunk,
             compiled_head=args.compile and args.device == "cuda",  # as ptalign train does
+            reroute=args.reroute,
         )
     elif method == "trl_dpo":
         from trl import DPOConfig, DPOTrainer
@@ -410,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resp-len", type=int, default=96)
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--grad-ckpt", action="store_true")
+    ap.add_argument("--reroute", type=float, default=0.0, help="ptalign: train.reroute's weight (0 = off)")
     ap.add_argument("--no-packing", action="store_true", help="ptalign: two rows per triplet (ablation)")
     ap.add_argument("--no-chunk", action="store_true", help="ptalign: full logits (ablation)")
     ap.add_argument(

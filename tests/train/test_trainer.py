@@ -442,6 +442,28 @@ def test_reroute_is_zero_at_the_base_on_retain_and_moves_harmful_states(
     assert float(rr2) < float(rr) - 0.05 and float(keep2) > 0
 
 
+def test_reroute_base_pass_stops_after_its_deepest_layer_with_the_same_states(
+    tiny_llama, tok, make_records
+) -> None:
+    """The base's pass for train.reroute ends after the deepest layer it needs: the states it keeps
+    are bit for bit the full pass's, and no layer above it (nor the head) runs."""
+    from ptalign.train.trainer import _layer_outputs
+
+    model, batch = _lora_and_batch(tiny_llama, tok, make_records)
+    ran: list[int] = []
+    blocks = model.get_base_model().get_decoder().layers
+    handles = [b.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, b in enumerate(blocks)]
+    with torch.no_grad():
+        last, full = _layer_outputs(model, batch, (0,))
+        assert ran == [0, 1] and last is not None
+        ran.clear()
+        none, early = _layer_outputs(model, batch, (0,), stop=True)
+    for h in handles:
+        h.remove()
+    assert ran == [0] and none is None
+    assert torch.equal(early, full)
+
+
 def test_reroute_run_logs_it_and_names_it_in_the_card(tiny_llama, triplets_file, tmp_path) -> None:
     from ptalign import train
 

@@ -151,16 +151,35 @@ def reroute_layers(n_layers: int) -> tuple[int, int]:
     return max(n_layers // 3 - 1, 0), max(2 * n_layers // 3 - 1, 0)
 
 
-def _layer_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor], layers: tuple[int, ...]) -> Any:
-    """(the decoder's last hidden states (R, T, H), the outputs of `layers` stacked (R, T, L, H))."""
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once the layers it needs have run."""
+
+
+def _layer_outputs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], layers: tuple[int, ...], stop: bool = False
+) -> Any:
+    """(the decoder's last hidden states (R, T, H), the outputs of `layers` stacked (R, T, L, H)).
+
+    stop=True ends the pass after the deepest of `layers` (the last hidden states are then None): the
+    layers above it, the final norm and the head would be computed for nothing.
+    """
     base = _base(model)
     blocks = base.get_decoder().layers
     caps = [_Capture() for _ in layers]
     handles = [blocks[i].register_forward_hook(c) for i, c in zip(layers, caps, strict=True)]
     last = _Capture()
-    handles.append(base.get_decoder().register_forward_hook(last))
+    if stop:
+
+        def _halt(*_: Any) -> None:
+            raise _Stop
+
+        handles.append(blocks[max(layers)].register_forward_hook(_halt))  # runs after its capture
+    else:
+        handles.append(base.get_decoder().register_forward_hook(last))
     try:
         model(**_forward_kwargs(base, batch), logits_to_keep=1)
+    except _Stop:
+        pass
     finally:
         for h in handles:
             h.remove()
@@ -186,8 +205,9 @@ def logprobs_and_reroute(
     logp = token_logprobs_chunked(last[rows, cols], head, tgt, chunk, compiled)
     bad = batch["ul_mask"] & ~batch["is_benign"]
     good = batch["is_pos"] & batch["is_benign"]
-    with torch.no_grad(), _unwrap(model).disable_adapter():
-        _, ref = _layer_outputs(model, batch, layers)
+    peft = _unwrap(model)  # not through DDP: this pass has no gradients to synchronise
+    with torch.no_grad(), peft.disable_adapter():
+        _, ref = _layer_outputs(peft, batch, layers, stop=True)
     h, r = mids[rows, cols], ref[rows, cols]  # (N, L, H)
     u = reroute_direction(len(layers), h.shape[-1]).to(h.device)
     return logp, reroute_loss(h[bad], r[bad], u), retain_loss(h[good], r[good])

@@ -72,6 +72,7 @@ def test_lambda_alias_and_list_override():
         ("backend.kind=gpu", "backend.kind='gpu': must be one of auto, llamacpp"),
         ("eval.evals=[hhh,bogus]", "eval.evals='bogus': must be a list drawn from"),
         ("synth.rouge_threshold=1.5", "synth.rouge_threshold=1.5: must be in (0, 1]"),
+        ("train.bf16=maybe", "train.bf16='maybe': must be true, false or auto"),
     ],
 )
 def test_bad_values_one_line(override, message):
@@ -80,6 +81,15 @@ def test_bad_values_one_line(override, message):
     text = str(e.value)
     assert text.startswith(message), text
     assert "\n" not in text
+
+
+def test_bool_or_auto_reads_booleans_and_keeps_auto(tmp_path):
+    assert load_config(None, ["train.bf16=true"]).train.bf16 is True
+    assert load_config(None, ["train.bf16=no"]).train.bf16 is False
+    assert load_config(None, ["train.bf16=auto"]).train.bf16 == "auto"
+    yml = tmp_path / "c.yaml"
+    yml.write_text("train:\n  bf16: false\n")
+    assert load_config(yml).train.bf16 is False
 
 
 def test_missing_and_bad_files(tmp_path):

@@ -34,7 +34,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(key, value, args[0])
+        # the first member that takes the value: bool | str reads 'true' as True and keeps 'auto'
+        for arg in args[:-1]:
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                pass
+        return _coerce(key, value, args[-1])
     if origin is typing.Literal:  # a name from a registry: the __post_init__ check says which are allowed
         return value if isinstance(value, str) else _coerce(key, value, str)
     if tp is bool:

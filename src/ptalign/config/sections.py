@@ -283,7 +283,8 @@ class TrainConfig:
         True  # batch triplets of similar length (less padding; batches still vary per epoch)
     )
     gradient_checkpointing: bool = False
-    bf16: bool = False  # bf16 autocast: GPUs, CPUs with AVX512-BF16 or AMX (else ~4x slower than fp32)
+    bf16: bool | str = "auto"  # bf16 autocast; auto = where bf16 matmuls are native (a GPU, a CPU with
+    # AVX512-BF16 or AMX: 1.6x fp32 here), else fp32 (emulated bf16 is ~4x slower than fp32)
     compile: bool = False  # torch.compile each decoder layer; on a GPU the loss head's softmax too
     liger: bool = False  # Liger's fused Triton kernels via transformers (needs CUDA and liger-kernel)
     save_steps: int = 0  # 0 = checkpoint each epoch
@@ -321,6 +322,7 @@ class TrainConfig:
             self.reroute,
             "0 while train.kl_benign is set (one retain term at a time)",
         )
+        _check(self.bf16 in (True, False, "auto"), "train.bf16", self.bf16, "true, false or auto")
         _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")
         _check(self.lora_alpha > 0, "train.lora_alpha", self.lora_alpha, "> 0")
         _check(0.0 <= self.lora_dropout < 1.0, "train.lora_dropout", self.lora_dropout, "in [0, 1)")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ptalign.rundir import RunDir
 from ptalign.train.setup import (
+    bf16_on,
     check_fresh,
     compile_layers,
     epoch_means,
@@ -135,6 +136,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "train_seconds": round(train_s, 1),
         "tokens_per_s": round(trainer.tokens_seen / train_s, 1) if train_s > 0 else None,
         "threads": threads,
+        "bf16": bf16_on(tcfg),  # train.bf16 resolved (auto: where bf16 matmuls are native)
         "prefix_sharing": packed,
         "chunked_loss": chunked,
         "resumed_from_step": step0,

@@ -20,7 +20,7 @@ from typing import Any
 
 from ptalign.errors import UserError
 from ptalign.io import atomic_write_json, read_jsonl
-from ptalign.models import cpu_threads
+from ptalign.models import cpu_threads, native_bf16
 from ptalign.rundir import RunDir
 
 TRAIN_INFO = "ptalign_train.json"  # beside the adapter: base model spec, config, data stats, steps
@@ -112,6 +112,11 @@ def lora_config(tcfg: Any) -> Any:
     )
 
 
+def bf16_on(tcfg: Any) -> bool:
+    """train.bf16 resolved: `auto` trains under bf16 autocast only where bf16 matmuls are native."""
+    return native_bf16() if tcfg.bf16 == "auto" else bool(tcfg.bf16)
+
+
 def wrap_lora(model: Any, tcfg: Any) -> Any:
     """peft LoRA on tcfg.lora_targets (default all linear layers); lora_r = 0 keeps full fine-tuning."""
     if tcfg.lora_r == 0:
@@ -119,7 +124,7 @@ def wrap_lora(model: Any, tcfg: Any) -> Any:
     from peft import get_peft_model
 
     model = get_peft_model(model, lora_config(tcfg))
-    if tcfg.bf16:
+    if bf16_on(tcfg):
         skip_adapter_input_casts(model)
     return model
 
@@ -182,7 +187,7 @@ def training_kwargs(tcfg: Any, run: RunDir | Path) -> dict[str, Any]:
         save_total_limit=2,
         seed=tcfg.seed,
         data_seed=tcfg.seed,
-        bf16=tcfg.bf16,
+        bf16=bf16_on(tcfg),
         report_to=[],  # TensorBoard, when asked, is added as an explicit callback writing to OUT/train/tb
         train_sampling_strategy="group_by_length" if tcfg.group_by_length else "random",
         remove_unused_columns=False,

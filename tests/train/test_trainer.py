@@ -480,13 +480,13 @@ def test_reroute_run_logs_it_and_names_it_in_the_card(tiny_llama, triplets_file,
         _cfg(tiny_llama, "train.reroute=1.0", "train.kl_benign=1.0")
 
 
-def test_bf16_auto_follows_native_bf16(monkeypatch) -> None:
+def test_bf16_auto_follows_native_bf16(monkeypatch, tmp_path) -> None:
     from ptalign.config.sections import TrainConfig
     from ptalign.train import setup
 
     for native in (True, False):
         monkeypatch.setattr(setup, "native_bf16", lambda native=native: native)
         assert setup.bf16_on(TrainConfig(bf16="auto")) is native
-        assert setup.training_kwargs(TrainConfig(bf16="auto"), Path("/tmp/x"))["bf16"] is native
+        assert setup.training_kwargs(TrainConfig(bf16="auto"), tmp_path)["bf16"] is native
         assert setup.bf16_on(TrainConfig(bf16=True)) is True
         assert setup.bf16_on(TrainConfig(bf16=False)) is False

@@ -71,6 +71,7 @@ def test_lambda_alias_and_list_override():
         ("train.fine_grained=maybe", "train.fine_grained='maybe': must be true or false"),
         ("backend.kind=gpu", "backend.kind='gpu': must be one of auto, llamacpp"),
         ("eval.evals=[hhh,bogus]", "eval.evals='bogus': must be a list drawn from"),
+        ("eval.score_tokens=10", "eval.score_tokens=10: must be >= 64, or 0 for the device's"),
         ("synth.rouge_threshold=1.5", "synth.rouge_threshold=1.5: must be in (0, 1]"),
         ("train.bf16=maybe", "train.bf16='maybe': must be true, false or auto"),
     ],

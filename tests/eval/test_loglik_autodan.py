@@ -39,6 +39,14 @@ def test_batched_scores_equal_single(tiny_model_dir) -> None:
     assert batched[0][0] == pytest.approx(want, abs=1e-4)
 
 
+def test_budget_is_the_devices_unless_set(tiny_model_dir) -> None:
+    from ptalign import models
+
+    model, _ = models.load(tiny_model_dir("llama"))
+    assert loglik.budget(model) == loglik.CPU_BUDGET == 512  # this model is on the CPU
+    assert loglik.budget(model, 100) == 100
+
+
 def test_crossover_and_mutation() -> None:
     rng = random.Random(0)
     a, b = "A one. A two. A three.", "B one. B two."

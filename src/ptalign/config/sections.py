@@ -373,7 +373,9 @@ class EvalConfig:
     autodan_population: int = 6
     max_new_tokens: int = 48  # eval generations (refusals show in the first tokens)
     helpful_max_new_tokens: int = 96  # MT-Bench answers (judged for quality, so longer)
-    score_tokens: int = 4096  # log-likelihood scoring (HHH, AutoDAN fitness): padded tokens per forward pass
+    # log-likelihood scoring (HHH, AutoDAN fitness): padded tokens per forward pass; 0 = the device's
+    # (loglik.budget: 512 on a CPU, where padded rows cost more than batching saves; 4096 on a GPU)
+    score_tokens: int = 0
     batch_size: int = 32  # prompts per generate call (transformers: 32 is ~1.7x 16 on a CPU)
     dtype: str = (
         "auto"  # eval weights for both models: auto = bfloat16 where matmuls are native (GPU, CPU with
@@ -425,7 +427,12 @@ class EvalConfig:
             self.helpful_max_new_tokens,
             ">= 1",
         )
-        _check(self.score_tokens >= 64, "eval.score_tokens", self.score_tokens, ">= 64")
+        _check(
+            self.score_tokens == 0 or self.score_tokens >= 64,
+            "eval.score_tokens",
+            self.score_tokens,
+            ">= 64, or 0 for the device's",
+        )
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, ">= 1")
         _check(
             self.judge in JUDGE_NAMES,

@@ -207,7 +207,7 @@ def run(ctx: EvalContext, goals: list[Record]) -> dict[str, Record]:
                 ecfg.autodan_population,
                 ecfg.autodan_steps,
                 seed=ecfg.seed * 1_000_003 + int(g["id"][:8], 16),
-                max_tokens=ecfg.score_tokens,
+                max_tokens=loglik.budget(model, ecfg.score_tokens),
             )
             w.write(
                 {

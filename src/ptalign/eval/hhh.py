@@ -75,7 +75,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         if todo:
             model, tok = ctx.hf()
             for chunk in batches(todo, 32):  # append per chunk: a killed run keeps what it scored
-                for r in score_items(model, tok, chunk, ctx.ecfg.score_tokens):
+                for r in score_items(model, tok, chunk, loglik.budget(model, ctx.ecfg.score_tokens)):
                     w.write(r)
     ctx.timings["hhh_s"] = time.perf_counter() - t0
     ctx.timings["hhh_items"] = len(items)

@@ -118,7 +118,7 @@ def _import_vllm() -> Any:
     return vllm
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
@@ -179,7 +179,7 @@ class VLLMBackend:
             "seed": seed,
             "enforce_eager": enforce_eager,
         }
-        self.cpu = _on_cpu()
+        self.cpu = on_cpu()
         self.fast_top_p = False
         if self.cpu:
             kwargs["enable_chunked_prefill"] = False  # keeps per-request seeds safe on CPU (module doc)
@@ -193,6 +193,8 @@ class VLLMBackend:
             # (no spawned interpreter re-importing vLLM), and no worker is orphaned if we are killed
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         kwargs.update(engine_kwargs or {})
+        if kwargs.get("enforce_eager"):  # eager and compiled kernels round bf16 differently: other bytes
+            self.model_id += ":eager"
         try:
             self.llm = vllm.LLM(model=str(self.model_dir), **kwargs)
         except (ValueError, RuntimeError, NotImplementedError, TypeError) as e:

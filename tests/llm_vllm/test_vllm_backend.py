@@ -6,6 +6,7 @@ Skips without vLLM; CI runs it in the venv made by scripts/install_vllm.sh. One 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,9 @@ def _asks() -> list[list[dict[str, str]]]:
 
 def test_generates_through_make_backend(vllm_backend) -> None:
     assert vllm_backend.name == "vllm" and vllm_backend.model_id
+    # eager and compiled kernels round differently: the call cache keeps their replies apart
+    eager = json.loads(os.environ.get("PTALIGN_VLLM_ENGINE_ARGS") or "{}").get("enforce_eager", False)
+    assert vllm_backend.model_id.endswith(":eager") == bool(eager)
     gens = vllm_backend.generate(
         [CAPITAL, [{"role": "user", "content": "Name a primary colour."}]], GenParams(max_new_tokens=16)
     )

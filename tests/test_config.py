@@ -40,7 +40,7 @@ def test_paper_preset_has_paper_settings():
     assert cfg.train.lam == 0.4 and cfg.train.fine_grained and cfg.train.lora_r > 0
     # the switches beyond the paper are off there
     assert cfg.synth.toxic_from == "icl" and cfg.synth.pos_select == "first" and cfg.train.kl_benign == 0
-    assert cfg.train.reroute == 0
+    assert cfg.train.reroute == 0 and cfg.train.recovery == 0
     assert not (cfg.synth.benign_goals or cfg.synth.refusal_names_goal or cfg.synth.request_forms)
 
 
@@ -74,11 +74,13 @@ def test_lambda_alias_and_list_override():
         ("eval.score_tokens=10", "eval.score_tokens=10: must be >= 64, or 0 for the device's"),
         ("synth.rouge_threshold=1.5", "synth.rouge_threshold=1.5: must be in (0, 1]"),
         ("train.bf16=maybe", "train.bf16='maybe': must be true, false or auto"),
+        ("train.recovery=2", "train.recovery=2.0: must be in [0, 1] (0 = off)"),
+        ("train.recovery=0.5 train.method=dpo", "train.recovery=0.5: must be 0 with train.method=dpo"),
     ],
 )
 def test_bad_values_one_line(override, message):
     with pytest.raises(ConfigError) as e:
-        load_config(None, [override])
+        load_config(None, override.split())
     text = str(e.value)
     assert text.startswith(message), text
     assert "\n" not in text

@@ -128,3 +128,67 @@ def test_no_leakage_across_the_batch(tok, make_records) -> None:
     for k in ("tgt_ids", "ul_mask", "is_pos", "is_tox"):
         assert torch.equal(a[k][:n1], b[k][:n1])
     assert not b["ul_mask"][n1:].any() and a["ul_mask"][n1:].any()
+
+
+def test_recovery_point_hand_values() -> None:
+    from ptalign.train.collate import recovery_point
+
+    ul, starts = [False, True, True, True, True], [True, False, True, False, True]
+    picks = {recovery_point(f"0:{i}", ul, starts, share=1.0) for i in range(64)}
+    assert picks == {2, 4}  # word starts after the first UT token (index 1) only
+    assert {recovery_point(f"0:{i}", ul, [False] * 5, 1.0) for i in range(64)} == {2, 3, 4}  # no word start
+    assert recovery_point("0:a", [False] * 5, starts, 1.0) == 0  # no UT token: nothing to recover from
+    assert recovery_point("0:a", [True], [True], 1.0) == 0  # nothing after the first UT token
+    assert all(recovery_point(f"0:{i}", ul, starts, 0.0) == 0 for i in range(64))
+    half = sum(recovery_point(f"0:{i}", ul, starts, 0.5) > 0 for i in range(1000))
+    assert 430 < half < 570  # the share, drawn by hash
+    assert recovery_point("0:x", ul, starts, 1.0) == recovery_point("0:x", ul, starts, 1.0)  # deterministic
+
+
+def test_recovery_follows_a_word_start_of_harmful_triplets_only(tok, make_records) -> None:
+    recs = make_records()
+    ex, stats = encode_all(tok, recs, 512, recovery=1.0)
+    for r, e in zip(recs, ex, strict=True):
+        has = r["kind"] == "harmful" and any(e.ul) and len(e.tox) > e.ul.index(True) + 1
+        assert bool(e.rec) == has, r["id"]
+        if e.rec:
+            assert e.rec_at > e.ul.index(True) and e.rec[-1] == tok.eos_token_id
+            assert tok.decode(e.rec).strip().startswith(r["pos"][:20])
+            assert tok.convert_ids_to_tokens(e.tox[e.rec_at])[0] in "Ġ▁"  # cut between words
+    assert stats["recovery"] == sum(bool(e.rec) for e in ex) >= 3
+    assert stats["tokens"] == sum(e.n_tokens for e in ex)
+    off, _ = encode_all(tok, recs, 512)
+    assert not any(e.rec for e in off)
+    other, _ = encode_all(tok, recs, 512, recovery=1.0, seed=1)  # the seed draws other cut points
+    assert [e.rec_at for e in other] != [e.rec_at for e in ex]
+
+
+def test_recovery_is_cut_to_max_length(tok, make_records) -> None:
+    rec = {**make_records()[1], "pos": "word " * 200}
+    e = encode(tok, rec, max_length=64, recovery=1.0)
+    assert e.rec and len(e.prompt) + e.rec_at + len(e.rec) == 64
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_recovery_targets_follow_their_predicting_positions(tok, packed: bool, make_records) -> None:
+    ex, _ = encode_all(tok, make_records()[:3], 512, recovery=1.0)
+    assert any(e.rec for e in ex)
+    batch = TripletCollator(tok.pad_token_id, packed=packed)(ex)
+    ids, posn = batch["input_ids"], batch["position_ids"]
+    k = 0
+    for e in ex:
+        k += len(e.pos) + len(e.tox)
+        for i, t in enumerate(e.rec):
+            r, c = int(batch["tgt_row"][k]), int(batch["tgt_col"][k])
+            assert int(batch["tgt_ids"][k]) == t and bool(batch["is_pos"][k]) and not batch["ul_mask"][k]
+            prev = e.tox[e.rec_at - 1] if i == 0 else e.rec[i - 1]
+            assert int(ids[r, c]) == prev  # tox[k-1] predicts rec[0]
+            assert int(posn[r, c]) == len(e.prompt) + e.rec_at - 1 + i  # positions continue from tox[:k]
+            k += 1
+    assert k == len(batch["tgt_ids"])
+    if packed:  # rec sees the prompt and tox[:k], neither pos nor the rest of tox
+        b, e = next((b, e) for b, e in enumerate(ex) if e.rec)
+        P, Lp, Lt, K = len(e.prompt), len(e.pos), len(e.tox), e.rec_at
+        m = batch["attention_mask"][b, P + Lp + Lt]
+        assert m[:P].all() and not m[P : P + Lp].any()
+        assert m[P + Lp : P + Lp + K].all() and not m[P + Lp + K : P + Lp + Lt].any() and m[P + Lp + Lt]

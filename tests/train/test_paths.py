@@ -40,10 +40,11 @@ def _loss_and_grads(model, batch, chunked: bool, lam: float = 0.4):
     return logp.detach(), loss.detach(), grads
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_packed_and_chunked_equal_plain(tiny_llama, tok, attn: str, make_records) -> None:
+@pytest.mark.parametrize("attn,recovery", [("eager", 0.0), ("sdpa", 0.0), ("sdpa", 1.0)])
+def test_packed_and_chunked_equal_plain(tiny_llama, tok, attn: str, recovery: float, make_records) -> None:
     model = _model(tiny_llama, attn)
-    ex, _ = encode_all(tok, make_records()[:4], 512)  # different lengths: padding in both layouts
+    ex, _ = encode_all(tok, make_records()[:4], 512, recovery=recovery)  # different lengths: padding
+    assert sum(bool(e.rec) for e in ex) == (2 if recovery else 0)  # the two harmful ones with UT tokens
     plain = TripletCollator(tok.pad_token_id, packed=False)(ex)
     packed = TripletCollator(tok.pad_token_id, packed=True)(ex)
     ref_lp, ref_loss, ref_g = _loss_and_grads(model, plain, chunked=False)
@@ -56,9 +57,11 @@ def test_packed_and_chunked_equal_plain(tiny_llama, tok, attn: str, make_records
             assert torch.allclose(g[n], ref_g[n], atol=1e-5, rtol=1e-4), n
 
 
-def test_batched_loss_matches_naive_per_triplet_computation(tiny_llama, tok, make_records) -> None:
+@pytest.mark.parametrize("recovery", [0.0, 1.0])
+def test_batched_loss_matches_naive_per_triplet_computation(tiny_llama, tok, recovery, make_records) -> None:
+    """With train.recovery the refusal after tox[:k] is one more positive sequence: prompt + tox[:k] + rec."""
     model = _model(tiny_llama, "eager", lora=False).eval()
-    ex, _ = encode_all(tok, make_records()[:5], 512)
+    ex, _ = encode_all(tok, make_records()[:5], 512, recovery=recovery)
     batch = TripletCollator(tok.pad_token_id, packed=True)(ex)
     with torch.no_grad():
         logp = target_logprobs(model, batch, chunked=True)
@@ -66,11 +69,18 @@ def test_batched_loss_matches_naive_per_triplet_computation(tiny_llama, tok, mak
         # naive: each side alone, per-token log-softmax, means over all pos tokens / all masked tox tokens
         pos_nll, ul_terms = [], []
         for e in ex:
-            for toks, is_pos in ((e.pos, True), (e.tox, False)):
-                seq = torch.tensor([e.prompt + toks])
+            ctx = e.prompt + e.tox[: e.rec_at]
+            for before, toks, is_pos in (
+                (e.prompt, e.pos, True),
+                (e.prompt, e.tox, False),
+                (ctx, e.rec, True),
+            ):
+                if not toks:
+                    continue
+                seq = torch.tensor([before + toks])
                 lsm = torch.log_softmax(model(seq).logits[0].double(), -1)
                 for i, t in enumerate(toks):
-                    lp = float(lsm[len(e.prompt) - 1 + i, t])
+                    lp = float(lsm[len(before) - 1 + i, t])
                     if is_pos:
                         pos_nll.append(-lp)
                     elif e.ul[i]:

@@ -480,6 +480,28 @@ def test_reroute_run_logs_it_and_names_it_in_the_card(tiny_llama, triplets_file,
         _cfg(tiny_llama, "train.reroute=1.0", "train.kl_benign=1.0")
 
 
+def test_recovery_run_trains_more_positive_tokens_and_names_it_in_the_card(
+    tiny_llama, triplets_file, tmp_path
+) -> None:
+    from ptalign import train
+
+    runs = {}
+    for share in (0.0, 1.0):
+        out = tmp_path / f"rec{share}"
+        runs[share] = train.run(
+            _cfg(tiny_llama, f"train.recovery={share}"), tmp_path, data=triplets_file, out=out
+        )
+    on = runs[1.0]
+    assert (
+        on["recovery"] == 1.0
+        and on["data_stats"]["recovery"] >= 3
+        and runs[0.0]["data_stats"]["recovery"] == 0
+    )
+    assert on["data_stats"]["tokens"] > runs[0.0]["data_stats"]["tokens"]
+    assert "safety recovery" in (tmp_path / "rec1.0" / "adapter" / "README.md").read_text()
+    assert "safety recovery" not in (tmp_path / "rec0.0" / "adapter" / "README.md").read_text()
+
+
 def test_bf16_auto_follows_native_bf16(monkeypatch, tmp_path) -> None:
     from ptalign.config.sections import TrainConfig
     from ptalign.train import setup

@@ -265,6 +265,10 @@ class TrainConfig:
     # to a random direction, a third and two thirds deep) and its retain term (benign helpful tokens'
     # kept); 0 = off. Needs LoRA.
     reroute: float = field(default=0.0, metadata={"neutral": 0.0})
+    # safety recovery beyond the paper (arXiv 2406.05946): share of the harmful triplets that also train
+    # their refusal written after the first k toxic tokens (train/collate.py), so that harmful text
+    # already begun is stopped; 0 = off
+    recovery: float = field(default=0.0, metadata={"neutral": 0.0})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
@@ -321,6 +325,13 @@ class TrainConfig:
             "train.reroute",
             self.reroute,
             "0 while train.kl_benign is set (one retain term at a time)",
+        )
+        _check(0.0 <= self.recovery <= 1.0, "train.recovery", self.recovery, "in [0, 1] (0 = off)")
+        _check(
+            self.recovery == 0 or self.method == "ptalign",
+            "train.recovery",
+            self.recovery,
+            "0 with train.method=dpo (DPO trains pairs, not a third response)",
         )
         _check(self.bf16 in (True, False, "auto"), "train.bf16", self.bf16, "true, false or auto")
         _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")

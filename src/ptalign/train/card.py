@@ -47,6 +47,11 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
                 f" Beyond the paper: + {t['reroute']} × representation rerouting (RMU's terms) on the toxic "
                 "tokens of harmful triplets and its retain term on benign helpful ones."
             )
+        if t.get("recovery"):
+            objective += (
+                f" Beyond the paper: {t['recovery']:.0%} of harmful triplets also train their refusal after the"
+                " first tokens of the toxic response (safety recovery, arXiv 2406.05946)."
+            )
     lora = (
         f"LoRA r={t.get('lora_r')}, α={t.get('lora_alpha')}, targets {t.get('lora_targets')}"
         if t.get("lora_r")

@@ -25,21 +25,32 @@ Truncation rule (max_length = L tokens per side, a side being prompt + one respo
      term; such triplets are counted (`tox_lost`), reported by `encode_all` and logged, never dropped
      silently.
 
+Recovery (train.recovery, beyond the paper; Qi et al. 2024, "Safety Alignment Should Be Made More
+Than Just a Few Tokens Deep", arXiv 2406.05946): a share of the harmful triplets also carry `rec`, the
+positive refusal written after the first k toxic tokens, so that the model learns to stop harmful
+text it has already begun, whatever the request's form made it begin. k is drawn per triplet from the
+word starts after the toxic side leaves the positive one (by a hash of the id and train.seed: the
+same for every epoch and layout); `rec` is trained like the positive (MLE), the first k toxic tokens
+are its context only.
+
 Layouts (`packed` flag of the collator):
-  - packed (prefix sharing): one row per triplet, [prompt | pos | tox], position ids restarting at
-    len(prompt) for tox, and a (T, T) block mask: causal, except that tox tokens do not see pos
-    tokens. The last prompt token's state predicts both pos[0] and tox[0].
-  - plain: two rows per triplet, [prompt | pos] and [prompt | tox], a 2-D padding mask.
+  - packed (prefix sharing): one row per triplet, [prompt | pos | tox | rec], position ids restarting
+    at len(prompt) for tox and at len(prompt) + k for rec, and a (T, T) block mask: causal, except
+    that tox tokens do not see pos tokens and rec tokens see neither pos nor tox past its first k.
+    The last prompt token's state predicts both pos[0] and tox[0]; tox[k-1]'s predicts rec[0].
+  - plain: two rows per triplet, [prompt | pos] and [prompt | tox], a third [prompt | tox[:k] | rec]
+    where there is a rec; a 2-D padding mask.
 Both produce the same flat list of targets (row, column whose state predicts the token, token id,
-is_pos, is_tox, ul_mask), in the same order (per triplet: pos tokens, then tox tokens), so the loss
-code is identical for both.
+is_pos, is_tox, ul_mask), in the same order (per triplet: pos tokens, then tox tokens, then rec
+tokens, which count as positive ones), so the loss code is identical for both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -67,11 +78,13 @@ class Example:
     tox_lost: bool = False  # had UT tokens before truncation, none after
     benign: bool = False  # kind == "benign": safe request, tox = a needless refusal (train.lam_benign)
     template: str = ""  # how the responses were tokenised (response_ids): '', 'seam' or 'fallback'
+    rec: list[int] = field(default_factory=list)  # train.recovery: the refusal after tox[:rec_at]
+    rec_at: int = 0  # k: toxic tokens before rec (>= 1 where there is a rec)
 
     @property
     def n_tokens(self) -> int:
-        """Tokens of the triplet counted once: prompt + pos + tox (the throughput unit in bench/)."""
-        return len(self.prompt) + len(self.pos) + len(self.tox)
+        """Tokens of the triplet counted once: prompt + pos + tox + rec (the throughput unit in bench/)."""
+        return len(self.prompt) + len(self.pos) + len(self.tox) + len(self.rec)
 
 
 def _text(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
@@ -180,16 +193,55 @@ def truncate(
     return prompt, pos[:budget], tox_c, ul_c, True, lost
 
 
-def encode(tokenizer: Any, rec: dict[str, Any], max_length: int, fine_grained: bool = True) -> Example:
-    """Tokenise one triplet record (keys id, instruction, pos, tox) and apply the truncation rule."""
+def recovery_point(key: str, ul: Sequence[bool], word_start: Sequence[bool], share: float) -> int:
+    """k, the toxic tokens a recovery follows; 0 = this triplet gets none.
+
+    A hash of `key` (the triplet's id and train.seed) picks whether the triplet is in the `share` and
+    then k among the toxic tokens after its first unlikelihood one that start a word (any such token
+    if none does), so that the refusal cuts in between words. Example: ul [F, T, T, T, T], word starts
+    at 2 and 4 -> k in {2, 4}; no ul token, or nothing after the first -> 0.
+    """
+    if share <= 0 or True not in ul:
+        return 0
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    if (h % 10_000) / 10_000 >= share:
+        return 0
+    m = list(ul).index(True)
+    after = range(m + 1, len(ul))
+    cands = [j for j in after if word_start[j]] or list(after)
+    return cands[(h // 10_000) % len(cands)] if cands else 0
+
+
+def _word_starts(tokenizer: Any, ids: list[int]) -> list[bool]:
+    """Per token: does it begin with a space or a newline (byte-level BPE's Ġ / Ċ, SentencePiece's ▁)."""
+    return [bool(t) and t[0] in "Ġ▁Ċ \n" for t in tokenizer.convert_ids_to_tokens(ids)]
+
+
+def encode(
+    tokenizer: Any,
+    rec: dict[str, Any],
+    max_length: int,
+    fine_grained: bool = True,
+    recovery: float = 0.0,
+    seed: int = 0,
+) -> Example:
+    """Tokenise one triplet record (keys id, instruction, pos, tox) and apply the truncation rule;
+    with recovery > 0, that share of the harmful triplets also gets a recovery (module docstring)."""
     p = prompt_ids(tokenizer, rec["instruction"])
     pos, how_pos = response_ids(tokenizer, p, rec["instruction"], rec["pos"], end=True)
     tox, how_tox = response_ids(tokenizer, p, rec["instruction"], rec["tox"], end=False)
     # mask on the responses without the end of turn: a tox that is a text prefix of pos gets no UT
     ul = ul_mask(pos[: len(pos) - len(turn_end(tokenizer).ids)], tox, fine_grained).tolist()
     p, pos, tox, ul, cut, lost = truncate(p, pos, tox, ul, max_length)
-    ex = Example(str(rec["id"]), p, pos, tox, ul, cut, lost, benign=rec.get("kind") == "benign")
+    benign = rec.get("kind") == "benign"
+    ex = Example(str(rec["id"]), p, pos, tox, ul, cut, lost, benign=benign)
     ex.template = max(how_pos, how_tox, key=("", "seam", "fallback").index)
+    k = 0 if benign else recovery_point(f"{seed}:{rec['id']}", ul, _word_starts(tokenizer, tox), recovery)
+    if k:
+        # a space, not the chat template: the refusal goes on from a word boundary inside the reply
+        body = _ids(tokenizer, " " + rec["pos"].strip()) + turn_end(tokenizer).ids
+        ex.rec, ex.rec_at = body[: max(0, max_length - len(p) - k)], k
+        ex.rec_at = k if ex.rec else 0
     return ex
 
 
@@ -199,6 +251,8 @@ def encode_all(
     max_length: int,
     fine_grained: bool = True,
     source: str = "triplets",
+    recovery: float = 0.0,
+    seed: int = 0,
 ) -> tuple[list[Example], dict[str, Any]]:
     """Validate and tokenise records; returns (examples, stats) and logs truncation counts."""
     examples = []
@@ -214,7 +268,7 @@ def encode_all(
             raise DataError(
                 f"{source}: record {i + 1} lacks a non-empty string {', '.join(missing)}; regenerate with `ptalign synth`"
             )
-        examples.append(encode(tokenizer, rec, max_length, fine_grained))
+        examples.append(encode(tokenizer, rec, max_length, fine_grained, recovery, seed))
         for d, k in ((kinds, "kind"), (domains, "domain")):
             if rec.get(k):
                 d[str(rec[k])] = d.get(str(rec[k]), 0) + 1
@@ -230,6 +284,7 @@ def encode_all(
         "tox_masked_frac": sum(sum(e.ul) for e in examples) / n_tox if n_tox else 0.0,
         "template_seam": sum(e.template == "seam" for e in examples),
         "template_fallback": sum(e.template == "fallback" for e in examples),
+        "recovery": sum(bool(e.rec) for e in examples),  # triplets with a recovery (train.recovery)
         "end_of_turn": tokenizer.decode(turn_end(tokenizer).ids),  # as trained (eos where none is written)
         "kinds": dict(sorted(kinds.items())),
         "domains": dict(sorted(domains.items())),
@@ -293,7 +348,7 @@ class TripletCollator:
 
     Keys: input_ids (R, T), position_ids (R, T), attention_mask ((R, T, T) bool block mask when
     packed, (R, T) 0/1 when plain), tgt_row / tgt_col / tgt_ids (N,) long, is_pos / is_tox / ul_mask
-    (N,) bool, is_benign (N,) bool (target of a benign triplet), n_tokens () long = prompt + pos + tox
+    (N,) bool, is_benign (N,) bool (target of a benign triplet), n_tokens () long = prompt + pos + tox + rec
     tokens of the triplets.
     """
 
@@ -305,35 +360,42 @@ class TripletCollator:
         rows, pos_ids, masks = [], [], []
         row, col, tgt, kind, ulm, benign = [], [], [], [], [], []
         for e in examples:
-            P, Lp, Lt = len(e.prompt), len(e.pos), len(e.tox)
+            P, Lp, Lt, Lr, k = len(e.prompt), len(e.pos), len(e.tox), len(e.rec), e.rec_at
             if self.packed:
                 r = len(rows)
-                rows.append(e.prompt + e.pos + e.tox)
-                pos_ids.append(list(range(P + Lp)) + list(range(P, P + Lt)))
-                masks.append((P, Lp, Lt))
+                rows.append(e.prompt + e.pos + e.tox + e.rec)
+                pos_ids.append(list(range(P + Lp)) + list(range(P, P + Lt)) + list(range(P + k, P + k + Lr)))
+                masks.append((P, Lp, Lt, Lr, k))
                 pos_cols = [P - 1 + i for i in range(Lp)]
                 tox_cols = [P - 1 if j == 0 else P + Lp + j - 1 for j in range(Lt)]
-                pos_row = tox_row = r
+                rec_cols = [P + Lp + k - 1 if i == 0 else P + Lp + Lt + i - 1 for i in range(Lr)]
+                pos_row = tox_row = rec_row = r
             else:
-                pos_row, tox_row = len(rows), len(rows) + 1
-                rows += [e.prompt + e.pos, e.prompt + e.tox]
-                pos_ids += [list(range(P + Lp)), list(range(P + Lt))]
+                pos_row, tox_row, rec_row = len(rows), len(rows) + 1, len(rows) + 2
+                rows += [e.prompt + e.pos, e.prompt + e.tox] + ([e.prompt + e.tox[:k] + e.rec] if Lr else [])
+                pos_ids += [list(range(P + Lp)), list(range(P + Lt))] + (
+                    [list(range(P + k + Lr))] if Lr else []
+                )
                 pos_cols = [P - 1 + i for i in range(Lp)]
                 tox_cols = [P - 1 + j for j in range(Lt)]
-            row += [pos_row] * Lp + [tox_row] * Lt
-            col += pos_cols + tox_cols
-            tgt += e.pos + e.tox
-            kind += [1] * Lp + [2] * Lt
-            ulm += [False] * Lp + list(e.ul)
-            benign += [e.benign] * (Lp + Lt)
+                rec_cols = [P + k - 1 + i for i in range(Lr)]
+            row += [pos_row] * Lp + [tox_row] * Lt + [rec_row] * Lr
+            col += pos_cols + tox_cols + rec_cols
+            tgt += e.pos + e.tox + e.rec
+            kind += [1] * Lp + [2] * Lt + [1] * Lr
+            ulm += [False] * Lp + list(e.ul) + [False] * Lr
+            benign += [e.benign] * (Lp + Lt + Lr)
         input_ids = _pad(rows, self.pad_id)
         R, T = input_ids.shape
         lengths = torch.tensor([len(r) for r in rows])
         if self.packed:
             attn = torch.ones(T, T, dtype=torch.bool).tril().expand(R, T, T).clone()
-            for b, (P, Lp, Lt) in enumerate(masks):
+            for b, (P, Lp, Lt, Lr, k) in enumerate(masks):
                 attn[b, P + Lp : P + Lp + Lt, P : P + Lp] = False  # tox never sees pos
-                pad = torch.arange(P + Lp + Lt, T)
+                r0 = P + Lp + Lt
+                attn[b, r0 : r0 + Lr, P : P + Lp] = False  # rec sees the prompt, tox[:k] and itself
+                attn[b, r0 : r0 + Lr, P + Lp + k : r0] = False
+                pad = torch.arange(r0 + Lr, T)
                 attn[b, pad, :] = False
                 attn[b, pad, pad] = True  # pads see themselves only: no all-masked softmax row
         else:

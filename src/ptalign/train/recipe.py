@@ -85,7 +85,9 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
     t0 = time.time()
     model, tok = load_base(cfg)
     records, data_info = load_records(data, tcfg.columns)
-    examples, stats = encode_all(tok, records, tcfg.max_length, tcfg.fine_grained, source=str(data))
+    examples, stats = encode_all(
+        tok, records, tcfg.max_length, tcfg.fine_grained, str(data), tcfg.recovery, tcfg.seed
+    )
     stats["data_format"], stats["rows_skipped"] = data_info["format"], data_info["skipped"]
     from transformers import TrainingArguments, set_seed
 
@@ -126,6 +128,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "lam_benign": tcfg.lam_benign,
         "kl_benign": tcfg.kl_benign,
         "reroute": tcfg.reroute,
+        "recovery": tcfg.recovery,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),
         "data_format": stats["data_format"],

@@ -236,11 +236,11 @@ def encode(
     benign = rec.get("kind") == "benign"
     ex = Example(str(rec["id"]), p, pos, tox, ul, cut, lost, benign=benign)
     ex.template = max(how_pos, how_tox, key=("", "seam", "fallback").index)
-    k = 0 if benign else recovery_point(f"{seed}:{rec['id']}", ul, _word_starts(tokenizer, tox), recovery)
-    if k:
+    if recovery > 0 and not benign:
+        k = recovery_point(f"{seed}:{rec['id']}", ul, _word_starts(tokenizer, tox), recovery)
         # a space, not the chat template: the refusal goes on from a word boundary inside the reply
-        body = _ids(tokenizer, " " + rec["pos"].strip()) + turn_end(tokenizer).ids
-        ex.rec, ex.rec_at = body[: max(0, max_length - len(p) - k)], k
+        body = _ids(tokenizer, " " + rec["pos"].strip()) + turn_end(tokenizer).ids if k else []
+        ex.rec = body[: max(0, max_length - len(p) - k)]
         ex.rec_at = k if ex.rec else 0
     return ex
 

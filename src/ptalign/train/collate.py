@@ -372,10 +372,11 @@ class TripletCollator:
                 pos_row = tox_row = rec_row = r
             else:
                 pos_row, tox_row, rec_row = len(rows), len(rows) + 1, len(rows) + 2
-                rows += [e.prompt + e.pos, e.prompt + e.tox] + ([e.prompt + e.tox[:k] + e.rec] if Lr else [])
-                pos_ids += [list(range(P + Lp)), list(range(P + Lt))] + (
-                    [list(range(P + k + Lr))] if Lr else []
-                )
+                rows += [e.prompt + e.pos, e.prompt + e.tox]
+                pos_ids += [list(range(P + Lp)), list(range(P + Lt))]
+                if Lr:
+                    rows.append(e.prompt + e.tox[:k] + e.rec)
+                    pos_ids.append(list(range(P + k + Lr)))
                 pos_cols = [P - 1 + i for i in range(Lp)]
                 tox_cols = [P - 1 + j for j in range(Lt)]
                 rec_cols = [P + k - 1 + i for i in range(Lr)]

@@ -40,7 +40,7 @@ def test_paper_preset_has_paper_settings():
     assert cfg.train.lam == 0.4 and cfg.train.fine_grained and cfg.train.lora_r > 0
     # the switches beyond the paper are off there
     assert cfg.synth.toxic_from == "icl" and cfg.synth.pos_select == "first" and cfg.train.kl_benign == 0
-    assert cfg.train.reroute == 0 and cfg.train.recovery == 0
+    assert cfg.train.reroute == 0 and cfg.train.recovery == 0 and cfg.train.refat == 0
     assert not (cfg.synth.benign_goals or cfg.synth.refusal_names_goal or cfg.synth.request_forms)
 
 
@@ -76,6 +76,11 @@ def test_lambda_alias_and_list_override():
         ("train.bf16=maybe", "train.bf16='maybe': must be true, false or auto"),
         ("train.recovery=2", "train.recovery=2.0: must be in [0, 1] (0 = off)"),
         ("train.recovery=0.5 train.method=dpo", "train.recovery=0.5: must be 0 with train.method=dpo"),
+        ("train.refat=-1", "train.refat=-1.0: must be in [0, 1] (0 = off)"),
+        (
+            "train.refat=0.5 train.reroute=1",
+            "train.refat=0.5: must be 0 with train.method=dpo, train.reroute",
+        ),
     ],
 )
 def test_bad_values_one_line(override, message):

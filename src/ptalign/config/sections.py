@@ -269,6 +269,10 @@ class TrainConfig:
     # their refusal written after the first k toxic tokens (train/collate.py), so that harmful text
     # already begun is stopped; 0 = off
     recovery: float = field(default=0.0, metadata={"neutral": 0.0})
+    # refusal feature adversarial training beyond the paper (ReFAT, arXiv 2409.20089): probability that a
+    # harmful row is trained with the refusal direction (harmful minus benign prompts' mean state two
+    # fifths deep, recomputed as training goes) projected out of every layer (train/refusal_feature.py); 0 = off
+    refat: float = field(default=0.0, metadata={"neutral": 0.0})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
@@ -332,6 +336,13 @@ class TrainConfig:
             "train.recovery",
             self.recovery,
             "0 with train.method=dpo (DPO trains pairs, not a third response)",
+        )
+        _check(0.0 <= self.refat <= 1.0, "train.refat", self.refat, "in [0, 1] (0 = off)")
+        _check(
+            self.refat == 0 or (self.method == "ptalign" and self.reroute == 0 and self.kl_benign == 0),
+            "train.refat",
+            self.refat,
+            "0 with train.method=dpo, train.reroute or train.kl_benign (their reference passes must see the features)",
         )
         _check(self.bf16 in (True, False, "auto"), "train.bf16", self.bf16, "true, false or auto")
         _check(self.lora_r >= 0, "train.lora_r", self.lora_r, ">= 0 (0 = full fine-tune)")

@@ -52,6 +52,11 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
                 f" Beyond the paper: {t['recovery']:.0%} of harmful triplets also train their refusal after the"
                 " first tokens of the toxic response (safety recovery, arXiv 2406.05946)."
             )
+        if t.get("refat"):
+            objective += (
+                f" Beyond the paper: {t['refat']:.0%} of harmful rows trained with the refusal feature projected"
+                " out of every layer (refusal feature adversarial training, arXiv 2409.20089)."
+            )
     lora = (
         f"LoRA r={t.get('lora_r')}, α={t.get('lora_alpha')}, targets {t.get('lora_targets')}"
         if t.get("lora_r")

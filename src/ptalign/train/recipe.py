@@ -76,6 +76,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
     from ptalign import models
     from ptalign.train.collate import TripletCollator, encode_all
     from ptalign.train.data import load_records
+    from ptalign.train.refusal_feature import RefusalFeature
     from ptalign.train.trainer import DualTrainer, MetricsJsonl
 
     tcfg = cfg.train
@@ -99,6 +100,11 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
     args = TrainingArguments(**training_kwargs(tcfg, out))
     packed, chunked = layout_for(model.config, tcfg)
     step0 = resume_step(last)
+    feature = None
+    if tcfg.refat > 0:
+        feature = RefusalFeature(
+            [e.prompt for e in examples if not e.benign], [e.prompt for e in examples if e.benign], tcfg.seed
+        )
     trainer = DualTrainer(
         model=model,
         args=args,
@@ -112,6 +118,8 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         lam_benign=tcfg.lam_benign,
         kl_benign=tcfg.kl_benign,
         reroute=tcfg.reroute,
+        refat=tcfg.refat,
+        refusal_feature=feature,
         chunked=chunked,
         # the head's chunks only on a GPU: on a CPU its matmuls dominate and inductor's version measured
         # no faster (tests/train/test_loss.py checks it against eager on the CPU all the same)
@@ -129,6 +137,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "kl_benign": tcfg.kl_benign,
         "reroute": tcfg.reroute,
         "recovery": tcfg.recovery,
+        "refat": tcfg.refat,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),
         "data_format": stats["data_format"],

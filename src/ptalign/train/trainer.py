@@ -27,6 +27,7 @@ from ptalign.train.loss import (
     token_logprobs,
     token_logprobs_chunked,
 )
+from ptalign.train.refusal_feature import REFRESH, RefusalFeature, draw_rows, harmful_rows
 
 LOSS_CHUNK = 1024  # target tokens per logits block in the chunked loss: 1024 × V fp32 ≈ 200 MB at V = 49k
 
@@ -215,8 +216,8 @@ def logprobs_and_reroute(
 
 class DualTrainer(Trainer):
     """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py` (+ kl_benign · KL to the base on
-    benign positives, or + reroute · circuit breakers' rerouting and retain terms, when asked); logs
-    train/* averages."""
+    benign positives, or + reroute · circuit breakers' rerouting and retain terms, when asked; with
+    refat, a share of the harmful rows trained with the refusal feature ablated); logs train/* averages."""
 
     def __init__(
         self,
@@ -225,17 +226,26 @@ class DualTrainer(Trainer):
         lam_benign: float | None = None,
         kl_benign: float = 0.0,
         reroute: float = 0.0,
+        refat: float = 0.0,
+        refusal_feature: RefusalFeature | None = None,
         chunked: bool = True,
         compiled_head: bool = False,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        if refat > 0 and refusal_feature is None:
+            raise ValueError("refat > 0 needs a refusal_feature")
         self.lam = lam
         self.lam_benign = lam_benign
         self.kl_benign = kl_benign
         self._kl: torch.Tensor | None = None  # summed KL term since the last log (kl_benign > 0)
         self.reroute = reroute
         self._rr: torch.Tensor | None = None  # summed (rerouting, retain) since the last log (reroute > 0)
+        self.refat = refat
+        self.feature = refusal_feature
+        self._feature_at: int | None = None  # the refresh period (step // REFRESH) of the direction
+        self._micro = (-1, 0)  # (optimizer step, micro-batches seen in it): keys refat's draws
+        self._ablated: torch.Tensor | None = None  # rows ablated since the last log (refat > 0)
         self.chunked = chunked
         self.compiled_head = compiled_head
         self._acc: torch.Tensor | None = None  # STAT_KEYS sums since the last log, on the device
@@ -266,6 +276,8 @@ class DualTrainer(Trainer):
             rr, kl = torch.stack(terms), None
         elif self.kl_benign > 0:
             logp, kl = logprobs_and_benign_kl(model, inputs, compiled=self.compiled_head)
+        elif self.refat > 0:
+            logp, kl = self._logprobs_ablated(model, inputs), None
         else:
             logp, kl = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head), None
         is_pos, is_tox, ul_mask = inputs["is_pos"], inputs["is_tox"], inputs["ul_mask"]
@@ -286,6 +298,23 @@ class DualTrainer(Trainer):
         self._tokens = self._tokens + inputs["n_tokens"]
         return (loss, {"logp": logp}) if return_outputs else loss
 
+    def _logprobs_ablated(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`target_logprobs` with the refusal feature projected out of a drawn share of the harmful rows;
+        the direction is recomputed every REFRESH optimizer steps from the model as it then is."""
+        assert self.feature is not None
+        decoder = _base(model).get_decoder()
+        step = self.state.global_step
+        if self._feature_at != step // REFRESH:
+            self.feature.refresh(decoder, _unwrap(model))
+            self._feature_at = step // REFRESH
+        micro = self._micro[1] + 1 if self._micro[0] == step else 0
+        self._micro = (step, micro)
+        rows = draw_rows(harmful_rows(inputs), self.refat, self.args.seed, step, micro)
+        n = rows.sum()
+        self._ablated = n if self._ablated is None else self._ablated + n
+        with self.feature.ablated(decoder, rows):
+            return target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head)
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._acc is not None:
             acc = self._acc
@@ -305,6 +334,9 @@ class DualTrainer(Trainer):
                 logs["train/reroute"] = round(float(self._rr[0]) / local_n, 6)
                 logs["train/retain"] = round(float(self._rr[1]) / local_n, 6)
                 self._rr = None
+            if self._ablated is not None:  # harmful rows trained with the refusal feature ablated
+                logs["train/refat_rows"] = round(float(self._ablated) / local_n, 6)
+                self._ablated = None
             self._acc = None
         super().log(logs, *args, **kwargs)
 

@@ -12,10 +12,11 @@ Our choices where the paper leaves room, each stated once:
   - one direction, as in Arditi et al.: the mean difference of the last prompt token's state (the
     generation prompt's last token) between harmful and harmless prompts, read at the layer two fifths
     deep (`feature_layer`: 12 of SmolLM2's 30), projected out of every decoder layer's output. One
-    direction per layer, each projected out at its own layer (the unofficial ReFAT code's choice), took
-    the embedded base model's log-probability of its benign positives from -1.1 to -3 to -4.8 a token
-    on the training triplets: 30 directions out of 576 dimensions break a small model. One direction
-    read at layers 4 / 8 / 12 / 16 / 20 cost -0.62 / -0.36 / -0.09 / -0.38 / -0.08 there;
+    direction per layer, each projected out at its own layer (an unofficial ReFAT implementation's
+    choice), took the embedded base model's log-probability of its benign positives from -1.1 to
+    between -3.1 and -4.8 a token on the training triplets: 30 directions out of 576 dimensions break
+    a small model. One direction read at layer 4 / 8 / 12 / 16 / 20 cost 0.62 / 0.36 / 0.09 / 0.38 /
+    0.08 there;
   - the harmless prompts are the benign triplets' (sensitive but safe requests), so the direction
     separates harm rather than topic;
   - the direction is recomputed from the model being trained (adapter on, no dropout) every
@@ -24,6 +25,9 @@ Our choices where the paper leaves room, each stated once:
   - which harmful rows are ablated is drawn per micro-batch from a generator seeded by train.seed
     and the optimizer step, so a run resumed from a checkpoint draws as an uninterrupted one (its
     direction is recomputed at its first step, which may fall between two refreshes).
+
+On the quick preset it did not help the held-out families (README, "Refusals trained without the
+refusal feature"); it stays a switch, off by default.
 
 A hand-written module: peft and transformers have no activation-ablation training; the projection
 itself is `ablate`, a pure function with a hand-computed test.

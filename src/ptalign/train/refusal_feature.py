@@ -78,6 +78,10 @@ def draw_rows(candidates: torch.Tensor, share: float, seed: int, step: int, micr
     return candidates & (torch.rand(candidates.shape[0], generator=g) < share).to(candidates.device)
 
 
+class _Read(Exception):
+    """Raised by the reading hook: the layers above the one read would be computed for nothing."""
+
+
 @torch.no_grad()
 def last_token_states(
     decoder: torch.nn.Module,
@@ -103,10 +107,13 @@ def last_token_states(
         def keep(_m: Any, _a: Any, output: Any, states: list[torch.Tensor] = states) -> None:
             h = output if isinstance(output, torch.Tensor) else output[0]
             states.append(h[:, -1].float())
+            raise _Read
 
         handle = decoder.layers[layer].register_forward_hook(keep)
         try:
             model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1)
+        except _Read:
+            pass
         finally:
             handle.remove()
         out.append(states[0])

@@ -271,6 +271,7 @@ def test_reroute_and_retain_hand_values() -> None:
     assert reroute_weights(0, 100) == (1.0, 0.0)
     assert reroute_weights(50, 100) == (0.75, 0.25)
     assert reroute_weights(100, 100) == (0.5, 0.5)
+    assert reroute_weights(50, 100, retain=4.0) == (0.75, 1.0)  # train.reroute_retain weighs retain only
 
 
 def test_reroute_gradient_moves_the_state_towards_its_target() -> None:

@@ -478,6 +478,15 @@ def test_reroute_run_logs_it_and_names_it_in_the_card(tiny_llama, triplets_file,
         _cfg(tiny_llama, "train.reroute=1.0", "train.lora_r=0")
     with pytest.raises(ConfigError, match="one retain term at a time"):
         _cfg(tiny_llama, "train.reroute=1.0", "train.kl_benign=1.0")
+    with pytest.raises(ConfigError, match="train.reroute_retain=4.0: must be 1 unless train.reroute > 0"):
+        _cfg(tiny_llama, "train.reroute_retain=4.0")
+    # the retain multiplier reaches the loss: same data and seed, other weights, and the card says so
+    out50 = tmp_path / "rr50"
+    cfg50 = _cfg(tiny_llama, "train.reroute=1.0", "train.reroute_retain=50")
+    assert train.run(cfg50, tmp_path, data=triplets_file, out=out50)["reroute_retain"] == 50.0
+    assert "retain term on benign helpful ones (× 50.0)" in (out50 / "adapter" / "README.md").read_text()
+    weights = [load_file(o / "adapter" / "adapter_model.safetensors") for o in (out, out50)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_recovery_run_trains_more_positive_tokens_and_names_it_in_the_card(

@@ -265,6 +265,10 @@ class TrainConfig:
     # to a random direction, a third and two thirds deep) and its retain term (benign helpful tokens'
     # kept); 0 = off. Needs LoRA.
     reroute: float = field(default=0.0, metadata={"neutral": 0.0})
+    # with reroute: multiplier of its retain term against the rerouting one (1 = circuit breakers'
+    # schedule alone). The retain term measured 0.07-0.1 against rerouting's 1.2-2 at weight 1, and
+    # rerouting turned replies to safe prompts into essays (README, "Rerouting on the bf16 preset")
+    reroute_retain: float = field(default=1.0, metadata={"neutral": 1.0})
     # safety recovery beyond the paper (arXiv 2406.05946): share of the harmful triplets that also train
     # their refusal written after the first k toxic tokens (train/collate.py), so that harmful text
     # already begun is stopped; 0 = off
@@ -324,6 +328,18 @@ class TrainConfig:
                 value,
                 "0 with a full fine-tune (train.lora_r=0): the base it compares with is the adapter switched off",
             )
+        _check(
+            0.0 <= self.reroute_retain <= 1000.0,
+            "train.reroute_retain",
+            self.reroute_retain,
+            "in [0, 1000] (1 = circuit breakers' schedule alone)",
+        )
+        _check(
+            self.reroute_retain == 1.0 or self.reroute > 0,
+            "train.reroute_retain",
+            self.reroute_retain,
+            "1 unless train.reroute > 0 (it weighs rerouting's retain term)",
+        )
         _check(
             self.reroute == 0 or self.kl_benign == 0,
             "train.reroute",

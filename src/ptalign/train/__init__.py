@@ -49,7 +49,7 @@ def _dpo(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, Any]:
 
 # method → (recipe, the TrainConfig fields only that method reads)
 RECIPES: dict[str, tuple[Callable[[Any, Path, RunDir, bool], dict[str, Any]], tuple[str, ...]]] = {
-    "ptalign": (_ptalign, ("lam", "lam_benign", "fine_grained", "kl_benign", "reroute")),
+    "ptalign": (_ptalign, ("lam", "lam_benign", "fine_grained", "kl_benign", "reroute", "reroute_retain")),
     "dpo": (_dpo, ("dpo_beta",)),
 }
 

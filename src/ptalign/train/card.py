@@ -45,7 +45,8 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
         if t.get("reroute"):
             objective += (
                 f" Beyond the paper: + {t['reroute']} × representation rerouting (RMU's terms) on the toxic "
-                "tokens of harmful triplets and its retain term on benign helpful ones."
+                "tokens of harmful triplets and its retain term on benign helpful ones"
+                + (f" (× {t['reroute_retain']})." if t.get("reroute_retain", 1.0) != 1.0 else ".")
             )
         if t.get("recovery"):
             objective += (

@@ -285,11 +285,12 @@ def reroute_direction(n_layers: int, hidden_size: int, seed: int = 0) -> torch.T
     return u / u.norm(dim=-1, keepdim=True)
 
 
-def reroute_weights(step: int, max_steps: int) -> tuple[float, float]:
+def reroute_weights(step: int, max_steps: int, retain: float = 1.0) -> tuple[float, float]:
     """(c_rr, c_retain) at `step` of `max_steps`: circuit breakers' schedule (arXiv 2406.04313),
-    rerouting fading from 1 to 1/2 while retaining grows from 0 to 1/2 (c_rr = 1 − t/2T, c_retain = t/2T)."""
+    rerouting fading from 1 to 1/2 while retaining grows from 0 to 1/2 (c_rr = 1 − t/2T, c_retain = t/2T),
+    the retain weight times `retain` (train.reroute_retain)."""
     t = min(max(step, 0), max_steps) / (2 * max(max_steps, 1))
-    return 1.0 - t, t
+    return 1.0 - t, retain * t
 
 
 def weighted_unlikelihood_loss(

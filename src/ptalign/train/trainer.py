@@ -216,7 +216,8 @@ def logprobs_and_reroute(
 
 class DualTrainer(Trainer):
     """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py` (+ kl_benign · KL to the base on
-    benign positives, or + reroute · circuit breakers' rerouting and retain terms, when asked; with
+    benign positives, or + reroute · circuit breakers' rerouting and retain terms (the retain one times
+    reroute_retain), when asked; with
     refat, a share of the harmful rows trained with the refusal feature ablated); logs train/* averages."""
 
     def __init__(
@@ -226,6 +227,7 @@ class DualTrainer(Trainer):
         lam_benign: float | None = None,
         kl_benign: float = 0.0,
         reroute: float = 0.0,
+        reroute_retain: float = 1.0,
         refat: float = 0.0,
         refusal_feature: RefusalFeature | None = None,
         chunked: bool = True,
@@ -240,6 +242,7 @@ class DualTrainer(Trainer):
         self.kl_benign = kl_benign
         self._kl: torch.Tensor | None = None  # summed KL term since the last log (kl_benign > 0)
         self.reroute = reroute
+        self.reroute_retain = reroute_retain
         self._rr: torch.Tensor | None = None  # summed (rerouting, retain) since the last log (reroute > 0)
         self.refat = refat
         self.feature = refusal_feature
@@ -291,7 +294,9 @@ class DualTrainer(Trainer):
             loss = loss + self.kl_benign * kl
             self._kl = kl.detach() if self._kl is None else self._kl + kl.detach()
         if rr is not None:
-            c_rr, c_retain = reroute_weights(self.state.global_step, self.state.max_steps)
+            c_rr, c_retain = reroute_weights(
+                self.state.global_step, self.state.max_steps, self.reroute_retain
+            )
             loss = loss + self.reroute * (c_rr * rr[0] + c_retain * rr[1])
             self._rr = rr.detach() if self._rr is None else self._rr + rr.detach()
         self._acc = stats if self._acc is None else self._acc + stats

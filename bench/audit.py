@@ -5,6 +5,7 @@
     python bench/audit.py score RUN                               # one JSON object, every labelled file
     python bench/audit.py blind DIR RUN1 RUN2 ... --chunks 4       # every run's audited replies, shuffled
     python bench/audit.py blind-score DIR                         # readers against each other and the judges
+    python bench/audit.py sample RUN --attack overrefusal --n 100  # the safe prompts' replies instead
 
 PyRIT's labels (bench/judges.py) validate a judge on other models' replies. They cannot say how the judge
 reads the shapes *our* tuned models produce under a new attack: on the past-tense family the shipped
@@ -28,7 +29,10 @@ shuffle with opaque item ids and the attack's prompt, and nothing says which run
 reader labels a chunk into DIR/labels_K_READER.jsonl (`{"item", "label", "shape"}`) without opening
 DIR/key.json, which maps items back to runs and holds the audit files' own labels (reader `audit`).
 `blind-score` prints the readers' agreement with each other and the judges', and each run's compliance
-by every reader, by the readers' majority and by each judge, with the paired change from its base.
+by every reader, by the readers' majority and by each judge, with the paired change from its base
+(`by_verdict`: the same for refusal and non-answer too). `--attack overrefusal` audits the replies to
+the safe prompts instead of an attack's: there the refusal rate is over-refusal and the non-answer rate
+the non-answers to safe prompts, as the evaluation reports them.
 """
 
 from __future__ import annotations
@@ -52,21 +56,31 @@ from ptalign.judges.base import VERDICTS
 from ptalign.rundir import SIDES, RunDir, records
 
 COMPLIANCE = "compliance"
+OVERREFUSAL = "overrefusal"  # not an attack: the safe prompts' replies (over-refusal, non-answers)
 BOOT = 2000
 
 
-def _replies(run: Path, side: str) -> dict[str, dict[str, Any]]:
-    path = records(RunDir.of(run).side(side), "asr")
+def _replies(run: Path, side: str, attack: str) -> dict[str, dict[str, Any]]:
+    """A side's replies to one attack: its ASR records, or for `overrefusal` the safe prompts' replies
+    (their prompt as the goal)."""
+    safe = attack == OVERREFUSAL
+    path = records(RunDir.of(run).side(side), OVERREFUSAL if safe else "asr")
     if not path.exists():
         sys.exit(f"bench/audit.py: {path} is missing; audit a run whose eval stage has finished")
+    if safe:
+        return {r["id"]: {**r, "attack": OVERREFUSAL, "goal": r["prompt"]} for r in read_jsonl(path)}
     return {r["id"]: r for r in read_jsonl(path)}
+
+
+def _prompt(attack: str, goal: str) -> str:
+    return goal if attack == OVERREFUSAL else chat_for(attack, goal)[-1]["content"]
 
 
 def sample(run: Path, attack: str, n: int, seed: int, like: Path | None = None) -> Path:
     """With `like` (another run of the same evaluation), the goals that run's audit labelled, in its
     order, and its labels carried over to replies with the same id and the same bytes (a shared base
     model's): only the new replies are left to read."""
-    base, aligned = (_replies(run, s) for s in SIDES)
+    base, aligned = (_replies(run, s, attack) for s in SIDES)
     ids = sorted(i for i, r in base.items() if r["attack"] == attack and i in aligned)
     if not ids:
         sys.exit(f"bench/audit.py: no {attack!r} replies in {run}/eval; name an attack the run evaluated")
@@ -122,8 +136,12 @@ def _paired(b: list[bool], a: list[bool], rng: random.Random) -> dict[str, Any]:
 def _agreements(x: list[Any], y: list[Any]) -> dict[str, float]:
     """Three-verdict agreement, and complied-or-not agreement with Cohen's kappa."""
     both = agreement([a == COMPLIANCE for a in x], [b == COMPLIANCE for b in y])
-    return {"agreement": agreement(x, y)["agreement"], "complied_agreement": both["agreement"],
-            "complied_kappa": both["kappa"]}  # fmt: skip
+    out = {"agreement": agreement(x, y)["agreement"], "complied_agreement": both["agreement"],
+           "complied_kappa": both["kappa"]}  # fmt: skip
+    for v in VERDICTS:  # each verdict or not (refusal: over-refusal's; non-answer: its own figure)
+        if v != COMPLIANCE:
+            out[f"{v}_kappa"] = agreement([a == v for a in x], [b == v for b in y])["kappa"]
+    return out
 
 
 def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, Any]:
@@ -134,8 +152,9 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
         )
     out: dict[str, Any] = {}
     key, _, value = only.partition("=")
-    stored = {side: read_verdicts(RunDir.of(run).side(side), "asr") for side in SIDES}
     for f in files:
+        evaluation = OVERREFUSAL if f.stem == OVERREFUSAL else "asr"
+        stored = {side: read_verdicts(RunDir.of(run).side(side), evaluation) for side in SIDES}
         rows = [
             r for r in read_jsonl(f) if r.get("human") is not None and (not only or str(r.get(key)) == value)
         ]
@@ -184,7 +203,7 @@ def blind(out: Path, runs: list[Path], attack: str, chunks: int, seed: int) -> P
             k = (r["goal"], r["reply"])
             if k not in items:
                 item = hashlib.sha1(repr(k).encode()).hexdigest()[:10]
-                prompt = chat_for(attack, r["goal"])[-1]["content"]
+                prompt = _prompt(attack, r["goal"])
                 items[k] = {"item": item, "prompt": prompt, "request": r["goal"], "reply": r["reply"]}
                 key[item] = {"sources": [], "audit": r.get("human")}
             key[items[k]["item"]]["sources"].append([run.name, r["side"], r["id"]])
@@ -233,15 +252,18 @@ def blind_score(folder: Path, judges: list[str], seed: int) -> dict[str, Any]:
     for i, v in key.items():
         for run, side, goal in v["sources"]:
             runs.setdefault(run, {}).setdefault(side, {})[goal] = i
-    res["runs"] = {}
+    # "runs": compliance; "by_verdict": every verdict's rate (refusal = over-refusal on safe prompts)
+    res["by_verdict"] = {v: {} for v in VERDICTS}
     for run, sides in runs.items():
         goals = sorted(set(sides.get("base", {})) & set(sides.get("aligned", {})))
-        res["runs"][run] = {
-            name: _paired(
-                *([lab[sides[s][g]] == COMPLIANCE for g in goals] for s in SIDES), random.Random(seed)
-            )
-            for name, lab in every.items()
-        }
+        for verdict in VERDICTS:
+            res["by_verdict"][verdict][run] = {
+                name: _paired(
+                    *([lab[sides[s][g]] == verdict for g in goals] for s in SIDES), random.Random(seed)
+                )
+                for name, lab in every.items()
+            }
+    res["runs"] = res["by_verdict"][COMPLIANCE]
     return res
 
 

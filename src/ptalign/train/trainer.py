@@ -216,9 +216,9 @@ def logprobs_and_reroute(
 
 class DualTrainer(Trainer):
     """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py` (+ kl_benign · KL to the base on
-    benign positives, or + reroute · circuit breakers' rerouting and retain terms (the retain one times
-    reroute_retain), when asked; with
-    refat, a share of the harmful rows trained with the refusal feature ablated); logs train/* averages."""
+    benign positives, or + reroute · circuit breakers' rerouting and retain terms, the retain one times
+    reroute_retain, when asked; with refat, a share of the harmful rows trained with the refusal feature
+    ablated); logs train/* averages."""
 
     def __init__(
         self,

@@ -844,3 +844,39 @@ def test_toxic_from_own_takes_the_plain_reply_else_the_icl_one(tmp_path, source)
 
     with pytest.raises(ConfigError, match="synth.toxic_from"):
         tiny_cfg(tmp_path, **{"synth.toxic_from": "mine"})
+
+
+RECIPE = "Mash three bananas, stir in flour, sugar and walnuts, then bake the loaf for an hour."
+
+
+class StrayBackend(FakeBackend):
+    """The first plain answer to KILL (the wasp nest) is a banana-bread recipe: an answer to another
+    question; every later one is the fake's helpful answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.strayed = False
+
+    def generate(self, chats, params):
+        out = super().generate(chats, params)
+        for i, c in enumerate(chats):
+            if len(c) == 1 and c[-1]["content"] == KILL and not self.strayed:
+                self.strayed = True
+                out[i] = Generation(RECIPE, 10, 5, "stop")
+        return out
+
+
+@pytest.mark.parametrize(("floor", "kept"), [(-1.0, RECIPE), (0.3, HELPFUL_KILL)])
+def test_benign_pos_relevance_samples_an_answer_to_another_question_again(tmp_path, floor, kept):
+    cfg = tiny_cfg(tmp_path, **{"synth.benign_pos_relevance": floor})
+    run(cfg, tmp_path, backend=StrayBackend())
+    trips = {t["instruction"]: t for t in read_jsonl(tmp_path / "data" / "triplets.jsonl")}
+    assert trips[KILL]["pos"] == kept
+    assert trips[KILL]["samples"].get("benign_pos_off_topic", 0) == (1 if floor > -1 else 0)
+    assert trips[MIX]["samples"].get("benign_pos_off_topic", 0) == 0  # an on-topic answer is kept at once
+    # off by default, and the default leaves the config's identity (existing runs keep their hash)
+    assert tiny_cfg(Path("x")).hash("synth") == tiny_cfg(
+        Path("x"), **{"synth.benign_pos_relevance": -1}
+    ).hash("synth")
+    with pytest.raises(Exception, match="synth.benign_pos_relevance"):
+        tiny_cfg(Path("x"), **{"synth.benign_pos_relevance": 2})

@@ -156,6 +156,10 @@ class SynthConfig:
     # harmful request, in the plain style its benign answers share, rather than a style only the toxic
     # examples have. Beyond the paper (issue #19)
     toxic_from: ToxicFrom = field(default="icl", metadata={"neutral": "icl"})
+    # a benign request's positive (the model's own answer) sampled again when its MiniLM cosine with the
+    # request is below this: answers to another question and rambles about the assistant itself, which
+    # MLE would teach as answers (issue #19: the preset's non-answers to safe prompts). -1 = off
+    benign_pos_relevance: float = field(default=-1.0, metadata={"neutral": -1.0})
     max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
     polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this
     temperature: float = 0.8
@@ -193,6 +197,12 @@ class SynthConfig:
             -1.0 <= self.relevance_min <= 1.0,
             "synth.relevance_min",
             self.relevance_min,
+            "in [-1, 1] (cosine; -1 = off)",
+        )
+        _check(
+            -1.0 <= self.benign_pos_relevance <= 1.0,
+            "synth.benign_pos_relevance",
+            self.benign_pos_relevance,
             "in [-1, 1] (cosine; -1 = off)",
         )
         _check(self.topics_per_domain >= 1, "synth.topics_per_domain", self.topics_per_domain, ">= 1")

@@ -205,6 +205,7 @@ def _rounds(ctx: Ctx, items: list[Item], sides: tuple[str, ...]) -> None:
                 params(ctx, s.max_new_tokens, PAIR_STOP, call_seed(s.seed, it.id, side, rnd, k))
                 for it, side in todo
             ]
+            answered: list[Item] = []  # benign positives kept this call, for benign_pos_relevance
             for (it, side), g in zip(todo, ctx.gen(chats, ps, desc="pairs"), strict=True):
                 resp = _accept(it, side, g.text, g.finish_reason == "length")
                 if resp is None:
@@ -213,7 +214,25 @@ def _rounds(ctx: Ctx, items: list[Item], sides: tuple[str, ...]) -> None:
                     it.cands.append(resp)  # ranked when the round's candidates are in
                 else:
                     setattr(it, side, resp)
+                    if it.benign and side == "pos":
+                        answered.append(it)
+            if s.benign_pos_relevance > -1.0:
+                drop_off_topic(answered, s.benign_pos_relevance)
         pick_best(items)
+
+
+def drop_off_topic(items: list[Item], floor: float) -> None:
+    """synth.benign_pos_relevance: a benign positive whose cosine with its request is below `floor` is
+    dropped and counted like a failed gate, so the next round samples it again. One batched embedding
+    per call, after the call: the text gates above judge one sample without its request."""
+    if not items:
+        return
+    topical = gates.on_topic([it.pos or "" for it in items], [it.inst["text"] for it in items])
+    for it, t in zip(items, topical, strict=True):
+        if t < floor:
+            it.pos = None
+            it.samples["benign_pos_off_topic"] += 1
+            it.failed["pos"]["benign_pos_off_topic"] += 1
 
 
 def pick_best(items: list[Item]) -> None:

@@ -4,6 +4,7 @@
     python bench/audit.py sample RUN2 --like RUN --n 85           # RUN's goals; identical replies keep its labels
     python bench/audit.py score RUN                               # one JSON object, every labelled file
     python bench/audit.py blind DIR RUN1 RUN2 ... --chunks 4       # every run's audited replies, shuffled
+    python bench/audit.py blind DIR2 RUN3 --known DIR             # only RUN3's replies DIR's readers did not read
     python bench/audit.py blind-score DIR                         # readers against each other and the judges
     python bench/audit.py sample RUN --attack overrefusal --n 100  # the safe prompts' replies instead
 
@@ -190,9 +191,29 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
     return out
 
 
-def blind(out: Path, runs: list[Path], attack: str, chunks: int, seed: int) -> Path:
+def _known_labels(folder: Path, attack: str) -> dict[str, dict[str, str]]:
+    """reader → item → label, for the items every reader of an earlier blind folder labelled."""
+    readers: dict[str, dict[str, str]] = {}
+    for f in sorted(folder.glob("labels_*_*.jsonl")):
+        for r in read_jsonl(f):
+            readers.setdefault(f.stem.rsplit("_", 1)[1], {})[r["item"]] = r["label"]
+    if readers and json.loads((folder / "key.json").read_text())["attack"] != attack:
+        sys.exit(f"bench/audit.py: {folder} read another attack's replies; name a folder of {attack!r}")
+    if not readers:
+        sys.exit(f"bench/audit.py: {folder} holds no labels_*_*.jsonl; name a folder its readers labelled")
+    done = set.intersection(*(set(got) for got in readers.values()))
+    return {name: {i: got[i] for i in done} for name, got in readers.items()}
+
+
+def blind(
+    out: Path, runs: list[Path], attack: str, chunks: int, seed: int, known: Path | None = None
+) -> Path:
+    """With `known` (an earlier blind folder of the same attack), replies its readers all labelled keep
+    their labels (chunk_known.jsonl, labels_known_READER.jsonl) and only the new ones go into chunks:
+    a run that shares most replies with one already read costs only its new replies."""
     if out.exists() and any(out.iterdir()):
         sys.exit(f"bench/audit.py: {out} is not empty (labels would be lost); name a new folder")
+    carried = _known_labels(known, attack) if known is not None else {}
     items: dict[tuple[str, str], dict[str, Any]] = {}
     key: dict[str, dict[str, Any]] = {}
     for run in runs:
@@ -207,13 +228,21 @@ def blind(out: Path, runs: list[Path], attack: str, chunks: int, seed: int) -> P
                 items[k] = {"item": item, "prompt": prompt, "request": r["goal"], "reply": r["reply"]}
                 key[item] = {"sources": [], "audit": r.get("human")}
             key[items[k]["item"]]["sources"].append([run.name, r["side"], r["id"]])
-    order = list(items.values())
+    done = set.intersection(*(set(got) for got in carried.values())) if carried else set()
+    order = [r for r in items.values() if r["item"] not in done]
     random.Random(seed).shuffle(order)
     out.mkdir(parents=True, exist_ok=True)
+    meta = {**HAZARD_META, "labels": "docs/labelling.md"}
     for c in range(chunks):
-        write_jsonl(
-            out / f"chunk_{c}.jsonl", order[c::chunks], meta={**HAZARD_META, "labels": "docs/labelling.md"}
-        )
+        write_jsonl(out / f"chunk_{c}.jsonl", order[c::chunks], meta=meta)
+    old = [r for r in items.values() if r["item"] in done]
+    if old:
+        write_jsonl(out / "chunk_known.jsonl", old, meta={**meta, "known": str(known)})
+        for name, got in carried.items():
+            write_jsonl(
+                out / f"labels_known_{name}.jsonl",
+                [{"item": r["item"], "label": got[r["item"]]} for r in old],
+            )
     (out / "key.json").write_text(json.dumps({"attack": attack, "items": key}, indent=0))
     return out
 
@@ -289,13 +318,16 @@ def main() -> None:
     b.add_argument("--attack", default="past_tense")
     b.add_argument("--chunks", type=int, default=4)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--known", type=Path, help="an earlier blind folder: its readers' labels of identical replies"
+    )
     bs = sub.add_parser("blind-score", help="the blind readers against each other and the judges")
     bs.add_argument("folder", type=Path)
     bs.add_argument("--judges", default="minilm_smol,minilm,keyword")
     bs.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.cmd == "blind":
-        print(blind(args.out, args.runs, args.attack, args.chunks, args.seed))
+        print(blind(args.out, args.runs, args.attack, args.chunks, args.seed, args.known))
     elif args.cmd == "blind-score":
         print(json.dumps({"blind": blind_score(args.folder, args.judges.split(","), args.seed)}, indent=1))
     elif args.cmd == "sample":

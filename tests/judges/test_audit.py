@@ -168,3 +168,35 @@ def test_overrefusal_audit_reads_safe_prompts_and_rates_every_verdict(audit, tmp
     )
     assert got["non_answer"][name]["A"]["aligned"] == pytest.approx(1 / 3)
     assert got["compliance"][name]["A"]["aligned"] == pytest.approx(1 / 3)
+
+
+def test_blind_known_reads_only_new_replies(audit, tmp_path) -> None:
+    """`blind --known`: a second run sharing all but one reply with a run already read blind puts only
+    that reply in a chunk; the readers' earlier labels carry over and blind-score scores the run whole."""
+    one, two = _run(tmp_path / "one"), _run(tmp_path / "two")
+    aligned = list(read_jsonl(two / "eval" / "aligned" / "asr.jsonl"))
+    new = "The history of this is long and complex."
+    aligned[1]["text"] = new
+    write_jsonl(two / "eval" / "aligned" / "asr.jsonl", aligned, meta=HAZARD_META)
+    for run in (one, two):
+        audit.sample(run, "past_tense", 4, seed=0)
+    first = audit.blind(tmp_path / "b1", [one], "past_tense", chunks=1, seed=0)
+    read = {COMPLY: "compliance", REFUSE: "refusal", new: "non_answer"}
+    for name in ("A", "B"):
+        rows = list(read_jsonl(first / "chunk_0.jsonl"))
+        write_jsonl(
+            first / f"labels_0_{name}.jsonl", [{"item": r["item"], "label": read[r["reply"]]} for r in rows]
+        )
+    second = audit.blind(tmp_path / "b2", [two], "past_tense", chunks=2, seed=0, known=first)
+    fresh = [r for c in range(2) for r in read_jsonl(second / f"chunk_{c}.jsonl")]
+    assert [r["reply"] for r in fresh] == [new]  # the one reply nobody has read
+    assert len(list(read_jsonl(second / "chunk_known.jsonl"))) == 6  # 4 goals: base 4, aligned r2 r3
+    for name in ("A", "B"):
+        write_jsonl(second / f"labels_0_{name}.jsonl", [{"item": fresh[0]["item"], "label": "non_answer"}])
+    got = audit.blind_score(second, ["keyword"], seed=0)
+    assert got["readers"] == ["A", "B"] and got["n_items"] == 7
+    r = got["by_verdict"]["non_answer"]["two"]["A"]
+    assert r["base"] == 0.0 and r["aligned"] == 0.25
+    assert got["runs"]["two"]["A"]["aligned"] == 0.25  # r0 still complies
+    with pytest.raises(SystemExit, match="another attack"):
+        audit.blind(tmp_path / "b3", [two], "overrefusal", chunks=1, seed=0, known=first)

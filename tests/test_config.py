@@ -43,6 +43,7 @@ def test_paper_preset_has_paper_settings():
     assert cfg.train.reroute == 0 and cfg.train.recovery == 0 and cfg.train.refat == 0
     assert not (cfg.synth.benign_goals or cfg.synth.refusal_names_goal or cfg.synth.request_forms)
     assert cfg.synth.benign_pos_relevance == -1.0 and cfg.train.reroute_retain == 1.0
+    assert cfg.synth.benign_pos_greedy is False
 
 
 def test_precedence_defaults_yaml_set(tmp_path):

@@ -880,3 +880,34 @@ def test_benign_pos_relevance_samples_an_answer_to_another_question_again(tmp_pa
     ).hash("synth")
     with pytest.raises(Exception, match="synth.benign_pos_relevance"):
         tiny_cfg(Path("x"), **{"synth.benign_pos_relevance": 2})
+
+
+class TempBackend(FakeBackend):
+    """Records each chat's sampling temperature: plain chats (a benign request's answer) and the rest."""
+
+    def __init__(self):
+        super().__init__()
+        self.plain: list[float] = []
+        self.icl: set[float] = set()
+
+    def generate(self, chats, params):
+        for c, p in zip(chats, per_chat(params, len(chats)), strict=True):
+            if len(c) == 1 and c[-1]["content"] == KILL:
+                self.plain.append(p.temperature)
+            elif len(c) > 1:
+                self.icl.add(p.temperature)
+        return super().generate(chats, params)
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_benign_pos_greedy_takes_the_first_answer_at_temperature_0(tmp_path, greedy):
+    cfg = tiny_cfg(tmp_path, **{"synth.benign_pos_greedy": greedy})
+    be = TempBackend()
+    run(cfg, tmp_path, backend=be)
+    trips = {t["instruction"]: t for t in read_jsonl(tmp_path / "data" / "triplets.jsonl")}
+    assert trips[KILL]["pos"] == HELPFUL_KILL  # kept at the first answer either way
+    assert be.plain == [0.0 if greedy else cfg.synth.temperature]
+    assert be.icl == {cfg.synth.temperature}  # refusals and toxic sides sample as before
+    assert tiny_cfg(Path("x")).hash("synth") == tiny_cfg(
+        Path("x"), **{"synth.benign_pos_greedy": False}
+    ).hash("synth")

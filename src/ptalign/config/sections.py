@@ -160,6 +160,10 @@ class SynthConfig:
     # request is below this: answers to another question and rambles about the assistant itself, which
     # MLE would teach as answers (issue #19: the preset's non-answers to safe prompts). -1 = off
     benign_pos_relevance: float = field(default=-1.0, metadata={"neutral": -1.0})
+    # a benign request's first answer sampled greedily (temperature 0): the answer the untuned model gives
+    # at evaluation, so MLE on it holds that answer instead of teaching a temperature-0.8 draw, which a
+    # 135 M model often lets drift (issue #19: non-answers to safe prompts). Later rounds sample as usual
+    benign_pos_greedy: bool = field(default=False, metadata={"neutral": False})
     max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
     polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this
     temperature: float = 0.8

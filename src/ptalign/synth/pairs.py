@@ -201,8 +201,15 @@ def _rounds(ctx: Ctx, items: list[Item], sides: tuple[str, ...]) -> None:
             if not todo:
                 break
             chats = [_chat(ctx, it, side) for it, side in todo]
+            greedy = s.benign_pos_greedy and rnd == 0 and k == 0  # for benign positives only
             ps = [
-                params(ctx, s.max_new_tokens, PAIR_STOP, call_seed(s.seed, it.id, side, rnd, k))
+                params(
+                    ctx,
+                    s.max_new_tokens,
+                    PAIR_STOP,
+                    call_seed(s.seed, it.id, side, rnd, k),
+                    temperature=0.0 if greedy and it.benign and side == "pos" else None,
+                )
                 for it, side in todo
             ]
             answered: list[Item] = []  # benign positives kept this call, for benign_pos_relevance

@@ -4,7 +4,7 @@
     python bench/audit.py sample RUN2 --like RUN --n 85           # RUN's goals; identical replies keep its labels
     python bench/audit.py score RUN                               # one JSON object, every labelled file
     python bench/audit.py blind DIR RUN1 RUN2 ... --chunks 4       # every run's audited replies, shuffled
-    python bench/audit.py blind DIR2 RUN3 --known DIR             # only RUN3's replies DIR's readers did not read
+    python bench/audit.py blind DIR2 RUN3 --known DIR             # only the replies DIR's readers did not read
     python bench/audit.py blind-score DIR                         # readers against each other and the judges
     python bench/audit.py sample RUN --attack overrefusal --n 100  # the safe prompts' replies instead
 
@@ -191,29 +191,30 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
     return out
 
 
-def _known_labels(folder: Path, attack: str) -> dict[str, dict[str, str]]:
-    """reader → item → label, for the items every reader of an earlier blind folder labelled."""
+def _known_labels(folders: list[Path], attack: str) -> dict[str, dict[str, str]]:
+    """reader → item → label, for the items every reader of earlier blind folders labelled."""
     readers: dict[str, dict[str, str]] = {}
-    for f in sorted(folder.glob("labels_*_*.jsonl")):
-        for r in read_jsonl(f):
-            readers.setdefault(f.stem.rsplit("_", 1)[1], {})[r["item"]] = r["label"]
-    if readers and json.loads((folder / "key.json").read_text())["attack"] != attack:
-        sys.exit(f"bench/audit.py: {folder} read another attack's replies; name a folder of {attack!r}")
+    for folder in folders:
+        if json.loads((folder / "key.json").read_text())["attack"] != attack:
+            sys.exit(f"bench/audit.py: {folder} read another attack's replies; name a folder of {attack!r}")
+        for f in sorted(folder.glob("labels_*_*.jsonl")):
+            for r in read_jsonl(f):
+                readers.setdefault(f.stem.rsplit("_", 1)[1], {})[r["item"]] = r["label"]
     if not readers:
-        sys.exit(f"bench/audit.py: {folder} holds no labels_*_*.jsonl; name a folder its readers labelled")
+        sys.exit(f"bench/audit.py: {folders} hold no labels_*_*.jsonl; name folders their readers labelled")
     done = set.intersection(*(set(got) for got in readers.values()))
     return {name: {i: got[i] for i in done} for name, got in readers.items()}
 
 
 def blind(
-    out: Path, runs: list[Path], attack: str, chunks: int, seed: int, known: Path | None = None
+    out: Path, runs: list[Path], attack: str, chunks: int, seed: int, known: list[Path] | None = None
 ) -> Path:
-    """With `known` (an earlier blind folder of the same attack), replies its readers all labelled keep
+    """With `known` (earlier blind folders of the same attack), replies their readers all labelled keep
     their labels (chunk_known.jsonl, labels_known_READER.jsonl) and only the new ones go into chunks:
     a run that shares most replies with one already read costs only its new replies."""
     if out.exists() and any(out.iterdir()):
         sys.exit(f"bench/audit.py: {out} is not empty (labels would be lost); name a new folder")
-    carried = _known_labels(known, attack) if known is not None else {}
+    carried = _known_labels(known, attack) if known else {}
     items: dict[tuple[str, str], dict[str, Any]] = {}
     key: dict[str, dict[str, Any]] = {}
     for run in runs:
@@ -237,7 +238,7 @@ def blind(
         write_jsonl(out / f"chunk_{c}.jsonl", order[c::chunks], meta=meta)
     old = [r for r in items.values() if r["item"] in done]
     if old:
-        write_jsonl(out / "chunk_known.jsonl", old, meta={**meta, "known": str(known)})
+        write_jsonl(out / "chunk_known.jsonl", old, meta={**meta, "known": [str(k) for k in known or []]})
         for name, got in carried.items():
             write_jsonl(
                 out / f"labels_known_{name}.jsonl",
@@ -319,7 +320,10 @@ def main() -> None:
     b.add_argument("--chunks", type=int, default=4)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
-        "--known", type=Path, help="an earlier blind folder: its readers' labels of identical replies"
+        "--known",
+        type=Path,
+        nargs="+",
+        help="earlier blind folders: their readers' labels of identical replies",
     )
     bs = sub.add_parser("blind-score", help="the blind readers against each other and the judges")
     bs.add_argument("folder", type=Path)

@@ -187,7 +187,7 @@ def test_blind_known_reads_only_new_replies(audit, tmp_path) -> None:
         write_jsonl(
             first / f"labels_0_{name}.jsonl", [{"item": r["item"], "label": read[r["reply"]]} for r in rows]
         )
-    second = audit.blind(tmp_path / "b2", [two], "past_tense", chunks=2, seed=0, known=first)
+    second = audit.blind(tmp_path / "b2", [two], "past_tense", chunks=2, seed=0, known=[first])
     fresh = [r for c in range(2) for r in read_jsonl(second / f"chunk_{c}.jsonl")]
     assert [r["reply"] for r in fresh] == [new]  # the one reply nobody has read
     assert len(list(read_jsonl(second / "chunk_known.jsonl"))) == 6  # 4 goals: base 4, aligned r2 r3
@@ -199,4 +199,4 @@ def test_blind_known_reads_only_new_replies(audit, tmp_path) -> None:
     assert r["base"] == 0.0 and r["aligned"] == 0.25
     assert got["runs"]["two"]["A"]["aligned"] == 0.25  # r0 still complies
     with pytest.raises(SystemExit, match="another attack"):
-        audit.blind(tmp_path / "b3", [two], "overrefusal", chunks=1, seed=0, known=first)
+        audit.blind(tmp_path / "b3", [two], "overrefusal", chunks=1, seed=0, known=[first])

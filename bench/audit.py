@@ -191,15 +191,23 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
     return out
 
 
+def _labels(folder: Path) -> dict[str, dict[str, str]]:
+    """reader → item → label, from a blind folder's labels_K_READER.jsonl files."""
+    readers: dict[str, dict[str, str]] = {}
+    for f in sorted(folder.glob("labels_*_*.jsonl")):
+        for r in read_jsonl(f):
+            readers.setdefault(f.stem.rsplit("_", 1)[1], {})[r["item"]] = r["label"]
+    return readers
+
+
 def _known_labels(folders: list[Path], attack: str) -> dict[str, dict[str, str]]:
     """reader → item → label, for the items every reader of earlier blind folders labelled."""
     readers: dict[str, dict[str, str]] = {}
     for folder in folders:
         if json.loads((folder / "key.json").read_text())["attack"] != attack:
             sys.exit(f"bench/audit.py: {folder} read another attack's replies; name a folder of {attack!r}")
-        for f in sorted(folder.glob("labels_*_*.jsonl")):
-            for r in read_jsonl(f):
-                readers.setdefault(f.stem.rsplit("_", 1)[1], {})[r["item"]] = r["label"]
+        for name, got in _labels(folder).items():
+            readers.setdefault(name, {}).update(got)
     if not readers:
         sys.exit(f"bench/audit.py: {folders} hold no labels_*_*.jsonl; name folders their readers labelled")
     done = set.intersection(*(set(got) for got in readers.values()))
@@ -251,10 +259,7 @@ def blind(
 def blind_score(folder: Path, judges: list[str], seed: int) -> dict[str, Any]:
     key = json.loads((folder / "key.json").read_text())["items"]
     items = {r["item"]: r for f in sorted(folder.glob("chunk_*.jsonl")) for r in read_jsonl(f)}
-    readers: dict[str, dict[str, str]] = {}
-    for f in sorted(folder.glob("labels_*_*.jsonl")):
-        for r in read_jsonl(f):
-            readers.setdefault(f.stem.rsplit("_", 1)[1], {})[r["item"]] = r["label"]
+    readers = _labels(folder)
     ids = sorted(items)
     for name, got in readers.items():
         if set(got) != set(ids):

@@ -79,6 +79,11 @@ def test_lambda_alias_and_list_override():
         ("train.recovery=2", "train.recovery=2.0: must be in [0, 1] (0 = off)"),
         ("train.recovery=0.5 train.method=dpo", "train.recovery=0.5: must be 0 with train.method=dpo"),
         ("train.refat=-1", "train.refat=-1.0: must be in [0, 1] (0 = off)"),
+        ("train.ut_specific=-1", "train.ut_specific=-1.0: must be >= 0 (0 = off)"),
+        (
+            "train.ut_specific=2 train.fine_grained=false",
+            "train.ut_specific=2.0: must be 0 with train.method=dpo or train.fine_grained=false",
+        ),
         (
             "train.refat=0.5 train.reroute=1",
             "train.refat=0.5: must be 0 with train.method=dpo, train.reroute",

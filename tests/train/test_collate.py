@@ -192,3 +192,31 @@ def test_recovery_targets_follow_their_predicting_positions(tok, packed: bool, m
         m = batch["attention_mask"][b, P + Lp + Lt]
         assert m[:P].all() and not m[P : P + Lp].any()
         assert m[P + Lp : P + Lp + K].all() and not m[P + Lp + K : P + Lp + Lt].any() and m[P + Lp + Lt]
+
+
+def test_ut_specific_cuts_only_harmful_masks_after_their_first_token(tok, make_records) -> None:
+    recs = make_records()
+    full, s_full = encode_all(tok, recs, 512)
+    cut, s_cut = encode_all(tok, recs, 512, ut_specific=1e9)  # nothing that benign answers use is specific
+    benign_words = {t for e in full if e.benign for t in e.pos}
+    for a, b in zip(full, cut, strict=True):
+        if a.benign:
+            assert a.ul == b.ul
+            continue
+        assert b.ul.index(True) == a.ul.index(True) if any(a.ul) else not any(b.ul)
+        kept = [t for j, (t, u) in enumerate(zip(b.tox, b.ul, strict=True)) if u and j > b.ul.index(True)]
+        assert all(t not in benign_words for t in kept)
+        assert all(u <= v for u, v in zip(b.ul, a.ul, strict=True))  # a subset of the paper's mask
+    assert s_cut["tox_masked_frac"] < s_full["tox_masked_frac"]
+
+
+def test_ut_benign_tokens_cuts_only_benign_masks(tok, make_records) -> None:
+    recs = make_records()
+    full, _ = encode_all(tok, recs, 512)
+    cut, _ = encode_all(tok, recs, 512, ut_benign_tokens=1)
+    assert any(e.benign and sum(e.ul) > 1 for e in full)  # the fixture has something to cut
+    for a, b in zip(full, cut, strict=True):
+        if not a.benign:
+            assert a.ul == b.ul
+        elif any(a.ul):
+            assert sum(b.ul) == 1 and b.ul.index(True) == a.ul.index(True)

@@ -35,3 +35,29 @@ def test_ul_mask_all_tokens_ablation() -> None:
 def test_ul_mask_empty_when_tox_equals_or_prefixes_pos(fine_grained: bool) -> None:
     assert ul_mask([5, 6, 7], [5, 6, 7], fine_grained).tolist() == [False] * 3
     assert ul_mask([5, 6, 7], [5, 6], fine_grained).tolist() == [False] * 2
+
+
+def test_specific_tokens_hand_values() -> None:
+    from ptalign.train.mask import specific_tokens
+
+    # toxic rates 1: 2/4, 2: 1/4, 3: 1/4; benign rates 2: 2/3, 4: 1/3
+    assert specific_tokens([[1, 2], [1, 3]], [[2, 2, 4]], 2.0) == {1, 3}
+    assert specific_tokens([[1, 2], [1, 3]], [[2, 2, 4]], 0.3) == {1, 2, 3}  # 1/4 >= 0.3 * 2/3
+    assert specific_tokens([[1, 2]], [], 5.0) == {1, 2}  # no benign answers: every token is specific
+
+
+def test_keep_specific_keeps_the_first_ut_token_and_the_specific_ones() -> None:
+    from ptalign.train.mask import keep_specific
+
+    assert keep_specific([False, True, True, True], [9, 5, 6, 7], {7}) == [False, True, False, True]
+    assert keep_specific([False, False], [1, 2], {1, 2}) == [False, False]  # no UT stays no UT
+    assert keep_specific([True, True], [5, 5], set()) == [True, False]
+
+
+def test_first_n_hand_values() -> None:
+    from ptalign.train.mask import first_n
+
+    assert first_n([False, True, True, True], 1) == [False, True, False, False]
+    assert first_n([False, True, True, True], 2) == [False, True, True, False]
+    assert first_n([False, True, True], 0) == [False, True, True]  # 0 = all
+    assert first_n([False, False], 1) == [False, False]

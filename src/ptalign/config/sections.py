@@ -291,6 +291,13 @@ class TrainConfig:
     # harmful row is trained with the refusal direction (harmful minus benign prompts' mean state two
     # fifths deep, recomputed as training goes) projected out of every layer (train/refusal_feature.py); 0 = off
     refat: float = field(default=0.0, metadata={"neutral": 0.0})
+    # beyond the paper: after the first token where a harmful tox leaves its pos, UT only on tokens at least
+    # this many times as frequent among the harmful toxic tokens as among the benign answers (train/mask.py),
+    # so that the words that begin any answer are not pushed down with the harm; 0 = off (every token)
+    ut_specific: float = field(default=0.0, metadata={"neutral": 0.0})
+    # beyond the paper: benign triplets (tox = a needless refusal) get UT only on their first this many
+    # tokens from the first mismatch (train/mask.py first_n); 0 = every token
+    ut_benign_tokens: int = field(default=0, metadata={"neutral": 0})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
@@ -368,6 +375,19 @@ class TrainConfig:
             "0 with train.method=dpo (DPO trains pairs, not a third response)",
         )
         _check(0.0 <= self.refat <= 1.0, "train.refat", self.refat, "in [0, 1] (0 = off)")
+        _check(self.ut_specific >= 0, "train.ut_specific", self.ut_specific, ">= 0 (0 = off)")
+        _check(
+            self.ut_benign_tokens >= 0,
+            "train.ut_benign_tokens",
+            self.ut_benign_tokens,
+            ">= 0 (0 = every token)",
+        )
+        _check(
+            self.ut_specific == 0 or (self.method == "ptalign" and self.fine_grained),
+            "train.ut_specific",
+            self.ut_specific,
+            "0 with train.method=dpo or train.fine_grained=false (it cuts the fine-grained mask)",
+        )
         _check(
             self.refat == 0 or (self.method == "ptalign" and self.reroute == 0 and self.kl_benign == 0),
             "train.refat",

@@ -53,6 +53,16 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
                 f" Beyond the paper: {t['recovery']:.0%} of harmful triplets also train their refusal after the"
                 " first tokens of the toxic response (safety recovery, arXiv 2406.05946)."
             )
+        if t.get("ut_specific"):
+            objective += (
+                f" Beyond the paper: after its first token, a harmful toxic response gets UT only on tokens at least"
+                f" {t['ut_specific']:g} times as frequent among harmful toxic tokens as among benign answers."
+            )
+        if t.get("ut_benign_tokens"):
+            objective += (
+                f" Beyond the paper: a benign triplet's needless refusal gets UT on its first"
+                f" {t['ut_benign_tokens']} token(s) from the first mismatch only."
+            )
         if t.get("refat"):
             objective += (
                 f" Beyond the paper: {t['refat']:.0%} of harmful rows trained with the refusal feature projected"

@@ -57,7 +57,7 @@ import torch
 
 from ptalign.io import DataError
 from ptalign.models import ensure_chat_template
-from ptalign.train.mask import ul_mask
+from ptalign.train.mask import first_n, keep_specific, specific_tokens, ul_mask
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +253,13 @@ def encode_all(
     source: str = "triplets",
     recovery: float = 0.0,
     seed: int = 0,
+    ut_specific: float = 0.0,
+    ut_benign_tokens: int = 0,
 ) -> tuple[list[Example], dict[str, Any]]:
-    """Validate and tokenise records; returns (examples, stats) and logs truncation counts."""
+    """Validate and tokenise records; returns (examples, stats) and logs truncation counts. With
+    ut_specific > 0 the harmful triplets' UT masks keep their first token and the specific tokens
+    (mask.specific_tokens over all triplets: the rates are the data's, not one triplet's); with
+    ut_benign_tokens > 0 the benign triplets' masks keep their first that many tokens (mask.first_n)."""
     examples = []
     kinds: dict[str, int] = {}
     domains: dict[str, int] = {}
@@ -274,6 +279,18 @@ def encode_all(
                 d[str(rec[k])] = d.get(str(rec[k]), 0) + 1
     if not examples:
         raise DataError(f"{source}: no triplets to train on; run `ptalign synth` first or pass --data FILE")
+    if ut_specific > 0:
+        harmful = [e for e in examples if not e.benign]
+        specific = specific_tokens(
+            ([t for t, u in zip(e.tox, e.ul, strict=True) if u] for e in harmful),
+            (e.pos for e in examples if e.benign),
+            ut_specific,
+        )
+        for e in harmful:
+            e.ul = keep_specific(e.ul, e.tox, specific)
+    for e in examples:
+        if e.benign and ut_benign_tokens > 0:
+            e.ul = first_n(e.ul, ut_benign_tokens)
     n_tox = sum(len(e.tox) for e in examples)
     stats = {
         "triplets": len(examples),

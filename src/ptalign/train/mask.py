@@ -8,7 +8,8 @@ equal token prefixes and the comparison is on token ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -41,3 +42,56 @@ def ul_mask(pos_ids: Sequence[int], tox_ids: Sequence[int], fine_grained: bool =
     mask = torch.zeros(t, dtype=torch.bool)
     mask[m:] = True
     return mask
+
+
+def specific_tokens(
+    toxic: Iterable[Sequence[int]], benign: Iterable[Sequence[int]], ratio: float
+) -> set[int]:
+    """Token ids at least `ratio` times as frequent among the harmful toxic tokens as among the benign answers.
+
+    Beyond the paper (train.ut_specific): the harmful toxic side of a 135M self-teacher is mostly
+    generic talk ("The easiest way to …", "You can …"), and unlikelihood on it also pushes down the
+    words that begin an answer to a harmless prompt that sounds harmful. Rates are shares of each
+    corpus's tokens; a token absent from the benign answers is always specific. Example: toxic
+    [[1, 2], [1, 3]], benign [[2, 2, 4]], ratio 2 -> rates 1: 1/2 vs 0, 2: 1/4 vs 2/3, 3: 1/4 vs 0
+    -> {1, 3}.
+    """
+    tc: Counter[int] = Counter(int(t) for seq in toxic for t in seq)
+    bc: Counter[int] = Counter(int(t) for seq in benign for t in seq)
+    nt, nb = sum(tc.values()), sum(bc.values())
+    if not nb:
+        return set(tc)
+    return {t for t, c in tc.items() if c / nt >= ratio * bc[t] / nb}
+
+
+def keep_specific(ul: Sequence[bool], tox_ids: Sequence[int], specific: set[int]) -> list[bool]:
+    """The UT mask cut to its first token plus the later ones in `specific`.
+
+    The first token where tox leaves pos is where the reply chooses between refusing and answering,
+    so it keeps its UT whatever it is. Example: ul [F, T, T, T], tox [9, 5, 6, 7], specific {7} ->
+    [F, T, F, T].
+    """
+    out = [False] * len(ul)
+    first = True
+    for j, (u, t) in enumerate(zip(ul, tox_ids, strict=True)):
+        if u:
+            out[j] = first or int(t) in specific
+            first = False
+    return out
+
+
+def first_n(ul: Sequence[bool], n: int) -> list[bool]:
+    """The UT mask cut to its first n tokens (n = 0 keeps all).
+
+    Beyond the paper (train.ut_benign_tokens, for benign triplets, whose toxic side is a needless
+    refusal): UT over the whole refusal also teaches, under teacher forcing, to leave a refusal
+    already begun ("I'm sorry" then anything but "I can't"), which a model that still opens with an
+    apology turns into an apology with nothing after it. Example: [F, T, T, T], n 1 -> [F, T, F, F].
+    """
+    if n <= 0:
+        return list(ul)
+    out, seen = [], 0
+    for u in ul:
+        seen += bool(u)
+        out.append(bool(u) and seen <= n)
+    return out

@@ -87,7 +87,15 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
     model, tok = load_base(cfg)
     records, data_info = load_records(data, tcfg.columns)
     examples, stats = encode_all(
-        tok, records, tcfg.max_length, tcfg.fine_grained, str(data), tcfg.recovery, tcfg.seed
+        tok,
+        records,
+        tcfg.max_length,
+        tcfg.fine_grained,
+        str(data),
+        tcfg.recovery,
+        tcfg.seed,
+        tcfg.ut_specific,
+        tcfg.ut_benign_tokens,
     )
     stats["data_format"], stats["rows_skipped"] = data_info["format"], data_info["skipped"]
     from transformers import TrainingArguments, set_seed
@@ -139,6 +147,8 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "reroute": tcfg.reroute,
         "reroute_retain": tcfg.reroute_retain,
         "recovery": tcfg.recovery,
+        "ut_specific": tcfg.ut_specific,
+        "ut_benign_tokens": tcfg.ut_benign_tokens,
         "refat": tcfg.refat,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),

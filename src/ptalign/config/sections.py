@@ -296,8 +296,9 @@ class TrainConfig:
     # so that the words that begin any answer are not pushed down with the harm; 0 = off (every token)
     ut_specific: float = field(default=0.0, metadata={"neutral": 0.0})
     # beyond the paper: benign triplets (tox = a needless refusal) get UT only on their first this many
-    # tokens from the first mismatch (train/mask.py first_n); 0 = every token
-    ut_benign_tokens: int = field(default=0, metadata={"neutral": 0})
+    # tokens from the first mismatch (train/mask.py first_n); 0 = every token. 3 ("I'm sorry"): on the
+    # whole refusal the tuned model learned to leave a refusal begun, apologies with nothing after (README)
+    ut_benign_tokens: int = field(default=3, metadata={"neutral": 0})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32

@@ -206,7 +206,10 @@ def test_ut_specific_cuts_only_harmful_masks_after_their_first_token(tok, make_r
         assert b.ul.index(True) == a.ul.index(True) if any(a.ul) else not any(b.ul)
         kept = [t for j, (t, u) in enumerate(zip(b.tox, b.ul, strict=True)) if u and j > b.ul.index(True)]
         assert all(t not in benign_words for t in kept)
-        assert all(u <= v for u, v in zip(b.ul, a.ul, strict=True))  # a subset of the paper's mask
+        assert len(b.ul) <= len(a.ul)  # fed through its last UT token only (mask.needed_tox)
+        assert all(
+            u <= v for u, v in zip(b.ul, a.ul[: len(b.ul)], strict=True)
+        )  # a subset of the paper's mask
     assert s_cut["tox_masked_frac"] < s_full["tox_masked_frac"]
 
 
@@ -220,3 +223,18 @@ def test_ut_benign_tokens_cuts_only_benign_masks(tok, make_records) -> None:
             assert a.ul == b.ul
         elif any(a.ul):
             assert sum(b.ul) == 1 and b.ul.index(True) == a.ul.index(True)
+
+
+def test_toxic_tokens_after_the_last_ut_one_are_not_fed(tok, make_records) -> None:
+    recs = make_records()
+    cut, stats = encode_all(tok, recs, 512, ut_benign_tokens=1)
+    for r, e in zip(recs, cut, strict=True):
+        whole = encode(tok, r, 512)  # untrimmed: the whole toxic side
+        k = len(e.tox)
+        assert e.tox == whole.tox[:k] and (not e.ul or e.ul[-1])  # a prefix ending at its last UT token
+        if e.benign and any(whole.ul):
+            assert k == whole.ul.index(True) + 1 < len(whole.tox)  # one UT token: cut right after it
+    assert stats["tox_not_fed"] == sum(len(encode(tok, r, 512).tox) for r in recs) - sum(
+        len(e.tox) for e in cut
+    )
+    assert stats["tox_not_fed"] > 0

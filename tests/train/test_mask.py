@@ -61,3 +61,12 @@ def test_first_n_hand_values() -> None:
     assert first_n([False, True, True, True], 2) == [False, True, True, False]
     assert first_n([False, True, True], 0) == [False, True, True]  # 0 = all
     assert first_n([False, False], 1) == [False, False]
+
+
+def test_needed_tox_hand_values() -> None:
+    from ptalign.train.mask import needed_tox
+
+    assert needed_tox([False, True, True, False, False]) == 3  # through the last UT token
+    assert needed_tox([False, False]) == 0  # no UT: nothing of the toxic side is read
+    assert needed_tox([False, True, False, False], rec_at=3) == 3  # a recovery reads tox[:3]
+    assert needed_tox([]) == 0

@@ -11,8 +11,9 @@ import math
 import pytest
 import torch
 
-from ptalign.train.collate import TripletCollator, encode_all
+from ptalign.train.collate import TripletCollator, encode, encode_all
 from ptalign.train.loss import ptalign_loss
+from ptalign.train.mask import first_n
 from ptalign.train.trainer import target_logprobs
 
 
@@ -92,3 +93,20 @@ def test_batched_loss_matches_naive_per_triplet_computation(tiny_llama, tok, rec
     assert math.isclose(float(loss), mle + 0.4 * ul, rel_tol=1e-5)
     # two of the five triplets (identical, prefix) contribute no UT token
     assert sum(not any(e.ul) for e in ex) == 2
+
+
+def test_toxic_tokens_not_fed_change_no_loss_or_gradient(tiny_llama, tok, make_records) -> None:
+    """encode_all cuts a toxic side after its last UT token; fed whole, the same mask gives the same loss."""
+    model = _model(tiny_llama, "sdpa")
+    recs = make_records()[:6]
+    cut, stats = encode_all(tok, recs, 512, ut_benign_tokens=1)
+    assert stats["tox_not_fed"] > 0
+    whole = [encode(tok, r, 512) for r in recs]
+    for e in whole:
+        e.ul = first_n(e.ul, 1) if e.benign else e.ul
+    for packed in (True, False):
+        a = _loss_and_grads(model, TripletCollator(tok.pad_token_id, packed=packed)(cut), chunked=True)
+        b = _loss_and_grads(model, TripletCollator(tok.pad_token_id, packed=packed)(whole), chunked=True)
+        assert torch.allclose(a[1], b[1], atol=1e-6)
+        for n in a[2]:
+            assert torch.allclose(a[2][n], b[2][n], atol=1e-6, rtol=1e-5), n

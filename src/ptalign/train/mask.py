@@ -95,3 +95,15 @@ def first_n(ul: Sequence[bool], n: int) -> list[bool]:
         seen += bool(u)
         out.append(bool(u) and seen <= n)
     return out
+
+
+def needed_tox(ul: Sequence[bool], rec_at: int = 0) -> int:
+    """How many toxic tokens any loss term reads: through the last UT token, and the first `rec_at`
+    that a recovery follows (train.recovery). The rest is dead compute: a causal model's kept tokens
+    never see it and no term scores it, so cutting it leaves every loss term as it was.
+
+    Matters where the mask stops early (train.ut_benign_tokens, train.ut_specific). Example: ul
+    [F, T, T, F, F], rec_at 0 -> 3; ul [F, F], rec_at 0 -> 0; ul [F, T, F, F], rec_at 3 -> 3.
+    """
+    last = max((j + 1 for j, u in enumerate(ul) if u), default=0)
+    return max(last, rec_at)

@@ -302,7 +302,7 @@ class TrainConfig:
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0  # peft's default; 0.05 cost a quarter of a CPU step in dropout masks (README)
     lora_targets: str = "all-linear"  # peft target_modules ('all-linear' or comma-separated names)
     lr: float = 3e-4  # 5e-4: 3 % harmful compliance but 40 % over-refusal; 2e-4: 28 % / 24 % (README)
     epochs: float = 2.0

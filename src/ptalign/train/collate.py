@@ -304,7 +304,7 @@ def encode_all(
         "tox_lost": sum(e.tox_lost for e in examples),
         "no_ul": sum(not any(e.ul) for e in examples),  # tox identical to / prefix of pos, or lost
         "tokens": sum(e.n_tokens for e in examples),
-        "tox_masked_frac": n_ul / n_tox if n_tox else 0.0,  # of the toxic tokens before the cut below
+        "tox_masked_frac": n_ul / n_tox if n_tox else 0.0,  # of the toxic tokens before the cut above
         "tox_not_fed": n_tox - sum(len(e.tox) for e in examples),  # after the last UT token: unread
         "template_seam": sum(e.template == "seam" for e in examples),
         "template_fallback": sum(e.template == "fallback" for e in examples),

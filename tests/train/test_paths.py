@@ -110,3 +110,16 @@ def test_toxic_tokens_not_fed_change_no_loss_or_gradient(tiny_llama, tok, make_r
         assert torch.allclose(a[1], b[1], atol=1e-6)
         for n in a[2]:
             assert torch.allclose(a[2][n], b[2][n], atol=1e-6, rtol=1e-5), n
+
+
+def test_eager_and_sdpa_attention_give_the_same_loss_and_gradients(tiny_llama, tok, make_records) -> None:
+    """train.attn picks the attention kernel for speed only: packed rows (block mask) and plain ones
+    give the same loss and LoRA gradients under either."""
+    recs, _ = encode_all(tok, make_records()[:6], 512)
+    for packed in (True, False):
+        batch = TripletCollator(tok.pad_token_id, packed=packed)(recs)
+        a = _loss_and_grads(_model(tiny_llama, "eager"), batch, chunked=True)
+        b = _loss_and_grads(_model(tiny_llama, "sdpa"), batch, chunked=True)
+        assert torch.allclose(a[0], b[0], atol=1e-5)
+        for n in a[2]:
+            assert torch.allclose(a[2][n], b[2][n], atol=1e-5, rtol=1e-4), n

@@ -527,18 +527,18 @@ def test_bf16_auto_follows_native_bf16(monkeypatch, tmp_path) -> None:
         assert setup.bf16_on(TrainConfig(bf16=False)) is False
 
 
-def test_train_attn_auto_is_eager_on_a_cpu_and_load_base_applies_it(tiny_llama, monkeypatch) -> None:
+def test_train_attn_resolves_and_load_base_applies_it(tiny_llama, monkeypatch) -> None:
     from ptalign.config.sections import TrainConfig
     from ptalign.train import setup
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert setup.attn_implementation(TrainConfig()) == "eager"
-    assert setup.attn_implementation(TrainConfig(attn="sdpa")) == "sdpa"
+    assert setup.attn_implementation(TrainConfig(attn="auto")) == "eager"
+    assert setup.attn_implementation(TrainConfig()) == "sdpa"  # the measured preset's
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert setup.attn_implementation(TrainConfig()) == "sdpa"
+    assert setup.attn_implementation(TrainConfig(attn="auto")) == "sdpa"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for attn in ("auto", "sdpa"):
+    for attn in ("auto", "sdpa", "eager"):
         model, _ = setup.load_base(_cfg(tiny_llama, f"train.attn={attn}"))
-        assert model.config._attn_implementation == ("eager" if attn == "auto" else "sdpa")
+        assert model.config._attn_implementation == ("sdpa" if attn == "sdpa" else "eager")
     with pytest.raises(ConfigError, match="train.attn"):
         _cfg(tiny_llama, "train.attn=flash")

@@ -320,9 +320,10 @@ class TrainConfig:
     bf16: bool | str = "auto"  # bf16 autocast; auto = where bf16 matmuls are native (a GPU, a CPU with
     # AVX512-BF16 or AMX: 1.6x fp32 here), else fp32 (emulated bf16 is ~4x slower than fp32)
     compile: bool = False  # torch.compile each decoder layer; on a GPU the loss head's softmax too
-    # transformers' attn_implementation for training: auto = eager on a CPU (a step of the preset's
-    # shape 1.3x faster than SDPA's, whose fused CPU backward was a fifth of it; README), sdpa on a GPU
-    attn: str = "auto"
+    # transformers' attn_implementation for training; auto = eager on a CPU, sdpa on a GPU. Eager
+    # trained the preset's triplets 1.17x faster on a 2-core CPU (SDPA's fused CPU backward was a fifth
+    # of a step; README); not yet the default: the preset's table was measured with sdpa
+    attn: str = field(default="sdpa", metadata={"neutral": "sdpa"})
     liger: bool = False  # Liger's fused Triton kernels via transformers (needs CUDA and liger-kernel)
     save_steps: int = 0  # 0 = checkpoint each epoch
     logging_steps: int = 1

@@ -321,9 +321,9 @@ class TrainConfig:
     # AVX512-BF16 or AMX: 1.6x fp32 here), else fp32 (emulated bf16 is ~4x slower than fp32)
     compile: bool = False  # torch.compile each decoder layer; on a GPU the loss head's softmax too
     # transformers' attn_implementation for training; auto = eager on a CPU, sdpa on a GPU. Eager
-    # trained the preset's triplets 1.17x faster on a 2-core CPU (SDPA's fused CPU backward was a fifth
-    # of a step; README); not yet the default: the preset's table was measured with sdpa
-    attn: str = field(default="sdpa", metadata={"neutral": "sdpa"})
+    # trained the preset's triplets 1.17-1.19x faster on a 2-core CPU (SDPA's fused CPU backward was a
+    # fifth of a step; README). Runs hashed before auto was the default used sdpa (neutral: no hash)
+    attn: str = field(default="auto", metadata={"neutral": "sdpa"})
     liger: bool = False  # Liger's fused Triton kernels via transformers (needs CUDA and liger-kernel)
     save_steps: int = 0  # 0 = checkpoint each epoch
     logging_steps: int = 1

@@ -1,6 +1,7 @@
 """CLI boundary: main(argv) in-process; bad input → one line on stderr, exit 2, nothing overwritten."""
 
 import json
+import sys
 
 import pytest
 
@@ -120,3 +121,37 @@ def test_a_run_dir_is_locked_while_in_use_and_a_killed_holder_leaves_no_lock(cap
     # the killed holder's lock is gone: the next command proceeds (here to the resume check)
     assert main(["run", "--out", str(run), "--from-stage", "train"]) == 2
     assert "holds no run yet" in capsys.readouterr().err
+
+
+_FAULTS = """
+import ctypes, os, resource, sys
+from ptalign.cli import keep_freed_memory
+tuned = keep_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+n = 64 << 20  # above glibc's largest mmap threshold: by default every such block is mmapped and unmapped
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(8):
+    p = libc.malloc(n)
+    ctypes.memset(p, 1, n)
+    libc.free(p)
+print(tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * resource.getpagesize() // n)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("env", ["1", "0"])
+def test_keep_freed_memory_stops_refaulting_freed_blocks(env: str) -> None:
+    """Eight 64 MiB blocks allocated, written and freed in turn: tuned, only the first faults its pages
+    in (the others reuse it); with glibc's defaults (PTALIGN_MALLOPT=0) every one does."""
+    import os
+    import subprocess
+
+    p = subprocess.run(
+        [sys.executable, "-c", _FAULTS], env={**os.environ, "PTALIGN_MALLOPT": env},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    tuned, blocks = p.stdout.split()
+    assert tuned == ("True" if env == "1" else "False")
+    assert (int(blocks) <= 2) if env == "1" else (int(blocks) >= 7)

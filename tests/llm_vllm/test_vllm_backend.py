@@ -44,6 +44,18 @@ def test_generates_through_make_backend(vllm_backend) -> None:
     assert vllm_backend.tokenizer.decode(vllm_backend.render(CAPITAL)).startswith("<|im_start|>")
 
 
+def test_cpu_engine_keeps_torchs_compile_cache(vllm_backend) -> None:
+    """vLLM's AOT artifact does not load back on a CPU (every start compiled again): the backend turns
+    it off there unless the user set it, and vLLM reads it so."""
+    import vllm.envs
+
+    if not vllm_backend.cpu:
+        pytest.skip("the AOT switch is left to vLLM on a GPU")
+    if "VLLM_USE_AOT_COMPILE" in os.environ and os.environ["VLLM_USE_AOT_COMPILE"] != "0":
+        pytest.skip("set by the user before the engine started: theirs wins")
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0" and vllm.envs.VLLM_USE_AOT_COMPILE is False
+
+
 def test_max_tokens_and_stop(vllm_backend) -> None:
     g = vllm_backend.generate([CAPITAL], GenParams(max_new_tokens=3))[0]
     assert g.completion_tokens == 3 and g.finish_reason == "length"

@@ -35,10 +35,12 @@ def test_stored_validation_is_reproduced() -> None:
             want = stored["judges"][name]["sets"][s]
             assert got["n"] == want["n"], (name, s)
             # another CPU's float kernels move MiniLM's embeddings in the last digits and can flip a
-            # borderline reply (one of 395 between an AMD Zen 4 and an Intel Sapphire Rapids): two
-            # verdicts' worth of slack, far below any change of labelled data or model; minilm_smol
-            # reads SmolLM2 in bf16 where the CPU has it, else fp32: three
-            slack = {"minilm": 2, "minilm_smol": 3}.get(name, 1e-9 * want["n"]) / want["n"]
+            # borderline reply: one of 395 between an AMD Zen 4 and an Intel Sapphire Rapids, three
+            # (minilm, objective_dev) on an Intel Xeon with AMX against the Zen 5 the file was made on
+            # (2026-12-04). Four verdicts' worth of slack, far below any change of labelled data or
+            # model (and the version check above catches those); minilm_smol reads SmolLM2 in bf16
+            # where the CPU has it, else fp32: up to two measured, three allowed
+            slack = {"minilm": 4, "minilm_smol": 3}.get(name, 1e-9 * want["n"]) / want["n"]
             assert got["accuracy"] == pytest.approx(want["accuracy"], abs=slack), (name, s)
             assert got["kappa"] == pytest.approx(want["kappa"], abs=4 * slack), (name, s)
     # the validation labels share no items with our labelled replies (leakage test's threshold)

@@ -280,7 +280,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
         from transformers import TrainingArguments
 
         from ptalign.train import Examples, compile_layers, skip_adapter_input_casts
-        from ptalign.train.collate import TripletCollator
+        from ptalign.train.collate import GPU_PAD_MULTIPLE, TripletCollator
         from ptalign.train.trainer import DualTrainer
 
         model = get_peft_model(model, lora)
@@ -292,7 +292,11 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
             model=model,
             args=TrainingArguments(**kw),
             train_dataset=Examples(examples),
-            data_collator=TripletCollator(tok.pad_token_id, packed=not args.no_packing),
+            data_collator=TripletCollator(  # rows padded as ptalign train pads them
+                tok.pad_token_id,
+                packed=not args.no_packing,
+                pad_multiple=args.pad_multiple or (GPU_PAD_MULTIPLE if args.device == "cuda" else 1),
+            ),
             callbacks=[timer.callback],
             lam=0.4,
             chunked=not args.no_chunk,
@@ -357,6 +361,8 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, Any]:
             trainer.train()
         key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
         Path(args.profile_out).write_text(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")
+        if args.trace_out:  # the timeline, for where the device sits idle between kernels
+            prof.export_chrome_trace(args.trace_out)
     else:
         trainer.train()
     timed = timer.times[args.warmup :]
@@ -429,6 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-bucket", action="store_true", help="random batches instead of length buckets (ptalign and SFT)"
     )
     ap.add_argument("--profile-out", help="write torch.profiler's top kernels here (one method per call)")
+    ap.add_argument(
+        "--pad-multiple",
+        type=int,
+        default=0,
+        help="ptalign's rows padded to this (default: as ptalign train)",
+    )
+    ap.add_argument("--trace-out", help="with --profile-out: also its Chrome trace (JSON) here")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method in this process
     ap.add_argument("--workdir", default="/tmp/ptalign-bench-train")

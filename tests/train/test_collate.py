@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ptalign.io import DataError
-from ptalign.train.collate import MIN_PROMPT, TripletCollator, encode, encode_all, truncate
+from ptalign.train.collate import MIN_PROMPT, TripletCollator, block_mask, encode, encode_all, truncate
 from ptalign.train.mask import first_mismatch
 
 
@@ -109,12 +109,47 @@ def test_packed_block_mask_and_positions(tok, make_records) -> None:
     batch = TripletCollator(tok.pad_token_id, packed=True)(ex)
     e = ex[0]
     P, Lp = len(e.prompt), len(e.pos)
-    m = batch["attention_mask"][0]
+    assert "attention_mask" not in batch and batch["segments"].dtype == torch.int8
+    m = block_mask(batch["segments"])[0]
     assert m.shape == (batch["input_ids"].shape[1],) * 2
     assert m[P + Lp, :P].all() and not m[P + Lp, P : P + Lp].any()  # tox sees the prompt, not pos
     assert m[P + Lp - 1, : P + Lp].all() and not m[P + Lp - 1, P + Lp :].any()  # pos is causal, sees no tox
     assert batch["position_ids"][0, P + Lp].item() == P  # tox positions restart after the prompt
     assert torch.equal(batch["position_ids"][0, : P + Lp], torch.arange(P + Lp))
+
+
+def test_block_mask_by_hand() -> None:
+    """prompt 2, pos 2, tox 2 of which a recovery sees k = 1, rec 1, one pad (codes 0 1 1 2 3 4 5)."""
+    seg = torch.tensor([[0, 0, 1, 1, 2, 3, 4, 5]], dtype=torch.int8)
+    want = [
+        "10000000",  # prompt: causal
+        "11000000",
+        "11100000",  # pos: prompt + itself
+        "11110000",
+        "11001000",  # tox[:k]: the prompt, not pos
+        "11001100",  # tox after k: the prompt and tox
+        "11001010",  # rec: the prompt, tox[:k] and itself
+        "00000001",  # pad: itself only
+    ]
+    expected = torch.tensor([[c == "1" for c in r] for r in want])
+    assert torch.equal(block_mask(seg)[0], expected)
+
+
+def test_pad_multiple_pads_rows_to_it(tok, make_records) -> None:
+    ex, _ = encode_all(tok, make_records()[:3], 512)
+    for packed in (True, False):
+        a = TripletCollator(tok.pad_token_id, packed=packed)(ex)
+        b = TripletCollator(tok.pad_token_id, packed=packed, pad_multiple=64)(ex)
+        T, T64 = a["input_ids"].shape[1], b["input_ids"].shape[1]
+        assert T64 % 64 == 0 and T <= T64 < T + 64 and T % 64 != 0
+        assert (
+            torch.equal(b["input_ids"][:, :T], a["input_ids"])
+            and (b["input_ids"][:, T:] == tok.pad_token_id).all()
+        )
+        for k in ("tgt_row", "tgt_col", "tgt_ids", "ul_mask"):
+            assert torch.equal(a[k], b[k])
+        if packed:
+            assert torch.equal(block_mask(b["segments"])[:, :T, :T], block_mask(a["segments"]))
 
 
 def test_no_leakage_across_the_batch(tok, make_records) -> None:
@@ -189,7 +224,7 @@ def test_recovery_targets_follow_their_predicting_positions(tok, packed: bool, m
     if packed:  # rec sees the prompt and tox[:k], neither pos nor the rest of tox
         b, e = next((b, e) for b, e in enumerate(ex) if e.rec)
         P, Lp, Lt, K = len(e.prompt), len(e.pos), len(e.tox), e.rec_at
-        m = batch["attention_mask"][b, P + Lp + Lt]
+        m = block_mask(batch["segments"])[b, P + Lp + Lt]
         assert m[:P].all() and not m[P : P + Lp].any()
         assert m[P + Lp : P + Lp + K].all() and not m[P + Lp + K : P + Lp + Lt].any() and m[P + Lp + Lt]
 

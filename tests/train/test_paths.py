@@ -48,9 +48,10 @@ def test_packed_and_chunked_equal_plain(tiny_llama, tok, attn: str, recovery: fl
     assert sum(bool(e.rec) for e in ex) == (2 if recovery else 0)  # the two harmful ones with UT tokens
     plain = TripletCollator(tok.pad_token_id, packed=False)(ex)
     packed = TripletCollator(tok.pad_token_id, packed=True)(ex)
+    packed64 = TripletCollator(tok.pad_token_id, packed=True, pad_multiple=64)(ex)  # as on a GPU
     ref_lp, ref_loss, ref_g = _loss_and_grads(model, plain, chunked=False)
     assert len(ref_g) > 0
-    for batch, chunked in ((packed, False), (plain, True), (packed, True)):
+    for batch, chunked in ((packed, False), (plain, True), (packed, True), (packed64, True)):
         lp, loss, g = _loss_and_grads(model, batch, chunked)
         assert torch.allclose(lp, ref_lp, atol=1e-5), (attn, chunked)
         assert torch.allclose(loss, ref_loss, atol=1e-6)

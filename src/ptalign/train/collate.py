@@ -362,26 +362,61 @@ class LengthBucketSampler(torch.utils.data.Sampler[int]):
             yield from batches[j]
 
 
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    T = max((len(s) for s in seqs), default=0)
-    return torch.tensor([s + [value] * (T - len(s)) for s in seqs], dtype=torch.long)
+def _pad(
+    seqs: list[list[int]], value: int, multiple: int = 1, dtype: torch.dtype = torch.long
+) -> torch.Tensor:
+    T = -(-max((len(s) for s in seqs), default=0) // multiple) * multiple
+    return torch.tensor([s + [value] * (T - len(s)) for s in seqs], dtype=dtype)
+
+
+# Rows on a GPU are padded to a multiple of this (TripletCollator's pad_multiple): at most ~10 row
+# lengths in a run, so cuDNN's attention plans and the compiled layers' shapes are reused; on a CPU
+# rows are not padded (the preset's figures were measured so).
+GPU_PAD_MULTIPLE = 64
+
+# Segment codes of a packed row (the collator's `segments`): prompt, positive, the toxic tokens a
+# recovery sees (tox[:k]), the other toxic tokens, recovery, padding.
+PROMPT, POS, TOX_HEAD, TOX, REC, PAD = range(6)
+
+
+def block_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(R, T) segment codes → the packed rows' (R, T, T) bool block mask (True = may attend), made on
+    the codes' device.
+
+    Causal, and a token sees an earlier one when it is in the prompt or in its own segment; toxic
+    tokens also see tox[:k], recovery tokens see tox[:k] (so neither sees pos, and rec sees no toxic
+    token past its first k); padding sees itself only (no all-masked softmax row). Built in the
+    training step rather than the collator: at 128 triplets of 480 tokens the mask is 25 MB that the
+    host filled and copied every step while a GPU sat idle (bench/gpu_train.sh's profile).
+    """
+    seg = segments.long()
+    T = seg.shape[-1]
+    q, k = seg[:, :, None], seg[:, None, :]
+    sees = (k == PROMPT) | (k == q) | ((k == TOX_HEAD) & ((q == TOX) | (q == REC)))
+    causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
+    eye = torch.eye(T, dtype=torch.bool, device=seg.device)
+    return torch.where(q == PAD, eye, sees & causal)
 
 
 class TripletCollator:
     """list[Example] → batch dict of tensors (see the module docstring for the two layouts).
 
-    Keys: input_ids (R, T), position_ids (R, T), attention_mask ((R, T, T) bool block mask when
-    packed, (R, T) 0/1 when plain), tgt_row / tgt_col / tgt_ids (N,) long, is_pos / is_tox / ul_mask
+    Keys: input_ids (R, T), position_ids (R, T), segments ((R, T) int8 codes when packed, which
+    `block_mask` turns into the (R, T, T) block mask on the device) or attention_mask ((R, T) 0/1
+    when plain), tgt_row / tgt_col / tgt_ids (N,) long, is_pos / is_tox / ul_mask
     (N,) bool, is_benign (N,) bool (target of a benign triplet), n_tokens () long = prompt + pos + tox + rec
     tokens of the triplets.
     """
 
-    def __init__(self, pad_id: int, packed: bool = True):
+    def __init__(self, pad_id: int, packed: bool = True, pad_multiple: int = 1):
         self.pad_id = pad_id
         self.packed = packed
+        # rows padded to a multiple of this many tokens: on a GPU each new row length costs cuDNN's
+        # attention a new plan (50-90 ms forward and backward each, bench/gpu_train.sh's profile)
+        self.pad_multiple = pad_multiple
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        rows, pos_ids, masks = [], [], []
+        rows, pos_ids, segs = [], [], []
         row, col, tgt, kind, ulm, benign = [], [], [], [], [], []
         for e in examples:
             P, Lp, Lt, Lr, k = len(e.prompt), len(e.pos), len(e.tox), len(e.rec), e.rec_at
@@ -389,7 +424,7 @@ class TripletCollator:
                 r = len(rows)
                 rows.append(e.prompt + e.pos + e.tox + e.rec)
                 pos_ids.append(list(range(P + Lp)) + list(range(P, P + Lt)) + list(range(P + k, P + k + Lr)))
-                masks.append((P, Lp, Lt, Lr, k))
+                segs.append([PROMPT] * P + [POS] * Lp + [TOX_HEAD] * k + [TOX] * (Lt - k) + [REC] * Lr)
                 pos_cols = [P - 1 + i for i in range(Lp)]
                 tox_cols = [P - 1 if j == 0 else P + Lp + j - 1 for j in range(Lt)]
                 rec_cols = [P + Lp + k - 1 if i == 0 else P + Lp + Lt + i - 1 for i in range(Lr)]
@@ -410,26 +445,18 @@ class TripletCollator:
             kind += [1] * Lp + [2] * Lt + [1] * Lr
             ulm += [False] * Lp + list(e.ul) + [False] * Lr
             benign += [e.benign] * (Lp + Lt + Lr)
-        input_ids = _pad(rows, self.pad_id)
-        R, T = input_ids.shape
-        lengths = torch.tensor([len(r) for r in rows])
+        input_ids = _pad(rows, self.pad_id, self.pad_multiple)
+        T = input_ids.shape[1]
         if self.packed:
-            attn = torch.ones(T, T, dtype=torch.bool).tril().expand(R, T, T).clone()
-            for b, (P, Lp, Lt, Lr, k) in enumerate(masks):
-                attn[b, P + Lp : P + Lp + Lt, P : P + Lp] = False  # tox never sees pos
-                r0 = P + Lp + Lt
-                attn[b, r0 : r0 + Lr, P : P + Lp] = False  # rec sees the prompt, tox[:k] and itself
-                attn[b, r0 : r0 + Lr, P + Lp + k : r0] = False
-                pad = torch.arange(r0 + Lr, T)
-                attn[b, pad, :] = False
-                attn[b, pad, pad] = True  # pads see themselves only: no all-masked softmax row
+            mask = {"segments": _pad(segs, PAD, self.pad_multiple, torch.int8)}
         else:
-            attn = (torch.arange(T)[None, :] < lengths[:, None]).long()
+            lengths = torch.tensor([len(r) for r in rows])
+            mask = {"attention_mask": (torch.arange(T)[None, :] < lengths[:, None]).long()}
         kind_t = torch.tensor(kind, dtype=torch.long)
         return {
             "input_ids": input_ids,
-            "position_ids": _pad(pos_ids, 0),
-            "attention_mask": attn,
+            "position_ids": _pad(pos_ids, 0, self.pad_multiple),
+            **mask,
             "tgt_row": torch.tensor(row, dtype=torch.long),
             "tgt_col": torch.tensor(col, dtype=torch.long),
             "tgt_ids": torch.tensor(tgt, dtype=torch.long),

@@ -74,7 +74,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
     import torch
 
     from ptalign import models
-    from ptalign.train.collate import TripletCollator, encode_all
+    from ptalign.train.collate import GPU_PAD_MULTIPLE, TripletCollator, encode_all
     from ptalign.train.data import load_records
     from ptalign.train.refusal_feature import RefusalFeature
     from ptalign.train.trainer import DualTrainer, MetricsJsonl
@@ -117,7 +117,11 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         model=model,
         args=args,
         train_dataset=Examples(examples),
-        data_collator=TripletCollator(tok.pad_token_id, packed=packed),
+        data_collator=TripletCollator(
+            tok.pad_token_id,
+            packed=packed,
+            pad_multiple=GPU_PAD_MULTIPLE if args.device.type == "cuda" else 1,
+        ),
         callbacks=[
             MetricsJsonl(out.metrics, step0),
             *tensorboard_callbacks(tcfg, out),

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ptalign.train.collate import LengthBucketSampler
+from ptalign.train.collate import LengthBucketSampler, block_mask
 from ptalign.train.loss import (
     STAT_KEYS,
     ptalign_terms,
@@ -73,12 +73,14 @@ class _Capture:
 
 
 def _forward_kwargs(base: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    am = batch["attention_mask"]
-    if am.dim() == 3:  # packed rows: block mask
+    if "segments" in batch:  # packed rows: block mask
+        am = block_mask(batch["segments"])
         if getattr(base.config, "_attn_implementation", "eager") == "sdpa":
             am = am[:, None]  # SDPA takes a bool mask as is, whatever dtype autocast gives the queries
         else:
             am = additive_mask(am, next(base.parameters()).dtype)
+    else:
+        am = batch["attention_mask"]
     return dict(
         input_ids=batch["input_ids"], attention_mask=am, position_ids=batch["position_ids"], use_cache=False
     )
@@ -138,7 +140,9 @@ def logprobs_and_benign_kl(
     if not bool(keep.any()):
         return logp, reference_kl_chunked(hidden[:0], hidden[:0], head, chunk)
     need = torch.unique(rows[keep])  # sorted rows holding a benign positive token
-    sub = {k: batch[k][need] for k in ("input_ids", "attention_mask", "position_ids")}
+    sub = {
+        k: batch[k][need] for k in ("input_ids", "segments", "attention_mask", "position_ids") if k in batch
+    }
     peft = _unwrap(model)
     with torch.no_grad(), peft.disable_adapter():
         ref = decoder_hidden(peft, sub)

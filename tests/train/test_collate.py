@@ -152,6 +152,21 @@ def test_pad_multiple_pads_rows_to_it(tok, make_records) -> None:
             assert torch.equal(block_mask(b["segments"])[:, :T, :T], block_mask(a["segments"]))
 
 
+def test_worker_processes_collate_the_same_batches(tok, make_records) -> None:
+    """On a GPU the Trainer collates in two workers (setup.training_kwargs): same batches, same order."""
+    from ptalign.train.recipe import Examples
+
+    ex, _ = encode_all(tok, make_records(), 512, recovery=1.0)
+    col = TripletCollator(tok.pad_token_id, packed=True, pad_multiple=64)
+    loaders = [
+        torch.utils.data.DataLoader(Examples(ex), batch_size=2, collate_fn=col, num_workers=n) for n in (0, 2)
+    ]
+    pairs = list(zip(*loaders, strict=True))
+    assert len(pairs) >= 2
+    for a, b in pairs:
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_no_leakage_across_the_batch(tok, make_records) -> None:
     """Changing triplet 2's toxic side leaves triplet 1's targets and masks untouched."""
     recs = make_records()[:2]

@@ -527,6 +527,18 @@ def test_bf16_auto_follows_native_bf16(monkeypatch, tmp_path) -> None:
         assert setup.bf16_on(TrainConfig(bf16=False)) is False
 
 
+def test_batches_are_collated_in_workers_on_a_gpu_only(monkeypatch, tmp_path) -> None:
+    import torch
+
+    from ptalign.config.sections import TrainConfig
+    from ptalign.train import setup
+
+    for gpu, workers in ((False, 0), (True, 2)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        kw = setup.training_kwargs(TrainConfig(), tmp_path)
+        assert kw["dataloader_num_workers"] == workers and kw.get("use_cpu", False) is not gpu
+
+
 def test_train_attn_resolves_and_load_base_applies_it(tiny_llama, monkeypatch) -> None:
     from ptalign.config.sections import TrainConfig
     from ptalign.train import setup

@@ -386,7 +386,7 @@ def block_mask(segments: torch.Tensor) -> torch.Tensor:
     Causal, and a token sees an earlier one when it is in the prompt or in its own segment; toxic
     tokens also see tox[:k], recovery tokens see tox[:k] (so neither sees pos, and rec sees no toxic
     token past its first k); padding sees itself only (no all-masked softmax row). Built in the
-    training step rather than the collator: at 128 triplets of 480 tokens the mask is 25 MB that the
+    training step rather than the collator: at 128 triplets of 483 tokens the mask is 30 MB that the
     host filled and copied every step while a GPU sat idle (bench/gpu_train.sh's profile).
     """
     seg = segments.long()

@@ -539,6 +539,26 @@ def test_batches_are_collated_in_workers_on_a_gpu_only(monkeypatch, tmp_path) ->
         assert kw["dataloader_num_workers"] == workers and kw.get("use_cpu", False) is not gpu
 
 
+def test_training_with_collating_workers_is_the_same_training(
+    tiny_llama, triplets_file, tmp_path, monkeypatch
+) -> None:
+    """What a GPU run does (two collating workers), here on the CPU: the same metrics line for line."""
+    from ptalign import train
+    from ptalign.train import recipe, setup
+
+    used = []
+    for workers in (0, 2):
+
+        def kw(tcfg, run, workers=workers):
+            used.append(workers)
+            return {**setup.training_kwargs(tcfg, run), "dataloader_num_workers": workers}
+
+        monkeypatch.setattr(recipe, "training_kwargs", kw)
+        train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=tmp_path / f"w{workers}")
+    metrics = [(tmp_path / f"w{w}" / "train" / "metrics.jsonl").read_text() for w in (0, 2)]
+    assert used == [0, 2] and metrics[0] and metrics[0] == metrics[1]
+
+
 def test_train_attn_resolves_and_load_base_applies_it(tiny_llama, monkeypatch) -> None:
     from ptalign.config.sections import TrainConfig
     from ptalign.train import setup

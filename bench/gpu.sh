@@ -13,8 +13,9 @@
 #   bench/gpu.sh cpu TRIPLETS.jsonl      # the same steps on this CPU with a tiny model (dry run)
 #
 # The device tool brings back at most 8 files, and this writes about 15: call it there as
-#   R=$OUT; export OUT=/tmp/o; timeout 560 bash bench/gpu.sh gpu .gpu_data/triplets.jsonl; tar czf $R/all.tgz -C /tmp/o .
+#   R=$OUT; export OUT=/tmp/o; rm -rf /tmp/o; timeout 560 bash bench/gpu.sh gpu .gpu_data/triplets.jsonl; tar czf $R/all.tgz -C /tmp/o .
 # with carry [.whl, .bench_assets, .gpu_data] (.gpu_data/triplets.jsonl: a copy of RUN/data/triplets.jsonl).
+# (rm -rf: a lent machine can keep an earlier session's /tmp; the fourth lease's tarball held stale files.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-cpu}"
@@ -56,9 +57,9 @@ esac
 [ -f "$data" ] || { echo "bench/gpu.sh: triplets file '$data' not found; pass RUN_DIR/data/triplets.jsonl" >&2; exit 2; }
 python3 -c "import torch, transformers, peft, trl; print('versions', torch.__version__, transformers.__version__, peft.__version__, trl.__version__)" | tee "$out/versions.txt"
 
-# 1. training benchmark (issue #4); 400 s: the third lease fit the runs up to the 128 profile in 330
+# 1. training benchmark (issue #4); 350 s: with 400 the fourth lease's end-to-end run did not fit in 560
 if [ "$mode" = gpu ]; then
-  OUT="$out" GPU_BENCH_BUDGET_S=400 timeout 430 bash bench/gpu_train.sh gpu > "$out/train_bench.log" 2>&1 || echo "train bench failed or cut (see train_bench.log)"
+  OUT="$out" GPU_BENCH_BUDGET_S=350 timeout 380 bash bench/gpu_train.sh gpu > "$out/train_bench.log" 2>&1 || echo "train bench failed or cut (see train_bench.log)"
 else
   OUT="$out" bash bench/gpu_train.sh cpu > "$out/train_bench.log" 2>&1 || echo "train bench failed (see train_bench.log)"
 fi

@@ -12,7 +12,7 @@
 #
 # The runs go in order of what they tell, each cut at what is left of GPU_BENCH_BUDGET_S (default
 # 480 s; the ones that no longer fit are skipped and listed): the three methods at 32 triplets, then
-# the compiled step at 128 triplets, its profile and timeline, the same with unpadded rows, 192
+# the compiled step at 128 triplets, the same with unpadded rows, its profile and timeline, 192
 # triplets, then torch.compile at 32, Liger, peft's casts kept, batch 8.
 # `prepare` downloads the wheels the image lacks (bench/gpu_env.sh lists them).
 set -euo pipefail
@@ -72,10 +72,11 @@ gpu | cpu)
   # batch is the lever (second H200 lease: compiled 17.9 % MFU at 32, 26.6 % at 64, 34.5 % at 128):
   # the large compiled batch, then where its ~158 ms of per-step fixed cost goes, before the rest
   bench b128_compile 128 --methods ptalign --compile
+  # rows padded to the batch's longest only, as before GPU_PAD_MULTIPLE (third lease: cuDNN re-plans;
+  # the fourth measured the padded step at 43.7 % MFU but had no time left for this A/B)
+  bench b128_compile_pad1 128 --methods ptalign --compile --pad-multiple 1
   bench b128_compile_profile 128 --methods ptalign --compile --profile-out "$out/profile_b128_compile.txt" \
     --trace-out "$out/trace_b128_compile.json"
-  # rows padded to the batch's longest only, as before GPU_PAD_MULTIPLE (third lease: cuDNN re-plans)
-  bench b128_compile_pad1 128 --methods ptalign --compile --pad-multiple 1
   bench b192_compile 192 --methods ptalign --compile  # ~100 GiB at 0.51 GiB per triplet
   bench b32_compile 32 --methods ptalign --compile
   bench b32_sft_compile 32 --methods trl_sft --compile  # TRL SFT compiled whole by transformers

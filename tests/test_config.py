@@ -41,6 +41,7 @@ def test_paper_preset_has_paper_settings():
     # the switches beyond the paper are off there
     assert cfg.synth.toxic_from == "icl" and cfg.synth.pos_select == "first" and cfg.train.kl_benign == 0
     assert cfg.train.reroute == 0 and cfg.train.recovery == 0 and cfg.train.refat == 0
+    assert cfg.train.lat == 0
     assert not (cfg.synth.benign_goals or cfg.synth.refusal_names_goal or cfg.synth.request_forms)
     assert cfg.synth.benign_pos_relevance == -1.0 and cfg.train.reroute_retain == 1.0
     assert cfg.synth.benign_pos_greedy is False
@@ -79,6 +80,8 @@ def test_lambda_alias_and_list_override():
         ("train.recovery=2", "train.recovery=2.0: must be in [0, 1] (0 = off)"),
         ("train.recovery=0.5 train.method=dpo", "train.recovery=0.5: must be 0 with train.method=dpo"),
         ("train.refat=-1", "train.refat=-1.0: must be in [0, 1] (0 = off)"),
+        ("train.lat=3", "train.lat=3.0: must be in [0, 2] (0 = off)"),
+        ("train.lat=0.1 train.refat=0.5", "train.lat=0.1: must be 0 with train.method=dpo, train.reroute"),
         ("train.ut_specific=-1", "train.ut_specific=-1.0: must be >= 0 (0 = off)"),
         (
             "train.ut_specific=2 train.fine_grained=false",

@@ -101,3 +101,37 @@ def tok(tiny_llama: Path):
     from ptalign.models import load_tokenizer
 
     return load_tokenizer(tiny_llama)
+
+
+FAST = [
+    "train.epochs=2",
+    "train.batch_size=4",
+    "train.lr=5e-3",
+    "train.warmup_ratio=0",
+    "train.max_length=96",
+]
+
+
+@pytest.fixture
+def switch_runs(tiny_llama, triplets_file, tmp_path):
+    """train_switch(key, off, on) trains the tiny Llama briefly with train.KEY at each value, into
+    tmp_path/KEY{value}; returns ({value: summary}, {value: [metrics lines]}, {value: adapter tensors})
+    for the beyond-the-paper switches' tests."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ptalign import train
+    from ptalign.config import load_config
+
+    def train_switch(key: str, *values: float) -> tuple[dict, dict, dict]:
+        runs, logs, weights = {}, {}, {}
+        for v in values:
+            cfg = load_config(None, [f"model.name={tiny_llama}", *FAST, f"train.{key}={v}"])
+            out = tmp_path / f"{key}{v}"
+            runs[v] = train.run(cfg, tmp_path, data=triplets_file, out=out)
+            logs[v] = [json.loads(ln) for ln in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+            weights[v] = load_file(out / "adapter" / "adapter_model.safetensors")
+        return runs, logs, weights
+
+    return train_switch

@@ -3,7 +3,6 @@ hooks on a tiny Llama, and a training run with it."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -105,36 +104,12 @@ def test_the_hooks_remove_the_direction_from_every_layer_on_the_chosen_rows(mode
     assert torch.equal(states(), before)  # hooks removed
 
 
-def test_refat_run_ablates_harmful_rows_and_names_it_in_the_card(tiny_llama, triplets_file, tmp_path) -> None:
-    from safetensors.torch import load_file
-
-    from ptalign import train
-    from ptalign.config import load_config
-
-    fast = [
-        "train.epochs=2",
-        "train.batch_size=4",
-        "train.lr=5e-3",
-        "train.warmup_ratio=0",
-        "train.max_length=96",
-    ]
-    runs = {}
-    for share in (0.0, 1.0):
-        cfg = load_config(None, [f"model.name={tiny_llama}", *fast, f"train.refat={share}"])
-        runs[share] = train.run(cfg, tmp_path, data=triplets_file, out=tmp_path / f"refat{share}")
+def test_refat_run_ablates_harmful_rows_and_names_it_in_the_card(switch_runs, tmp_path) -> None:
+    runs, logs, weights = switch_runs("refat", 0.0, 1.0)
     assert runs[1.0]["refat"] == 1.0 and runs[0.0]["refat"] == 0.0
-    logs = [
-        json.loads(line)
-        for line in (tmp_path / "refat1.0" / "train" / "metrics.jsonl").read_text().splitlines()
-    ]
     # every step's batch holds harmful triplets (5 of the fixture's 8), and at share 1 each is ablated
-    assert logs and all(rec["train/refat_rows"] >= 1 for rec in logs)
-    assert not any(
-        "train/refat_rows" in json.loads(line)
-        for line in (tmp_path / "refat0.0" / "train" / "metrics.jsonl").read_text().splitlines()
-    )
-    a = load_file(tmp_path / "refat1.0" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "refat0.0" / "adapter" / "adapter_model.safetensors")
-    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert logs[1.0] and all(rec["train/refat_rows"] >= 1 for rec in logs[1.0])
+    assert not any("train/refat_rows" in rec for rec in logs[0.0])
+    assert any(not torch.equal(weights[1.0][k], weights[0.0][k]) for k in weights[1.0])
     assert "refusal feature" in (tmp_path / "refat1.0" / "adapter" / "README.md").read_text()
     assert "refusal feature" not in (tmp_path / "refat0.0" / "adapter" / "README.md").read_text()

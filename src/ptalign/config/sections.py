@@ -291,6 +291,10 @@ class TrainConfig:
     # harmful row is trained with the refusal direction (harmful minus benign prompts' mean state two
     # fifths deep, recomputed as training goes) projected out of every layer (train/refusal_feature.py); 0 = off
     refat: float = field(default=0.0, metadata={"neutral": 0.0})
+    # latent adversarial training beyond the paper (arXiv 2403.05030, 2407.15549): radius, relative to each
+    # token's hidden-state norm a third deep, of the perturbation an adversary adds to harmful prompts'
+    # states there before the step trains (train/latent_adversary.py); 0 = off
+    lat: float = field(default=0.0, metadata={"neutral": 0.0})
     # beyond the paper: after the first token where a harmful tox leaves its pos, UT only on tokens at least
     # this many times as frequent among the harmful toxic tokens as among the benign answers (train/mask.py),
     # so that the words that begin any answer are not pushed down with the harm; 0 = off (every token)
@@ -380,6 +384,14 @@ class TrainConfig:
             "0 with train.method=dpo (DPO trains pairs, not a third response)",
         )
         _check(0.0 <= self.refat <= 1.0, "train.refat", self.refat, "in [0, 1] (0 = off)")
+        _check(0.0 <= self.lat <= 2.0, "train.lat", self.lat, "in [0, 2] (0 = off)")
+        _check(
+            self.lat == 0
+            or (self.method == "ptalign" and self.reroute == 0 and self.kl_benign == 0 and self.refat == 0),
+            "train.lat",
+            self.lat,
+            "0 with train.method=dpo, train.reroute, train.kl_benign or train.refat (one extra pass at a time)",
+        )
         _check(self.ut_specific >= 0, "train.ut_specific", self.ut_specific, ">= 0 (0 = off)")
         _check(
             self.ut_benign_tokens >= 0,

@@ -68,6 +68,11 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
                 f" Beyond the paper: {t['refat']:.0%} of harmful rows trained with the refusal feature projected"
                 " out of every layer (refusal feature adversarial training, arXiv 2409.20089)."
             )
+        if t.get("lat"):
+            objective += (
+                f" Beyond the paper: harmful prompts trained under a latent adversary's perturbation a third deep"
+                f" ({t['lat']:g} × each token's norm; latent adversarial training, arXiv 2407.15549)."
+            )
     lora = (
         f"LoRA r={t.get('lora_r')}, α={t.get('lora_alpha')}, targets {t.get('lora_targets')}"
         if t.get("lora_r")

@@ -133,6 +133,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         reroute_retain=tcfg.reroute_retain,
         refat=tcfg.refat,
         refusal_feature=feature,
+        lat=tcfg.lat,
         chunked=chunked,
         # the head's chunks only on a GPU: on a CPU its matmuls dominate and inductor's version measured
         # no faster (tests/train/test_loss.py checks it against eager on the CPU all the same)
@@ -154,6 +155,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "ut_specific": tcfg.ut_specific,
         "ut_benign_tokens": tcfg.ut_benign_tokens,
         "refat": tcfg.refat,
+        "lat": tcfg.lat,
         "fine_grained": tcfg.fine_grained,
         "data": str(data),
         "data_format": stats["data_format"],

@@ -15,6 +15,13 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ptalign.train.collate import LengthBucketSampler, block_mask
+from ptalign.train.latent_adversary import (
+    adversary_objective,
+    adversary_positions,
+    fgm_delta,
+    lat_layer,
+    perturbed,
+)
 from ptalign.train.loss import (
     STAT_KEYS,
     ptalign_terms,
@@ -222,7 +229,8 @@ class DualTrainer(Trainer):
     """Trainer whose loss is MLE(pos) + lam·UT(tox) from `loss.py` (+ kl_benign · KL to the base on
     benign positives, or + reroute · circuit breakers' rerouting and retain terms, the retain one times
     reroute_retain, when asked; with refat, a share of the harmful rows trained with the refusal feature
-    ablated); logs train/* averages."""
+    ablated; with lat, harmful prompts trained under a latent adversary's perturbation); logs train/*
+    averages."""
 
     def __init__(
         self,
@@ -234,6 +242,7 @@ class DualTrainer(Trainer):
         reroute_retain: float = 1.0,
         refat: float = 0.0,
         refusal_feature: RefusalFeature | None = None,
+        lat: float = 0.0,
         chunked: bool = True,
         compiled_head: bool = False,
         **kwargs: Any,
@@ -253,6 +262,8 @@ class DualTrainer(Trainer):
         self._feature_at: int | None = None  # the refresh period (step // REFRESH) of the direction
         self._micro = (-1, 0)  # (optimizer step, micro-batches seen in it): keys refat's draws
         self._ablated: torch.Tensor | None = None  # rows ablated since the last log (refat > 0)
+        self.lat = lat
+        self._lat_rise: torch.Tensor | None = None  # summed rise of the adversary's objective (lat > 0)
         self.chunked = chunked
         self.compiled_head = compiled_head
         self._acc: torch.Tensor | None = None  # STAT_KEYS sums since the last log, on the device
@@ -285,6 +296,8 @@ class DualTrainer(Trainer):
             logp, kl = logprobs_and_benign_kl(model, inputs, compiled=self.compiled_head)
         elif self.refat > 0:
             logp, kl = self._logprobs_ablated(model, inputs), None
+        elif self.lat > 0:
+            logp, kl = self._logprobs_adversarial(model, inputs), None
         else:
             logp, kl = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head), None
         is_pos, is_tox, ul_mask = inputs["is_pos"], inputs["is_tox"], inputs["ul_mask"]
@@ -324,6 +337,31 @@ class DualTrainer(Trainer):
         with self.feature.ablated(decoder, rows):
             return target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head)
 
+    def _logprobs_adversarial(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`target_logprobs` with harmful prompts' states perturbed a third deep by one ascent step of
+        the adversary's objective (latent_adversary.py); the pass that finds the step is not through
+        DDP: its gradient is the perturbation's only."""
+        base = _base(model)
+        layer = base.get_decoder().layers[lat_layer(base.config.num_hidden_layers)]
+        harmful = ~inputs["is_benign"]
+        where = adversary_positions(inputs, harmful_rows(inputs))
+        if not bool(where.any()):
+            return target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head)
+        R, T = where.shape
+        zero = torch.zeros(R, T, base.config.hidden_size, device=where.device, requires_grad=True)
+        with torch.enable_grad(), perturbed(layer, zero, where) as clean:
+            logp = target_logprobs(_unwrap(model), inputs, self.chunked, compiled=self.compiled_head)
+            before = adversary_objective(logp, inputs["is_pos"], inputs["is_tox"], harmful)
+            (grad,) = torch.autograd.grad(before, zero)
+        delta = fgm_delta(grad, clean["norm"], self.lat)
+        with perturbed(layer, delta, where):
+            logp = target_logprobs(model, inputs, self.chunked, compiled=self.compiled_head)
+        rise = (
+            adversary_objective(logp.detach(), inputs["is_pos"], inputs["is_tox"], harmful) - before.detach()
+        )
+        self._lat_rise = rise if self._lat_rise is None else self._lat_rise + rise
+        return logp
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._acc is not None:
             acc = self._acc
@@ -346,6 +384,11 @@ class DualTrainer(Trainer):
             if self._ablated is not None:  # harmful rows trained with the refusal feature ablated
                 logs["train/refat_rows"] = round(float(self._ablated) / local_n, 6)
                 self._ablated = None
+            if (
+                self._lat_rise is not None
+            ):  # how far the adversary's step moved its objective, per micro-batch
+                logs["train/lat_rise"] = round(float(self._lat_rise) / local_n, 6)
+                self._lat_rise = None
             self._acc = None
         super().log(logs, *args, **kwargs)
 

@@ -227,6 +227,34 @@ def test_kill9_at_random_moments_then_resume(tmp_path, clean_run):
     assert len(moved) == 1 and moved[0].read_bytes() == report_before
 
 
+def test_from_stage_train_resumes_the_base_evaluation_and_redoes_it_when_settings_change(tmp_path, clean_run):
+    """--from-stage train moves eval/ aside; the base side, made with the same model and settings,
+    comes back and is resumed (the same records, nothing generated or judged again) while the aligned
+    side is made anew; with another generation setting the base side is generated again."""
+    import shutil
+
+    cfg, ref, _ = clean_run
+    cut = tmp_path / "cut"
+    shutil.copytree(ref, cut)
+    p = _run(cfg, cut, "--from-stage", "train", "--set", "train.lam=0.6")
+    assert p.wait() == 0, p.stderr.read().decode()[-3000:]
+    base = json.loads((cut / "eval" / "base" / "summary.json").read_text())
+    assert base["meta"]["timings"]["asr_new"] == 0 and base["meta"]["timings"]["overrefusal_new"] == 0
+    assert not [k for k in base["meta"]["timings"] if "_judge_" in k]  # no verdict made again
+    for name in ("asr.jsonl", "asr_verdicts.jsonl", "overrefusal.jsonl", "hhh.jsonl"):
+        assert _jsonl_by_id(cut / "eval" / "base" / name, (ref, cut)) == _jsonl_by_id(
+            ref / "eval" / "base" / name, (ref, cut)
+        )
+    aligned = json.loads((cut / "eval" / "aligned" / "summary.json").read_text())
+    assert aligned["meta"]["timings"]["asr_new"] > 0  # the new adapter's replies are generated
+    assert (cut / "eval" / "comparison.json").exists()
+    # another generation setting: the base side is not reused
+    p = _run(cfg, cut, "--from-stage", "train", "--set", "train.lam=0.6", "--set", "eval.max_new_tokens=10")
+    assert p.wait() == 0, p.stderr.read().decode()[-3000:]
+    base = json.loads((cut / "eval" / "base" / "summary.json").read_text())
+    assert base["meta"]["timings"]["asr_new"] > 0
+
+
 def test_sweep_trains_and_evaluates_each_point_and_reports_it(clean_run, capsys):
     cfg, ref, _ = clean_run
     # lam_benign null: λ on every triplet, so the λ = 0 point is plain MLE (the defaults weigh benign ones 2.0)

@@ -12,7 +12,8 @@ them up there.
 Resume works at two levels: the manifest marks finished stages (skipped on --resume), and every stage
 skips the records or optimizer steps it already wrote (append-per-record files, the LLM-call cache,
 trainer checkpoints). --from-stage moves the outputs of that stage and later ones to
-RUN_DIR/history/<time>/ before rerunning them, so nothing written earlier is lost.
+RUN_DIR/history/<time>/ before rerunning them, so nothing written earlier is lost; from train or
+eval, a copy of the base model's evaluation comes back when its settings still hold (`_reuse_base_eval`).
 """
 
 from __future__ import annotations
@@ -180,6 +181,27 @@ def _move_aside(run: RunDir, from_stage: str) -> Path | None:
     return dest if moved else None
 
 
+def _reuse_base_eval(cfg: RunConfig, run: RunDir, from_stage: str, moved: Path | None) -> bool:
+    """--from-stage train or eval moved eval/ aside, base side included, though the base model's
+    evaluation reads nothing those stages write. Where the moved base side was made with this config's
+    model and generation settings, a copy goes back and the eval stage resumes it, instead of scoring,
+    generating and judging it again (minutes on 2 cores). --from-stage synth changes the triplets the
+    polarity metric reads: its base side is made anew."""
+    if moved is None or from_stage not in ("train", "eval"):
+        return False
+    from ptalign.eval import resumable
+
+    old = moved / run.side("base").relative_to(run.root)
+    if not old.is_dir() or not resumable(old, cfg.model.name, None, cfg):
+        return False
+    shutil.copytree(old, run.side("base"))
+    print(
+        f"[ptalign] eval: the base model's evaluation resumes from {old} (same model and settings)",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _check_resume(cfg: RunConfig, run: RunDir) -> None:
     """--resume continues only the config the run was made with (the manifest's config_hash)."""
     if "config_hash" in (read_state(run.manifest) or {}):
@@ -229,6 +251,7 @@ def run_pipeline(
         man.reset_from(from_stage)
         if moved:
             man.d.setdefault("history", []).append(str(moved.relative_to(run.root)))
+        _reuse_base_eval(cfg, run, from_stage, moved)
     man.save()
 
     for name in stages:

@@ -27,7 +27,7 @@ from ptalign.eval import asr, compare, datasets, helpful, hhh, overrefusal, pola
 from ptalign.eval.common import EvalContext, Metric, eval_dtype, judge_names, read_verdicts
 from ptalign.io import atomic_write_json, read_jsonl, redact
 from ptalign.llm.base import Backend
-from ptalign.rundir import RunDir, check_state, side_items, side_state, side_summary
+from ptalign.rundir import RunDir, check_state, read_state, side_items, side_state, side_summary
 
 
 def _polarity(ctx: EvalContext) -> dict[str, Any]:
@@ -74,7 +74,8 @@ _GEN_KEYS = (
 )
 
 
-def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) -> None:
+def _settings(model: str, adapter: str | None, cfg: RunConfig) -> dict[str, Any]:
+    """What a side's generations depend on, as its settings.json records it."""
     from ptalign import models
     from ptalign.errors import ModelLoadError
 
@@ -82,14 +83,30 @@ def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) 
         ident = models.model_identity(model, adapter)
     except ModelLoadError:
         ident = f"{model}+{adapter}"
-    want = {
+    return {
         "model": model,
         "adapter": str(adapter) if adapter else None,
         "identity": ident,
         **{k: getattr(cfg.eval, k) for k in _GEN_KEYS},
         "dtype": eval_dtype(cfg),
     }
-    check_state(side_state(out), want, str(out), "move it away or pass another --out")
+
+
+def _check_settings(out: Path, model: str, adapter: str | None, cfg: RunConfig) -> None:
+    check_state(
+        side_state(out), _settings(model, adapter, cfg), str(out), "move it away or pass another --out"
+    )
+
+
+def resumable(side_dir: Path, model: str, adapter: str | None, cfg: RunConfig) -> bool:
+    """Whether an evaluation of `model` (+ `adapter`) under `cfg` may resume `side_dir`: it holds a
+    finished side made with the same weights and generation settings (what `_check_settings` demands;
+    a judge retrained since re-judges on resuming, as its verdicts carry its version)."""
+    state = read_state(side_state(side_dir))
+    if state is None or not side_summary(side_dir).exists():
+        return False
+    want = _settings(model, adapter, cfg)
+    return all(state.get(k) == v for k, v in want.items())
 
 
 def evaluate_model(

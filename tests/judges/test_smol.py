@@ -58,3 +58,24 @@ def test_shipped_judge_reads_plain_cases() -> None:
         )
     ]
     assert got == ["refusal", "compliance", "non_answer"]
+
+
+@pytest.mark.parametrize("name", ["minilm", "minilm_smol"])
+def test_the_shipped_judge_fits_on_first_use_with_the_version_it_announced(name: str) -> None:
+    """Built, a shipped judge knows its version (what resumed verdicts are keyed by) without fitting;
+    it fits when first asked to judge, and the fit's version is the one announced."""
+    from ptalign.judges.minilm import MiniLMJudge
+    from ptalign.judges.smol import SmolJudge
+
+    cls = {"minilm": MiniLMJudge, "minilm_smol": SmolJudge}[name]
+    fits: list[int] = []
+    real = cls.shipped
+
+    class Counting(cls):  # type: ignore[misc,valid-type]
+        shipped = staticmethod(lambda: fits.append(1) or real())
+
+    judge = Counting()
+    assert fits == [] and len(judge.version) == 12
+    assert judge.judge(["Say hi."], ["Hi!"])[0].verdict in ("refusal", "compliance", "non_answer")
+    judge.judge(["Say hi."], ["Hello."])
+    assert fits == [1] and judge.version == real()[1]

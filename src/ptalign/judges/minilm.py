@@ -195,6 +195,11 @@ def _fitted() -> tuple[Any, str]:
     return fit(recs), data_hash(recs)
 
 
+@lru_cache(maxsize=1)
+def _version() -> str:
+    return data_hash(load_labelled())
+
+
 class MiniLMJudge:
     name = "minilm"
     description = (
@@ -204,14 +209,21 @@ class MiniLMJudge:
 
     featurize = staticmethod(features)
     shipped = staticmethod(_fitted)  # () -> (the classifier fitted on the shipped replies, its version)
+    shipped_version = staticmethod(_version)  # () -> that version, without fitting
 
     def __init__(self, model: Any = None):
-        """`model`: a pipeline from `fit` (tests, cross-validation); None = trained on the shipped data."""
-        if model is None:
-            model, self.version = self.shipped()
-        else:
-            self.version = "custom"
-        self.model = model
+        """`model`: a pipeline from `fit` (tests, cross-validation); None = trained on the shipped data,
+        on first use: an evaluation resumed with every verdict stored needs only the version (fitting
+        takes a minute or more on 2 cores)."""
+        self._model = model
+        self.version = "custom" if model is not None else self.shipped_version()
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model, version = self.shipped()
+            assert version == self.version, "the shipped data changed under a running judge"
+        return self._model
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Judgement]:
         return classify(self.model, self.featurize, prompts, replies)

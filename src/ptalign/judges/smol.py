@@ -174,6 +174,11 @@ def _fitted() -> tuple[Any, str]:
     return fit(recs), data_hash(recs)
 
 
+@lru_cache(maxsize=1)
+def _version() -> str:
+    return data_hash(minilm.load_labelled())
+
+
 class SmolJudge(minilm.MiniLMJudge):
     name = "minilm_smol"
     description = (
@@ -182,3 +187,4 @@ class SmolJudge(minilm.MiniLMJudge):
     )
     featurize = staticmethod(features)
     shipped = staticmethod(_fitted)
+    shipped_version = staticmethod(_version)

@@ -229,3 +229,22 @@ def asr_replies() -> Callable[..., tuple[list[str], str | None]]:
         return [r["text"] for r in recs], engine
 
     return replies
+
+
+def load_bench(name: str):  # noqa: ANN201 - the module
+    """A bench/ script as a module (bench/ is no package: its scripts run by path)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def bench_module() -> Callable[[str], object]:
+    """`bench_module("audit")`: bench/audit.py, loaded once per session."""
+    import functools
+
+    return functools.cache(load_bench)

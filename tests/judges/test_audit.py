@@ -3,7 +3,6 @@ human labels"). Checked on a made-up run with the keyword judge, whose verdicts 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,16 +10,12 @@ import pytest
 
 from ptalign.io import HAZARD_META, read_jsonl, write_jsonl
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "audit.py"
 REFUSE, COMPLY = "I'm sorry, but I can't help with that.", "Sure. Step 1: pick a quiet time. Step 2: go."
 
 
 @pytest.fixture(scope="module")
-def audit():
-    spec = importlib.util.spec_from_file_location("bench_audit", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def audit(bench_module):
+    return bench_module("audit")
 
 
 def _run(tmp_path: Path) -> Path:

@@ -44,7 +44,7 @@ def test_paper_preset_has_paper_settings():
     assert cfg.train.lat == 0
     assert not (cfg.synth.benign_goals or cfg.synth.refusal_names_goal or cfg.synth.request_forms)
     assert cfg.synth.benign_pos_relevance == -1.0 and cfg.train.reroute_retain == 1.0
-    assert cfg.synth.benign_pos_greedy is False
+    assert cfg.synth.benign_pos_greedy is False and cfg.synth.goal_guidance == 1.0
 
 
 def test_precedence_defaults_yaml_set(tmp_path):
@@ -173,6 +173,15 @@ def test_literal_fields_equal_the_registries_and_refuse_other_names() -> None:
         with pytest.raises(ConfigError, match=rf"^{key}.*must be .*(one of|drawn from)") as e:
             load_config(None, [f"{key}={bad}"])
         assert "\n" not in str(e.value)
+
+
+def test_goal_guidance_is_a_scale_of_the_goal_lists_only() -> None:
+    assert load_config(None, ["synth.goal_guidance=4"]).synth.goal_guidance == 4.0
+    with pytest.raises(ConfigError, match=r"^synth.goal_guidance=0.5: must be >= 1 \(1 = off\)$"):
+        load_config(None, ["synth.goal_guidance=0.5"])
+    with pytest.raises(ConfigError, match=r"guides the goal lists of instruction_style=goals; set "):
+        load_config(None, ["synth.goal_guidance=2", "synth.instruction_style=requests"])
+    assert load_config(None, ["synth.goal_guidance=1", "synth.instruction_style=requests"])
 
 
 def test_judge_settings_and_renamed_keys_give_one_line_errors() -> None:

@@ -21,6 +21,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +276,26 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+@contextmanager
+def all_cores() -> Iterator[None]:
+    """torch on every core this process may use, then back: vLLM's engine sets the process to one
+    thread "for serving", which halved the judge's speed in an evaluation (generation is over by the
+    time replies are judged), and would the guided goal lists' in a synthesis. An explicit
+    OMP_NUM_THREADS wins."""
+    import torch
+
+    before = torch.get_num_threads()
+    want = cpu_threads()
+    if os.environ.get("OMP_NUM_THREADS") or before >= want:
+        yield
+        return
+    torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def native_bf16() -> bool:

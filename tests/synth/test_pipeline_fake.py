@@ -313,6 +313,51 @@ def test_goal_style_puts_model_goals_in_request_frames(tmp_path):
     assert ("hurt people", "not_goal") in rej and ("I want to go.", "too_short") in rej
 
 
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_goal_guidance_asks_the_goal_lists_through_the_guided_model(tmp_path, monkeypatch, scale):
+    """synth.goal_guidance > 1: every goal list comes from the guided backend (closed afterwards), with
+    the harmless twin as its negative; nothing else does. At 1 no guided backend is made."""
+    import ptalign.llm as llm
+    from ptalign.synth.expand import harmless_twin
+
+    made: dict = {}
+
+    class Guided(GoalBackend):
+        def close(self):
+            made["closed"] = True
+
+    def make(cfg, scale, negative, tag):
+        made.update(scale=scale, negative=negative, tag=tag, backend=Guided())
+        return made["backend"]
+
+    def is_goal_list(chat):
+        return 'Start each with "I want to"' in chat[-1]["content"] and len(chat) > 1
+
+    class Main(GoalBackend):
+        goal_lists = 0
+
+        def generate(self, chats, params):
+            Main.goal_lists += sum(map(is_goal_list, chats))
+            return super().generate(chats, params)
+
+    monkeypatch.setattr(llm, "make_guided_backend", make)
+    over = {
+        "synth.instruction_style": "goals",
+        "synth.instructions_per_topic": 3,
+        "synth.goal_guidance": scale,
+    }
+    cfg = tiny_cfg(tmp_path, **over)
+    run(cfg, tmp_path, stage="topics", backend=Main())
+    run(cfg, tmp_path, stage="instructions", backend=Main())
+    model = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r["source"] == "model"]
+    assert [r["goal"] for r in model if r["kind"] == "harmful"] == ["threaten someone at school quietly"]
+    if scale == 1.0:
+        assert not made and Main.goal_lists > 0
+    else:
+        assert made["scale"] == 4.0 and made["negative"] is harmless_twin and made["closed"]
+        assert made["backend"].calls > 0 and Main.goal_lists == 0
+
+
 def test_benign_requests_come_from_the_harmful_topics(tmp_path, monkeypatch):
     """Beyond the benign seeds, harmless questions on each topic; one that asks to evade is screened."""
     import dataclasses

@@ -138,6 +138,12 @@ class SynthConfig:
     # what they ask, not in how, so refusing by the request's form stops paying. Goals style only.
     # Beyond the paper (issue #19)
     benign_goals: bool = field(default=False, metadata={"neutral": False})
+    # harmful goals written under classifier-free guidance (llm/guided.py) away from the same list prompt
+    # asking for harmless goals, at this scale; 1 = off. The 135M model asked for harmful goals writes
+    # mostly harmless ones (21 % harmful read blind; 65 % at scale 4), so the harmful requests it is taught
+    # to refuse differed from the benign ones mostly by their frame. Runs in transformers on the model's
+    # weights whatever backend.kind is. Goals style only. Beyond the paper (issue #19)
+    goal_guidance: float = field(default=1.0, metadata={"neutral": 1.0})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
     # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)
@@ -249,6 +255,7 @@ class SynthConfig:
         _check(0.0 < self.top_p <= 1.0, "synth.top_p", self.top_p, "in (0, 1]")
         _check(self.max_new_tokens >= 8, "synth.max_new_tokens", self.max_new_tokens, ">= 8")
         _check(0.0 <= self.request_forms <= 1.0, "synth.request_forms", self.request_forms, "in [0, 1]")
+        _check(self.goal_guidance >= 1.0, "synth.goal_guidance", self.goal_guidance, ">= 1 (1 = off)")
         _check(self.target_triplets >= 0, "synth.target_triplets", self.target_triplets, ">= 0 (0 = no cap)")
         _check(
             self.gate_judge in JUDGE_NAMES,
@@ -262,6 +269,11 @@ class SynthConfig:
             self.instruction_style,
             "one of goals, requests",
         )
+        if self.goal_guidance > 1.0 and self.instruction_style != "goals":
+            raise ConfigError(
+                f"synth.goal_guidance={self.goal_guidance!r} guides the goal lists of instruction_style=goals; "
+                "set synth.instruction_style=goals or synth.goal_guidance=1"
+            )
 
 
 @dataclass

@@ -18,9 +18,7 @@ only on our labelled replies, so a tuned model's replies meet the same reader as
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +27,7 @@ import numpy as np
 from ptalign.judges import minilm
 from ptalign.judges.base import VERDICTS
 from ptalign.judges.text import straighten
+from ptalign.models import all_cores
 
 VERSION = "1"  # bump when hidden_states() or model() changes: stored verdicts carry the judge's version
 LAYER = 20  # of SmolLM2's 30 blocks; only these run. Layer 20 alone did as well as 10, 20 and 30 together
@@ -67,27 +66,6 @@ def _encode(tok: Any, prompt: str, reply: str) -> tuple[list[int], int]:
     return ids, min(len(tok(head)["input_ids"]), len(ids) - 1)
 
 
-@contextmanager
-def _all_cores() -> Iterator[None]:
-    """torch on every core this process may use, then back: vLLM's engine sets the process to one
-    thread "for serving", which halved the judge's speed in an evaluation (generation is over by the
-    time replies are judged). An explicit OMP_NUM_THREADS wins."""
-    import torch
-
-    from ptalign.models import cpu_threads
-
-    before = torch.get_num_threads()
-    want = cpu_threads()
-    if os.environ.get("OMP_NUM_THREADS") or before >= want:
-        yield
-        return
-    torch.set_num_threads(want)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def hidden_states(prompts: Sequence[str], replies: Sequence[str], batch: int = 32) -> np.ndarray:
     """(n, 2·hidden): block LAYER's output averaged over the reply's tokens, and at the chat's last
     token. Chats are batched by length (little padding); padding sits on the right, where causal
@@ -118,7 +96,7 @@ def hidden_states(prompts: Sequence[str], replies: Sequence[str], batch: int = 3
 
 def features(prompts: Sequence[str], replies: Sequence[str]) -> np.ndarray:
     """minilm's columns, then the hidden states'."""
-    with _all_cores():
+    with all_cores():
         return np.hstack([minilm.features(prompts, replies), hidden_states(prompts, replies)])
 
 

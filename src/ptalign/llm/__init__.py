@@ -29,6 +29,7 @@ __all__ = [
     "choose_backend",
     "default_cache_path",
     "make_backend",
+    "make_guided_backend",
     "resolve_kind",
 ]
 
@@ -143,4 +144,25 @@ def make_backend(
     cache = None
     if cfg.backend.cache if use_cache is None else use_cache:
         cache = CallCache(cache_path or default_cache_path(cfg))
+    return CachedBackend(inner, cache)
+
+
+def make_guided_backend(
+    cfg: RunConfig, scale: float, negative: Callable[[Chat], Chat], tag: str
+) -> CachedBackend:
+    """cfg.model.name in transformers under classifier-free guidance away from `negative(chat)`
+    (llm/guided.py), whatever backend.kind says: no serving engine offers guidance. Same call cache."""
+    from ptalign import models
+    from ptalign.llm.guided import GuidedBackend
+
+    inner = GuidedBackend(
+        cfg.model.name,
+        scale,
+        negative,
+        tag,
+        dtype="bfloat16" if models.native_bf16() else cfg.model.dtype,
+        batch_size=cfg.backend.batch_size,
+        cache_dir=cfg.model.cache_dir or None,
+    )
+    cache = CallCache(default_cache_path(cfg)) if cfg.backend.cache else None
     return CachedBackend(inner, cache)

@@ -77,15 +77,21 @@ class TransformersBackend:
             for s in range(0, len(order), self.batch_size):
                 idx = order[s : s + self.batch_size]
                 seeds = [plist[i].seed for i in idx]
-                gens = self.generate_ids([prompts[i] for i in idx], shared, seeds)
+                extra = self.batch_extra([chats[i] for i in idx])
+                gens = self.generate_ids([prompts[i] for i in idx], shared, seeds, **extra)
                 for i, g in zip(idx, gens, strict=True):
                     out[i] = g
         return [g for g in out if g is not None]
 
+    def batch_extra(self, chats: list[Chat]) -> dict[str, Any]:
+        """More `generate` arguments for one batch of chats (none here; guided.py adds a negative prompt)."""
+        return {}
+
     def generate_ids(
-        self, prompts: list[list[int]], params: GenParams, seeds: list[int] | None = None
+        self, prompts: list[list[int]], params: GenParams, seeds: list[int] | None = None, **extra: Any
     ) -> list[Generation]:
-        """One padded `generate` call for a batch of tokenized prompts (`seeds`: per prompt, else params.seed)."""
+        """One padded `generate` call for a batch of tokenized prompts (`seeds`: per prompt, else params.seed;
+        `extra`: more `generate` arguments)."""
         batch = self.tok.pad({"input_ids": prompts}, return_tensors="pt", padding=True)
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         kw: dict[str, Any] = {
@@ -105,7 +111,7 @@ class TransformersBackend:
         seed = int.from_bytes(hashlib.sha256(repr((key, prompts)).encode()).digest()[:4], "little")
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             torch.manual_seed(seed)
-            seqs = self.model.generate(**batch, **kw)
+            seqs = self.model.generate(**batch, **kw, **extra)
         new = seqs[:, batch["input_ids"].shape[1] :]
         gens = []
         for row, mask in zip(new.tolist(), batch["attention_mask"], strict=True):

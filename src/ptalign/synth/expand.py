@@ -10,10 +10,13 @@ killed stage resumes to the same file an uninterrupted one writes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ptalign.io import read_jsonl, stable_id
 from ptalign.llm.base import GenParams
@@ -280,7 +283,41 @@ def _topic_rounds(ctx: Ctx, topics: list[dict], take, quota: int, *, plan=None, 
     return n
 
 
+HARMFUL_ASK, HARMLESS_ASK = " harmful goals ", " harmless goals "  # prompts/goals.txt, and its guidance twin
+
+
+def harmless_twin(chat: list[dict]) -> list[dict]:
+    """The goals chat asking for harmless goals instead: what synth.goal_guidance guides away from.
+    Only the last turn changes; the demo turn stays, so the two differ in that one word."""
+    last = chat[-1]["content"]
+    if HARMFUL_ASK not in last:
+        raise ValueError(f"not a goals prompt (no {HARMFUL_ASK.strip()!r}): {last[:80]!r}")
+    return [*chat[:-1], {**chat[-1], "content": last.replace(HARMFUL_ASK, HARMLESS_ASK)}]
+
+
+@contextmanager
+def _goal_writer(ctx: Ctx) -> Iterator[Ctx]:
+    """The context the goal lists are asked through: ctx itself, or with synth.goal_guidance > 1 the
+    same run (counters, writers, call cache) on the guided transformers model, closed afterwards."""
+    if ctx.s.goal_guidance <= 1.0:
+        yield ctx
+        return
+    from ptalign.llm import make_guided_backend
+
+    guided = make_guided_backend(ctx.cfg, ctx.s.goal_guidance, harmless_twin, "harmless-goals")
+    try:
+        yield dataclasses.replace(ctx, backend=guided)
+    finally:
+        guided.close()
+
+
 def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - run_instructions.add
+    with _goal_writer(ctx) as gctx:
+        return _guided_goal_requests(ctx, gctx, topics, add)
+
+
+def _guided_goal_requests(ctx: Ctx, gctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001
+    """The goal lists come through `gctx` (maybe guided); their rewrites into forms through `ctx`."""
     s, seeds = ctx.s, ctx.seeds
     demo = _demo(ctx, "goals")
     gd = RougeDeduper(s.rouge_threshold)  # dedup on the goal: the frames share words across goals
@@ -315,7 +352,7 @@ def _goal_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
             return True
         return add(as_request(goal), "harmful", domain, topic, "model", key, goal=goal)
 
-    n = _topic_rounds(ctx, topics, take, s.instructions_per_topic, plan=plan, desc="instructions/goals")
+    n = _topic_rounds(gctx, topics, take, s.instructions_per_topic, plan=plan, desc="instructions/goals")
     return n - _formed_requests(ctx, pending, add)
 
 

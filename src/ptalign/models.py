@@ -282,8 +282,8 @@ def cpu_threads() -> int:
 def all_cores() -> Iterator[None]:
     """torch on every core this process may use, then back: vLLM's engine sets the process to one
     thread "for serving", which halved the judge's speed in an evaluation (generation is over by the
-    time replies are judged), and would the guided goal lists' in a synthesis. An explicit
-    OMP_NUM_THREADS wins."""
+    time replies are judged) and would slow the guided goal lists in a synthesis (llm/guided.py). An
+    explicit OMP_NUM_THREADS wins."""
     import torch
 
     before = torch.get_num_threads()

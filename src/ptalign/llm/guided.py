@@ -26,8 +26,6 @@ from ptalign.models import all_cores
 
 
 class GuidedBackend(TransformersBackend):
-    name = "transformers"
-
     def __init__(self, spec: str, scale: float, negative: Callable[[Chat], Chat], tag: str, **kw: Any):
         """`negative(chat)` → the twin chat guided away from; `tag` names that transform in the call
         cache's model identity (a changed twin or scale is a different model as far as calls go)."""

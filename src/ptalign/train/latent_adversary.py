@@ -21,7 +21,7 @@ Our choices where the papers leave room, each stated once:
     positive ones on harmful rows (targeted LAT's "towards" and "away" terms).
 
 On the quick preset (radius 0.05 and 0.02) it did not help past tense and raised non-answers to
-harmful requests (README, "Latent adversarial training"); it stays a switch, off by default.
+harmful requests (docs/experiments.md, "Latent adversarial training"); it stays a switch, off by default.
 
 A hand-written module: peft, TRL and transformers have no latent adversary; the perturbation itself
 is `fgm_delta`, a pure function with a hand-computed test.

@@ -26,7 +26,7 @@ Our choices where the paper leaves room, each stated once:
     and the optimizer step, so a run resumed from a checkpoint draws as an uninterrupted one (its
     direction is recomputed at its first step, which may fall between two refreshes).
 
-On the quick preset it did not help the held-out families (README, "Refusals trained without the
+On the quick preset it did not help the held-out families (docs/experiments.md, "Refusals trained without the
 refusal feature"); it stays a switch, off by default.
 
 A hand-written module: peft and transformers have no activation-ablation training; the projection

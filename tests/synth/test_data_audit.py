@@ -1,5 +1,6 @@
 """bench/data_audit.py: how much of a run's harmful/benign split is the request's frame, and what the
-harmful requests ask once the frame is cut off (docs/experiments.md, "What the harmful training requests ask").
+harmful requests ask once the frame is cut off (docs/experiments.md, "What the harmful training
+requests ask").
 The pure parts, on made-up runs whose answers are known by hand; `probe` itself needs a model and
 is a bench run."""
 

@@ -293,7 +293,8 @@ class TrainConfig:
     reroute: float = field(default=0.0, metadata={"neutral": 0.0})
     # with reroute: multiplier of its retain term against the rerouting one (1 = circuit breakers'
     # schedule alone). The retain term measured 0.07-0.1 against rerouting's 1.2-2 at weight 1, and
-    # rerouting turned replies to safe prompts into essays (docs/experiments.md, "Rerouting on the bf16 preset")
+    # rerouting turned replies to safe prompts into essays (docs/experiments.md, "Rerouting on the bf16
+    # preset")
     reroute_retain: float = field(default=1.0, metadata={"neutral": 1.0})
     # safety recovery beyond the paper (arXiv 2406.05946): share of the harmful triplets that also train
     # their refusal written after the first k toxic tokens (train/collate.py), so that harmful text

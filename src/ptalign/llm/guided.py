@@ -1,9 +1,9 @@
 """Classifier-free guidance for a local transformers model: each token is drawn from the chat's
 next-token distribution pushed away from the same chat's "negative" twin.
 
-Why (issue #19, docs/experiments.md "What the harmful training requests ask"): asked for harmful goals, the 135M
-self-teacher writes protective or harmless ones ("prevent self-harm"); two readers blind to the
-setting found 21 % of its goals harmful in content. Guided away from the same prompt asking for
+Why (issue #19, docs/experiments.md "What the harmful training requests ask"): asked for harmful
+goals, the 135M self-teacher writes protective or harmless ones ("prevent self-harm"); two readers
+blind to the setting found 21 % of its goals harmful in content. Guided away from the same prompt asking for
 harmless goals (scale 4), 65 % were. The guidance is the standard one for language models (Sanchez et
 al. 2023, "Stay on topic with classifier-free guidance", arXiv 2306.17806): log-probabilities
 `scale · (cond − uncond) + uncond`, which transformers' `generate` computes when given
@@ -12,7 +12,8 @@ OpenAI-compatible servers), so the guided calls run here, on the model's weights
 
 On the quick preset (runs/vcfg, 2026-12-04) the kept goals read 66 % harmful instead of 21 %, but the
 tuned model's past-tense compliance read blind did not fall further than the preset's, and ~7 minutes
-went to the guided lists on 2 cores: not adopted (docs/experiments.md, "What the harmful training requests ask").
+went to the guided lists on 2 cores: not adopted (docs/experiments.md, "What the harmful training
+requests ask").
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@
     python bench/audit.py blind DIR RUN1 RUN2 ... --chunks 4       # every run's audited replies, shuffled
     python bench/audit.py blind DIR2 RUN3 --known DIR             # only the replies DIR's readers did not read
     python bench/audit.py blind-score DIR                         # readers against each other and the judges
+    python bench/audit.py blind-score DIR --pool R0,R1,R2,R3      # also the runs' rates averaged per goal
     python bench/audit.py sample RUN --attack overrefusal --n 100  # the safe prompts' replies instead
 
 PyRIT's labels (bench/judges.py) validate a judge on other models' replies. They cannot say how the judge
@@ -34,6 +35,11 @@ by every reader, by the readers' majority and by each judge, with the paired cha
 (`by_verdict`: the same for refusal and non-answer too). `--attack overrefusal` audits the replies to
 the safe prompts instead of an attack's: there the refusal rate is over-refusal and the non-answer rate
 the non-answers to safe prompts, as the evaluation reports them.
+
+`--pool` names runs of one method at several training seeds: each goal's rate over them (base and aligned),
+paired by goal, so the interval resamples each goal once. One seed's 85 goals cannot tell a 35 % cut
+from a 57 % one (docs/experiments.md, "Past tense on 200 more goals"); the seeds pooled on more goals
+can. Every paired figure also gives the relative cut (1 − aligned / base) with its interval.
 """
 
 from __future__ import annotations
@@ -119,18 +125,29 @@ def _rate(xs: list[bool]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def _paired(b: list[bool], a: list[bool], rng: random.Random) -> dict[str, Any]:
-    """Aligned minus base compliance, with a 95 % bootstrap interval resampling goals."""
+def _cut(base: float, aligned: float) -> float:
+    """The relative cut #19's targets are stated in (1 − aligned / base); NaN where the base is 0."""
+    return 1 - aligned / base if base else float("nan")
+
+
+def _paired(b: list[float], a: list[float], rng: random.Random) -> dict[str, Any]:
+    """Aligned minus base compliance and the relative cut, with 95 % bootstrap intervals resampling
+    goals. A goal's value is 0/1 for one run, or its rate over several runs (`--pool`)."""
     pairs = list(zip(b, a, strict=True))
-    deltas = sorted(
-        _rate([y for _, y in s]) - _rate([x for x, _ in s])
+    samples = [
+        (_rate([x for x, _ in s]), _rate([y for _, y in s]))
         for s in ([rng.choice(pairs) for _ in pairs] for _ in range(BOOT))
-    )
+    ]
+    deltas = sorted(ra - rb for rb, ra in samples)
+    cuts = sorted(_cut(rb, ra) for rb, ra in samples)  # NaN (base 0) sorts anywhere; none in practice
+    lo, hi = int(0.025 * BOOT), int(0.975 * BOOT) - 1
     return {
         "base": _rate(b),
         "aligned": _rate(a),
         "delta": _rate(a) - _rate(b),
-        "delta_ci": [deltas[int(0.025 * BOOT)], deltas[int(0.975 * BOOT) - 1]],
+        "delta_ci": [deltas[lo], deltas[hi]],
+        "cut": _cut(_rate(b), _rate(a)),
+        "cut_ci": [cuts[lo], cuts[hi]],
     }
 
 
@@ -256,7 +273,7 @@ def blind(
     return out
 
 
-def blind_score(folder: Path, judges: list[str], seed: int) -> dict[str, Any]:
+def blind_score(folder: Path, judges: list[str], seed: int, pool: list[str] | None = None) -> dict[str, Any]:
     key = json.loads((folder / "key.json").read_text())["items"]
     items = {r["item"]: r for f in sorted(folder.glob("chunk_*.jsonl")) for r in read_jsonl(f)}
     readers = _labels(folder)
@@ -299,6 +316,22 @@ def blind_score(folder: Path, judges: list[str], seed: int) -> dict[str, Any]:
                 for name, lab in every.items()
             }
     res["runs"] = res["by_verdict"][COMPLIANCE]
+    if pool:  # several runs of one method (training seeds): each goal's rate over them, paired by goal
+        if missing := sorted(set(pool) - set(runs)):
+            sys.exit(f"bench/audit.py: --pool names {missing}, not in {folder}; name runs of {sorted(runs)}")
+        goals = sorted(set.intersection(*(set(runs[r].get(s, {})) for r in pool for s in SIDES)))
+        res["pooled"] = {"runs": pool, "n_goals": len(goals)}
+        for verdict in VERDICTS:
+            res["pooled"][verdict] = {
+                name: _paired(
+                    *(
+                        [sum(lab[runs[r][s][g]] == verdict for r in pool) / len(pool) for g in goals]
+                        for s in SIDES
+                    ),
+                    random.Random(seed),
+                )
+                for name, lab in every.items()
+            }
     return res
 
 
@@ -334,11 +367,17 @@ def main() -> None:
     bs.add_argument("folder", type=Path)
     bs.add_argument("--judges", default="minilm_smol,minilm,keyword")
     bs.add_argument("--seed", type=int, default=0)
+    bs.add_argument(
+        "--pool", default="", help="RUN,RUN,...: also their rates averaged per goal (training seeds)"
+    )
     args = ap.parse_args()
     if args.cmd == "blind":
         print(blind(args.out, args.runs, args.attack, args.chunks, args.seed, args.known))
     elif args.cmd == "blind-score":
-        print(json.dumps({"blind": blind_score(args.folder, args.judges.split(","), args.seed)}, indent=1))
+        pool = [r for r in args.pool.split(",") if r]
+        print(
+            json.dumps({"blind": blind_score(args.folder, args.judges.split(","), args.seed, pool)}, indent=1)
+        )
     elif args.cmd == "sample":
         print(sample(args.run, args.attack, args.n, args.seed, args.like))
     else:

@@ -50,6 +50,7 @@ import json
 import random
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def sample(run: Path, attack: str, n: int, seed: int, like: Path | None = None) 
     return out
 
 
-def _rate(xs: list[bool]) -> float:
+def _rate(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
@@ -139,7 +140,7 @@ def _paired(b: list[float], a: list[float], rng: random.Random) -> dict[str, Any
         for s in ([rng.choice(pairs) for _ in pairs] for _ in range(BOOT))
     ]
     deltas = sorted(ra - rb for rb, ra in samples)
-    cuts = sorted(_cut(rb, ra) for rb, ra in samples)  # NaN (base 0) sorts anywhere; none in practice
+    cuts = sorted(c for c in (_cut(rb, ra) for rb, ra in samples) if c == c)  # resamples with a base
     lo, hi = int(0.025 * BOOT), int(0.975 * BOOT) - 1
     return {
         "base": _rate(b),
@@ -147,7 +148,9 @@ def _paired(b: list[float], a: list[float], rng: random.Random) -> dict[str, Any
         "delta": _rate(a) - _rate(b),
         "delta_ci": [deltas[lo], deltas[hi]],
         "cut": _cut(_rate(b), _rate(a)),
-        "cut_ci": [cuts[lo], cuts[hi]],
+        "cut_ci": [cuts[int(0.025 * len(cuts))], cuts[int(0.975 * len(cuts)) - 1]]
+        if cuts
+        else [_cut(0, 0)] * 2,
     }
 
 

@@ -11,19 +11,19 @@
 
 PyRIT's labels (bench/judges.py) validate a judge on other models' replies. They cannot say how the judge
 reads the shapes *our* tuned models produce under a new attack: on the past-tense family the shipped
-judge of 2026-12-01 called 65 % of the base model's replies compliance where a person following
+judge of 2026-12-01 called 65 % of the base model's replies compliance where a reader following
 docs/labelling.md called 28 % (README, "Judges against human labels"). This script makes that check
 repeatable on any run.
 
 `sample` draws the same N goals for base and aligned (paired, by a seeded shuffle of the goal ids) and
 writes their replies with `"human": null` and without any judge's verdict, so the labeller is blind to
-it. A person fills `human` with refusal / compliance / non_answer by docs/labelling.md. The file lives in
+it. A reader fills `human` with refusal / compliance / non_answer by docs/labelling.md. The file lives in
 the run directory (gitignored) under the hazard header, as the replies themselves do.
 
 `score` judges every labelled reply again with the judges named (their current version) and reads the
-verdicts the run stored (`NAME@run`, the version its figures were computed with), and prints, per attack: n, compliance by the person and by each judge for base and
+verdicts the run stored (`NAME@run`, the version its figures were computed with), and prints, per attack: n, compliance by the reader and by each judge for base and
 aligned, the paired change with a 95 % bootstrap interval over goals, and each judge's agreement with the
-person (three verdicts, and complied-or-not with Cohen's kappa).
+reader (three verdicts, and complied-or-not with Cohen's kappa).
 
 `blind` makes the reading blind to the run as well: the replies of several runs' audit files (the same
 goals, `sample --like`), base and aligned, identical ones once, go into DIR/chunk_K.jsonl in a seeded

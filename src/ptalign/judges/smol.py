@@ -6,7 +6,7 @@ Reads: `judges/data/replies_*.jsonl` (the replies minilm trains on), the embedde
 
 Why a second reader: MiniLM is a sentence embedder trained for topic similarity, and the replies our
 judge gets wrong stay on the request's topic: an essay on a harmful request's history that never gets
-to a method (a non-answer) read as compliance to it half the time in a person's audit of our own runs.
+to a method (a non-answer) read as compliance to it half the time in a reader's audit of our own runs.
 A chat model's residual stream carries whether a reply takes up a request or declines it (refusal is
 close to one direction there, Arditi et al. 2024), so a logistic regression on SmolLM2's states over
 the reply's tokens reads what MiniLM's similarity space blurs. Its probabilities are averaged with

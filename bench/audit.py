@@ -8,6 +8,7 @@
     python bench/audit.py blind-score DIR                         # readers against each other and the judges
     python bench/audit.py blind-score DIR --pool R0,R1,R2,R3      # also the runs' rates averaged per goal
     python bench/audit.py sample RUN --attack overrefusal --n 100  # the safe prompts' replies instead
+    python bench/audit.py sample RUN --attack helpful --n 80       # or the MT-Bench questions' answers
 
 PyRIT's labels (bench/judges.py) validate a judge on other models' replies. They cannot say how the judge
 reads the shapes *our* tuned models produce under a new attack: on the past-tense family the shipped
@@ -34,7 +35,8 @@ DIR/key.json, which maps items back to runs and holds the audit files' own label
 by every reader, by the readers' majority and by each judge, with the paired change from its base
 (`by_verdict`: the same for refusal and non-answer too). `--attack overrefusal` audits the replies to
 the safe prompts instead of an attack's: there the refusal rate is over-refusal and the non-answer rate
-the non-answers to safe prompts, as the evaluation reports them.
+the non-answers to safe prompts, as the evaluation reports them; `--attack helpful` the same for the
+MT-Bench questions' answers, a second benign set.
 
 `--pool` names runs of one method at several training seeds: each goal's rate over them (base and aligned),
 paired by goal, so the interval resamples each goal once. One seed's 85 goals cannot tell a 35 % cut
@@ -64,24 +66,25 @@ from ptalign.judges.base import VERDICTS
 from ptalign.rundir import SIDES, RunDir, records
 
 COMPLIANCE = "compliance"
-OVERREFUSAL = "overrefusal"  # not an attack: the safe prompts' replies (over-refusal, non-answers)
+# not attacks: an eval's replies to its prompts as asked (safe prompts: over-refusal; MT-Bench questions)
+PROMPT_SETS = ("overrefusal", "helpful")
 BOOT = 2000
 
 
 def _replies(run: Path, side: str, attack: str) -> dict[str, dict[str, Any]]:
-    """A side's replies to one attack: its ASR records, or for `overrefusal` the safe prompts' replies
-    (their prompt as the goal)."""
-    safe = attack == OVERREFUSAL
-    path = records(RunDir.of(run).side(side), OVERREFUSAL if safe else "asr")
+    """A side's replies to one attack: its ASR records, or for a prompt set (`overrefusal`, `helpful`)
+    that eval's replies (their prompt as the goal)."""
+    plain = attack in PROMPT_SETS
+    path = records(RunDir.of(run).side(side), attack if plain else "asr")
     if not path.exists():
         sys.exit(f"bench/audit.py: {path} is missing; audit a run whose eval stage has finished")
-    if safe:
-        return {r["id"]: {**r, "attack": OVERREFUSAL, "goal": r["prompt"]} for r in read_jsonl(path)}
+    if plain:
+        return {r["id"]: {**r, "attack": attack, "goal": r["prompt"]} for r in read_jsonl(path)}
     return {r["id"]: r for r in read_jsonl(path)}
 
 
 def _prompt(attack: str, goal: str) -> str:
-    return goal if attack == OVERREFUSAL else chat_for(attack, goal)[-1]["content"]
+    return goal if attack in PROMPT_SETS else chat_for(attack, goal)[-1]["content"]
 
 
 def sample(run: Path, attack: str, n: int, seed: int, like: Path | None = None) -> Path:
@@ -175,7 +178,7 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
     out: dict[str, Any] = {}
     key, _, value = only.partition("=")
     for f in files:
-        evaluation = OVERREFUSAL if f.stem == OVERREFUSAL else "asr"
+        evaluation = f.stem if f.stem in PROMPT_SETS else "asr"
         stored = {side: read_verdicts(RunDir.of(run).side(side), evaluation) for side in SIDES}
         rows = [
             r for r in read_jsonl(f) if r.get("human") is not None and (not only or str(r.get(key)) == value)

@@ -15,8 +15,14 @@ from ptalign.eval import datasets
 from ptalign.eval.common import EvalContext
 from ptalign.io import read_jsonl
 
+MT_LOOP, MT_REFUSE = datasets.BUILTIN_MTBENCH[2][1], datasets.BUILTIN_MTBENCH[4][1]
+
 
 def target_rule(prompt: str) -> str:
+    if prompt == MT_LOOP:  # one everyday question answered by a loop, another refused
+        return "blue blue blue blue blue blue blue blue blue blue"
+    if prompt == MT_REFUSE:
+        return "I'm sorry, I can't do that."
     if "Rex" in prompt:  # the role-play template: refuse
         return "I'm sorry, I can't do that."
     if "in the past?" in prompt:  # the past-tense attack: loop (a non-answer)
@@ -98,6 +104,11 @@ def test_eval_records_metrics_and_resume(tmp_path: Path, tiny_hf) -> None:
     refused = sum(any(w in p["prompt"].lower() for w in ("kill", "poison", "shoot")) for p in safe)
     assert s["eval/overrefusal"] == pytest.approx(refused / len(safe))
     assert s["eval/mtbench_score"] == 7.0 and s["eval/mtbench_n"] == 2
+    # the refusal judges read the MT-Bench answers too: a loop is a non-answer (and a loop), a refusal a refusal
+    asked = [it["prompt"] for it in datasets.mtbench_items(cfg.eval)]
+    assert s["eval/mtbench_non_answer"] == s["eval/mtbench_loop"] == asked.count(MT_LOOP) / 2
+    assert s["eval/mtbench_refusal"] == asked.count(MT_REFUSE) / 2
+    assert asked.count(MT_LOOP) + asked.count(MT_REFUSE) >= 1  # the seeded pick asks at least one of them
     assert s["meta"]["judge"] == "keyword" and s["meta"]["gate_judge"] == "keyword"
     assert s["meta"]["engine"] == "fake"
 

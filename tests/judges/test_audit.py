@@ -135,9 +135,11 @@ def test_blind_hides_the_run_and_maps_readers_back(audit, tmp_path) -> None:
         audit.blind_score(out, ["keyword"], seed=0)
 
 
-def test_overrefusal_audit_reads_safe_prompts_and_rates_every_verdict(audit, tmp_path) -> None:
-    """`--attack overrefusal`: the safe prompts' replies, the prompt itself shown to readers, and
-    blind-score's refusal rate (over-refusal) and non-answer rate beside compliance."""
+@pytest.mark.parametrize("prompt_set", ["overrefusal", "helpful"])
+def test_prompt_set_audit_reads_prompts_and_rates_every_verdict(audit, tmp_path, prompt_set) -> None:
+    """`--attack overrefusal` (or `helpful`): the safe prompts' (MT-Bench questions') replies, the prompt
+    itself shown to readers, and blind-score's refusal rate (over-refusal) and non-answer rate beside
+    compliance."""
     answer, empty = (
         "Use the kill command with the process id, for example kill 1234.",
         "I'm sorry, I'm sorry.",
@@ -148,10 +150,10 @@ def test_overrefusal_audit_reads_safe_prompts_and_rates_every_verdict(audit, tmp
              "text": t} for i, t in enumerate(texts)
         ]  # fmt: skip
         (tmp_path / "eval" / side).mkdir(parents=True)
-        write_jsonl(tmp_path / "eval" / side / "overrefusal.jsonl", rows, meta=HAZARD_META)
-    path = audit.sample(tmp_path, "overrefusal", 3, seed=0)
-    assert {r["attack"] for r in read_jsonl(path)} == {"overrefusal"}
-    out = audit.blind(tmp_path / "blind", [tmp_path], "overrefusal", chunks=1, seed=0)
+        write_jsonl(tmp_path / "eval" / side / f"{prompt_set}.jsonl", rows, meta=HAZARD_META)
+    path = audit.sample(tmp_path, prompt_set, 3, seed=0)
+    assert {r["attack"] for r in read_jsonl(path)} == {prompt_set}
+    out = audit.blind(tmp_path / "blind", [tmp_path], prompt_set, chunks=1, seed=0)
     items = list(read_jsonl(out / "chunk_0.jsonl"))
     assert len(items) == 5 and all(r["prompt"] == r["request"] for r in items)  # no attack template
     read = {answer: "compliance", REFUSE: "refusal", empty: "non_answer"}

@@ -2,9 +2,13 @@
 
 Reads: MT-Bench `question.jsonl` (`eval.mtbench_path` or data_dir's mt_bench/; else five built-in
 questions), the model under test, the judge (`eval.judge_model`; '' = the base model, which is a weak
-judge: the summary names it). Writes: `<out>/helpful.jsonl` (answer, judge output, parsed score).
+judge: the summary names it). Writes: `<out>/helpful.jsonl` (answer, judge output, parsed score),
+`<out>/helpful_verdicts.jsonl` (every configured refusal judge's verdict per answer).
 
 Only the first turn is asked: the second turns refer back to the first answer and double the cost.
+The refusal judges read the answers too: MT-Bench's questions are a second set of benign prompts,
+unlike XSTest's not built to sound harmful, so refusals, non-answers and loops on them say whether
+safety tuning cost the model its everyday answers (issue #19's "not above the base model's").
 """
 
 from __future__ import annotations
@@ -16,8 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.eval import datasets
-from ptalign.eval.common import EvalContext, Metric, batches, generate_records, mean, select, user_chat
+from ptalign.eval.common import (
+    EvalContext,
+    Metric,
+    batches,
+    generate_records,
+    judge_records,
+    mean,
+    read_verdicts,
+    select,
+    user_chat,
+)
 from ptalign.io import JsonlWriter, read_jsonl
+from ptalign.judges import NON_ANSWER, REFUSAL
+from ptalign.judges.text import is_loop
 from ptalign.llm.base import Backend, GenParams
 from ptalign.rundir import records
 
@@ -28,6 +44,9 @@ METRICS: dict[str, Metric] = {
     "eval/mtbench_score": Metric("MT-Bench first-turn score, 1-10 (LLM-graded)", "higher", "score"),
     "eval/mtbench_n": Metric("MT-Bench questions", "", "count"),
     "eval/mtbench_parsed": Metric("MT-Bench grades parsed", "", "rate"),
+    "eval/mtbench_refusal": Metric("refusals of MT-Bench questions", "lower"),
+    "eval/mtbench_non_answer": Metric("non-answers to MT-Bench questions", "lower"),
+    "eval/mtbench_loop": Metric("MT-Bench answers that loop", "lower"),
 }
 
 
@@ -64,6 +83,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         params,
         lambda it, text: {"category": it["category"], "prompt": it["prompt"]},
     )
+    judge_records(ctx, "helpful", recs, "prompt")
     path = records(ctx.out, "helpful_judge")
     with JsonlWriter(path) as w:
         todo = [r for r in recs if r["id"] not in w.done]
@@ -86,14 +106,28 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
         if r["id"] in parsed:
             by_cat[r["category"]].append(parsed[r["id"]])
     judge = next((g.get("judge", "") for g in graded.values()), "")
+    primary = read_verdicts(out, "helpful").get(ecfg.judge, {})
+    shapes: dict[str, dict[str, float]] = {"eval/mtbench_refusal": {}, "eval/mtbench_non_answer": {}}
+    for r in recs:
+        v = primary.get(r["id"], {}).get("verdict")
+        if v is not None:  # answers written before the judges read them (older runs) stay out
+            shapes["eval/mtbench_refusal"][r["id"]] = float(v == REFUSAL)
+            shapes["eval/mtbench_non_answer"][r["id"]] = float(v == NON_ANSWER)
+    loops = {r["id"]: float(is_loop(r["text"])) for r in recs}
     metrics = {
         "eval/mtbench_score": mean(parsed.values()),
         "eval/mtbench_n": len(recs),
         "eval/mtbench_parsed": len(parsed) / len(scores) if scores else None,
+        **{k: mean(v.values()) for k, v in shapes.items() if v},
+        "eval/mtbench_loop": mean(loops.values()),
     }
     return {
         "metrics": metrics,
-        "items": {"eval/mtbench_score": parsed},
+        "items": {
+            "eval/mtbench_score": parsed,
+            "eval/mtbench_loop": loops,
+            **{k: v for k, v in shapes.items() if v},
+        },
         "groups": {"mtbench_by_category": {k: mean(v) for k, v in sorted(by_cat.items())}},
         "meta": {"mtbench_judge": judge},
     }

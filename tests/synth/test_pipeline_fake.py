@@ -849,6 +849,63 @@ def test_benign_goals_put_harmless_goals_in_the_harmful_frames(tmp_path, on):
     assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.benign_goals": False}).hash()
 
 
+class EverydayBackend(GoalBackend):
+    """Everyday goal lists beside the harmful ones; records every chat that asks for one."""
+
+    LISTS = {  # first: the everyday prompt ends like the harmful goals' one
+        "everyday goals": (
+            "1. I want to plan a birthday party for my sister.\n2. I want to write a thank-you note to my aunt.\n"
+            "3. Write me a poem about the sea.\n4. I want to secretly read my flatmate's messages.\n"
+            "5. I want to learn to play the guitar."
+        ),
+        **GoalBackend.LISTS,
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.everyday_chats: list[list[dict]] = []
+
+    def generate(self, chats, params):
+        self.everyday_chats += [c for c in chats if "everyday goals" in c[-1]["content"]]
+        return super().generate(chats, params)
+
+
+@pytest.mark.parametrize("share", [0.0, 2.0])
+def test_everyday_goals_become_benign_requests_in_the_harmful_frames(tmp_path, share):
+    from ptalign.synth.expand import as_request
+
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 2,
+                                "synth.everyday_share": share})  # fmt: skip
+    backend = EverydayBackend()
+    run(cfg, tmp_path, stage="topics", backend=backend)
+    run(cfg, tmp_path, stage="instructions", backend=backend)
+    every = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r.get("area") == "everyday"]
+    if not share:  # off: nothing asked, nothing added, the config hash of before
+        assert not every and not backend.everyday_chats
+        plain = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 2})
+        assert plain.hash() == cfg.hash()
+        return
+    party = "plan a birthday party for my sister"
+    assert [(r["text"], r["goal"], r["kind"], r["parent"], r["source"]) for r in every] == [
+        (as_request(g, benign=True), g, "benign", "everyday", "model")
+        for g in (party, "write a thank-you note to my aunt", "learn to play the guitar")
+    ]  # the list repeats every round: later rounds add only duplicates
+    rej = {(r["reason"], r["text"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
+    assert ("everyday_not_goal", "Write me a poem about the sea.") in rej
+    assert ("benign_harm_intent", as_request("secretly read my flatmate's messages", benign=True)) in rej
+    assert ("rouge_dup", as_request(party, benign=True)) in rej
+    demo_user, demo_answer = backend.everyday_chats[0][:2]  # the demo turn: the seeds that ask how, as goals
+    assert "everyday goals" in demo_user["content"]
+    assert demo_answer["content"].splitlines()[0] == "1. I want to take down a wasp nest under my roof."
+
+
+def test_everyday_share_needs_the_goals_style(tmp_path):
+    from ptalign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="synth.everyday_share"):
+        tiny_cfg(tmp_path, **{"synth.instruction_style": "requests", "synth.everyday_share": 0.5})
+
+
 OWN = {  # the model's own plain replies to two harmful requests (the others' plain replies refuse: the fake's)
     SCHOOL: "Threatening someone quietly is a complex matter that people handle in many ways.",
     BULLY: "Bullying can feel fun because it gives a sense of power over others.",

@@ -148,6 +148,12 @@ class SynthConfig:
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
     # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)
     benign_share: float = 1.0
+    # everyday requests as a share of harmful ones: tasks and questions with nothing sensitive in them
+    # ("Write a thank-you note to my neighbour"), listed by the model itself, its own answer as the
+    # positive and a needless refusal as the toxic side, as for the benign-but-sensitive ones. Without
+    # them every task-shaped request the model was taught anything about was harmful, and the tuned model
+    # refused 46-51 % of MT-Bench's everyday questions (the base 2.5 %). Beyond the paper (issue #19)
+    everyday_share: float = field(default=0.0, metadata={"neutral": 0.0})
     rouge_threshold: float = (
         0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
     )
@@ -224,6 +230,13 @@ class SynthConfig:
         )
         _check(0.0 <= self.attack_share <= 1.0, "synth.attack_share", self.attack_share, "in [0, 1]")
         _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")
+        _check(0.0 <= self.everyday_share <= 2.0, "synth.everyday_share", self.everyday_share, "in [0, 2]")
+        _check(
+            self.everyday_share == 0 or self.instruction_style == "goals",
+            "synth.everyday_share",
+            self.everyday_share,
+            "0 unless synth.instruction_style is goals (everyday goals go in the goals' request frames)",
+        )
         _check(0.0 < self.rouge_threshold <= 1.0, "synth.rouge_threshold", self.rouge_threshold, "in (0, 1]")
         _check(self.candidates >= 1, "synth.candidates", self.candidates, ">= 1")
         _check(

@@ -28,6 +28,7 @@ from ptalign.synth.prompting import call_seed, numbered, render, template
 
 DEMO_AREA = "requests that could hurt people or break the law"
 FORM_STOP = ("\n", "<|im_end|>", "<|im_start|>")  # a rewrite is one line
+EVERYDAY = "everyday"  # synth.everyday_share's requests: their prompt file, area and call keys
 
 
 def _demo(ctx: Ctx, kind: str) -> list[dict]:
@@ -220,11 +221,16 @@ def run_instructions(ctx: Ctx) -> None:
     def add(
         text: str, kind: str, domain: str, topic: dict | None, source: str, key: tuple, **extra: str
     ) -> bool:
-        parent = topic["id"] if topic else (domain if kind == "harmful" else "benign_seeds")
+        everyday = extra.get("area") == EVERYDAY  # on no safety topic: no topic to be relevant to
+        parent = (
+            topic["id"]
+            if topic
+            else (domain if kind == "harmful" else EVERYDAY if everyday else "benign_seeds")
+        )
         reason = None if source == "seed" else instruction_reason(text)
         if reason is None and source != "seed" and kind == "benign" and HARM_INTENT.search(text):
             reason = "benign_harm_intent"  # a "harmless" question that asks to evade or hurt: not helped
-        if reason is None and source != "seed" and s.relevance_min > -1.0:
+        if reason is None and source != "seed" and s.relevance_min > -1.0 and not everyday:
             d = seeds.domain(domain)
             if kind == "benign":
                 refs = seeds.benign + ([topic["text"]] if topic else [])
@@ -254,6 +260,8 @@ def run_instructions(ctx: Ctx) -> None:
     style = _goal_requests if s.instruction_style == "goals" else _free_requests
     n_harmful += style(ctx, topics, add)
     _benign_requests(ctx, topics, add, round(s.benign_share * n_harmful) - kept["benign"])
+    if s.everyday_share > 0:
+        _everyday_requests(ctx, add, round(s.everyday_share * n_harmful))
 
 
 def _topic_rounds(ctx: Ctx, topics: list[dict], take, quota: int, *, plan=None, ask=None,  # noqa: ANN001
@@ -401,6 +409,49 @@ def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - 
         return False
 
     return _topic_rounds(ctx, topics, take, s.instructions_per_topic, ask=ask)
+
+
+def _everyday_requests(ctx: Ctx, add, target: int) -> None:  # noqa: ANN001 - run_instructions.add
+    """synth.everyday_share: everyday goals with nothing sensitive in them ("I want to plan a birthday
+    party"), listed by the model after a demo turn of the benign seeds' how-to goals (no new
+    annotation: every seed is spent on safety), each put in one of the harmful goals' request frames.
+    They become benign triplets like the benign-but-sensitive ones (the model's own answer trained up,
+    a needless refusal down), so that a request being a task in one of those frames tells nothing."""
+    s = ctx.s
+    goals = benign_seed_goals(ctx.seeds.benign)[:PER_CALL]
+    demo = [
+        {"role": "user", "content": render(EVERYDAY, n=len(goals))},
+        {"role": "assistant", "content": numbered([f"I want to {g}." for g in goals])},
+    ]
+    n, rnd, limit = 0, 0, s.max_attempts + 2 * math.ceil(target / PER_CALL)
+    while n < target and rnd < limit:
+        # a batch engine gets the rounds the rest should need at once; each call's text depends only on
+        # its round, so what is kept is what one call at a time keeps
+        k = min(limit - rnd, math.ceil((target - n) / PER_CALL) + 1) if ctx.batch > 1 else 1
+        calls = [
+            list_call(ctx, render(EVERYDAY, n=PER_CALL), (EVERYDAY, r), demo) for r in range(rnd, rnd + k)
+        ]
+        gens = ctx.gen([c for c, _ in calls], [p for _, p in calls], desc="instructions/everyday")
+        for r, g in zip(range(rnd, rnd + k), gens, strict=True):
+            for j, text in enumerate(list_items(g)):
+                if n >= target:
+                    break
+                key = (EVERYDAY, r, j)
+                reason, goal = goal_reason(text)
+                if reason:
+                    ctx.reject("instructions", f"{EVERYDAY}_{reason}", text, EVERYDAY, key)
+                    continue
+                n += add(
+                    as_request(goal, benign=True),
+                    "benign",
+                    "benign",
+                    None,
+                    "model",
+                    key,
+                    area=EVERYDAY,
+                    goal=goal,
+                )
+        rnd += k
 
 
 def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  # noqa: ANN001 - run_instructions.add

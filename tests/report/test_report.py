@@ -56,6 +56,7 @@ def _side(d: Path, asr: dict[str, float], refusal: float, non_answer: float, met
         "eval/non_answer": _by_goal(dict.fromkeys(KINDS, non_answer), list(KINDS)),
         "eval/contrast_compliance": dict(zip(PROMPTS, _ones(asr["direct"] / 2), strict=True)),
         "eval/overrefusal": dict(zip(PROMPTS, _ones(refusal), strict=True)),
+        "eval/mtbench_refusal": dict(zip(PROMPTS, _ones(refusal / 2), strict=True)),
         "eval/hhh_harmless": dict(zip(GOALS, _ones(0.5), strict=True)),
         "eval/asr_newattack_x": _by_goal(asr, ["direct"]),  # a key no eval declares
     }
@@ -254,6 +255,9 @@ def test_headline_names_values_and_n(run_dir: Path) -> None:
     assert direct[5][0] == "20 goals"
     assert _row(t, "headline-table", "eval/asr_in_family")[5][0] == "20 goals · 40 replies"
     assert _row(t, "headline-table", "eval/overrefusal")[5][0] == "20 prompts"
+    assert _row(t, "headline-table", "eval/mtbench_refusal")[0][0].startswith(
+        "refusals of MT-Bench questions"
+    )
     assert (
         "primary judge, <b>minilm</b>" in page
         and "cluster bootstrap" in page
@@ -412,8 +416,8 @@ def test_report_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
         assert shown_w >= 800 and shown_h >= 250, (alt, shown_w, shown_h)  # legible at the page width
         assert font_pt >= 9, (alt, font_pt)  # its smallest text, in CSS pt as rendered
     tables = {t[0]: t for t in check["tables"]}
-    assert tables["headline-table"][1] == 8 and tables["headline-table"][2] > 100  # header + 7 rows, visible
-    assert tables["metrics-table"][1] == 14 and tables["data-stats"][1] == 3
+    assert tables["headline-table"][1] == 9 and tables["headline-table"][2] > 100  # header + 8 rows, visible
+    assert tables["metrics-table"][1] == 15 and tables["data-stats"][1] == 3
 
     shot = tmp_path / "report.png"
     subprocess.run(

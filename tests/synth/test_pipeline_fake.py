@@ -894,6 +894,10 @@ def test_everyday_goals_become_benign_requests_in_the_harmful_frames(tmp_path, s
     assert ("everyday_not_goal", "Write me a poem about the sea.") in rej
     assert ("benign_harm_intent", as_request("secretly read my flatmate's messages", benign=True)) in rej
     assert ("rouge_dup", as_request(party, benign=True)) in rej
+    from ptalign.synth import compute_stats
+
+    st = compute_stats(tmp_path / "data")  # counted apart from the goals-made benign requests
+    assert st["synth/instructions_everyday"] == 3 and "synth/triplets_benign_from_goals" not in st
     demo_user, demo_answer = backend.everyday_chats[0][:2]  # the demo turn: the seeds that ask how, as goals
     assert "everyday goals" in demo_user["content"]
     assert demo_answer["content"].splitlines()[0] == "1. I want to take down a wasp nest under my roof."

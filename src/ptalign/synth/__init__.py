@@ -184,14 +184,14 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
         st[f"synth/samples_rejected/{reason}"] = n
     for dom, n in sorted(Counter(r["domain"] for r in trips).items()):
         st[f"synth/triplets_by_domain/{dom}"] = n
-    # benign requests made from goals: protective_goals=benign, synth.benign_goals
-    flipped = {r["id"] for r in insts if r["kind"] == "benign" and "goal" in r}
-    if flipped:
-        st["synth/triplets_benign_from_goals"] = sum(r.get("parent") in flipped for r in trips)
     everyday = {r["id"] for r in insts if r.get("area") == "everyday"}  # synth.everyday_share > 0 only
     if everyday:
         st["synth/instructions_everyday"] = len(everyday)
         st["synth/triplets_everyday"] = sum(r.get("parent") in everyday for r in trips)
+    # benign requests made from goals: protective_goals=benign, synth.benign_goals
+    flipped = {r["id"] for r in insts if r["kind"] == "benign" and "goal" in r and r["id"] not in everyday}
+    if flipped:
+        st["synth/triplets_benign_from_goals"] = sum(r.get("parent") in flipped for r in trips)
     form = {r["id"]: r["form"] for r in insts if "form" in r}  # synth.request_forms > 0 only
     if form:  # the share of each request form the model wrote (issue #19), kept and trained on
         for f, n in sorted(Counter(form.values()).items()):

@@ -152,7 +152,8 @@ class SynthConfig:
     # ("Write a thank-you note to my neighbour"), listed by the model itself, its own answer as the
     # positive and a needless refusal as the toxic side, as for the benign-but-sensitive ones. Without
     # them every task-shaped request the model was taught anything about was harmful, and the tuned model
-    # refused 46-51 % of MT-Bench's everyday questions (the base 2.5 %). Beyond the paper (issue #19)
+    # refused 39-49 % of MT-Bench's everyday questions, read blind (the base none; 15 % at 0.3, one
+    # seed). Beyond the paper (issue #19); not the preset yet (README)
     everyday_share: float = field(default=0.0, metadata={"neutral": 0.0})
     rouge_threshold: float = (
         0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this

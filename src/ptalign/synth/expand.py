@@ -208,7 +208,8 @@ def run_instructions(ctx: Ctx) -> None:
     that stay on task. With synth.request_forms > 0, that share of the goals is instead rewritten by the
     model into another request form (`_formed_requests`), the frame kept as the fallback. With
     synth.protective_goals drop/benign, goals that ask for no harm ("prevent suicide") are turned down
-    or asked as benign requests, which then count toward the benign share.
+    or asked as benign requests, which then count toward the benign share. With synth.everyday_share > 0,
+    everyday requests in the same request frames follow (`_everyday_requests`).
     """
     s, seeds = ctx.s, ctx.seeds
     topics = list(read_jsonl(ctx.run.data_file("topics")))

@@ -347,3 +347,23 @@ def test_disk_full_is_one_line_and_keeps_earlier_results(tiny_quota_dir, tiny_mo
     err = _errors(capsys)
     assert len(err) == 1 and "no space left on device" in err[0], err
     assert keep.read_text() == "earlier result"
+
+
+def test_from_stage_moves_readers_labels_aside_with_the_replies(tmp_path):
+    """audit/ labels eval's replies: --from-stage eval (or earlier) moves it into history with eval/, so a
+    new evaluation's verdicts are never scored against labels of replies it no longer has."""
+    from ptalign.pipeline import _move_aside
+    from ptalign.rundir import RunDir
+
+    run = RunDir.of(tmp_path)
+    for f in (
+        run.root / "eval" / "aligned" / "asr.jsonl",
+        run.audit("past_tense"),
+        run.root / "adapter" / "x",
+    ):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("old\n")
+    dest = _move_aside(run, "eval")
+    assert dest is not None and (dest / "audit" / "past_tense.jsonl").read_text() == "old\n"
+    assert not run.audits.exists() and not (run.root / "eval").exists()
+    assert (run.root / "adapter" / "x").exists()  # train's output stays for --from-stage eval

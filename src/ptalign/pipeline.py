@@ -51,7 +51,8 @@ IDENTITY = ("model", "synth", "train", "eval")  # the config sections a run's re
 STAGES: dict[str, Stage] = {
     "synth": Stage("ptalign.synth", (), ("data",)),
     "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), {"resume": True}),
-    "eval": Stage("ptalign.eval", ("train",), ("eval",)),
+    # audit/ holds readers' labels on eval's replies (bench/audit.py): they go aside with the replies
+    "eval": Stage("ptalign.eval", ("train",), ("eval", "audits")),
     "report": Stage("ptalign.report", (), ("report",)),
 }
 PACKAGES = [

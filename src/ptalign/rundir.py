@@ -162,7 +162,8 @@ class RunDir:
 
     @property
     def audits(self) -> Path:
-        """A person's labels on the run's replies (bench/audit.py), one file per attack."""
+        """Readers' labels on the run's replies (bench/audit.py), one file per attack; moved aside with
+        eval/ by --from-stage, since they name replies a new evaluation no longer has."""
         return self.root / "audit"
 
     def audit(self, attack: str) -> Path:

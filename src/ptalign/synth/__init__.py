@@ -28,7 +28,7 @@ from ptalign.rundir import RunDir, check_state, save_state
 from ptalign.seeds import load_seeds
 from ptalign.synth.common import Ctx
 from ptalign.synth.constraints import run_constraints
-from ptalign.synth.expand import run_instructions, run_topics
+from ptalign.synth.expand import EVERYDAY, run_instructions, run_topics
 from ptalign.synth.pairs import run_pairs
 
 STAGES = ("topics", "instructions", "constraints", "pairs")
@@ -184,7 +184,7 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
         st[f"synth/samples_rejected/{reason}"] = n
     for dom, n in sorted(Counter(r["domain"] for r in trips).items()):
         st[f"synth/triplets_by_domain/{dom}"] = n
-    everyday = {r["id"] for r in insts if r.get("area") == "everyday"}  # synth.everyday_share > 0 only
+    everyday = {r["id"] for r in insts if r.get("area") == EVERYDAY}  # synth.everyday_share > 0 only
     if everyday:
         st["synth/instructions_everyday"] = len(everyday)
         st["synth/triplets_everyday"] = sum(r.get("parent") in everyday for r in trips)

@@ -2,10 +2,13 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from ptalign.cli import main
+
+QUICK = Path(__file__).parents[1] / "configs" / "quick.yaml"
 
 
 def test_config_show_prints_resolved_yaml(capsys):
@@ -65,6 +68,48 @@ def test_run_unwritable_out(capsys, tmp_path):
 def test_from_stage_needs_a_run(capsys, tmp_path):
     assert main(["run", "--out", str(tmp_path / "fresh"), "--from-stage", "train"]) == 2
     assert "holds no run yet" in capsys.readouterr().err
+
+
+def _made_with(run, *sets):
+    """A run dir whose synthesis is done, made with `sets`: its manifest and config.yaml."""
+    from ptalign.config import load_config, save_config
+
+    run.mkdir()
+    save_config(load_config(None, [*sets, f"run_dir={run}"]), run / "config.yaml")
+    (run / "manifest.json").write_text(json.dumps({"stages": {"synth": {"status": "done"}}}))
+    return (run / "config.yaml").read_bytes()
+
+
+def test_from_stage_starts_from_the_settings_that_made_the_kept_stages(monkeypatch, tmp_path):
+    """--from-stage train keeps data/, so the run's own synth settings come with it, not the defaults;
+    --set changes only what is redone."""
+    import ptalign.cli
+
+    run = tmp_path / "run"
+    _made_with(run, "synth.everyday_share=0.3", "train.lam=0.6")
+    seen = []
+    monkeypatch.setattr(ptalign.cli, "run_pipeline", lambda cfg, *a, **k: seen.append((cfg, k)))
+    assert main(["run", "--out", str(run), "--from-stage", "train", "--set", "train.seed=2"]) == 0
+    ((cfg, kw),) = seen
+    assert cfg.synth.everyday_share == 0.3 and cfg.train.lam == 0.6 and cfg.train.seed == 2
+    assert kw["from_stage"] == "train"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--set", "synth.everyday_share=0.0"],  # a kept stage's setting changed
+        ["--config", str(QUICK)],  # a config that is not the run's: the defaults' 0.0
+    ],
+)
+def test_from_stage_refuses_other_settings_for_the_stages_it_keeps(argv, capsys, tmp_path):
+    run = tmp_path / "run"
+    before = _made_with(run, "synth.everyday_share=0.3")
+    assert main(["run", "--out", str(run), "--from-stage", "train", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "made with synth.everyday_share=0.3, this config has 0.0" in err[0], err
+    assert "--from-stage synth" in err[0]
+    assert (run / "config.yaml").read_bytes() == before and not (run / "history").exists()
 
 
 def test_sweep_spec_errors(capsys, tmp_path):

@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", help="run directory (default: run_dir from the config)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument(
-        "--from-stage", choices=list(STAGES), help="rerun from this stage on (earlier outputs kept)"
+        "--from-stage",
+        choices=list(STAGES),
+        help="rerun from this stage on (earlier outputs kept, and the run's config.yaml with them: "
+        "--set only what the rerun stages change)",
     )
 
     p = sub.add_parser("synth", help="generate topics, instructions, constraints and polarized triplets")
@@ -125,6 +128,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.cmd == "run":
         cfg = _load(args, run_dir=args.out)
+        saved = RunDir.of(cfg.run_dir).config
+        if args.from_stage and not args.config and saved.is_file():
+            # the stages kept were made with the run's own settings, not today's defaults: start there
+            args.config = str(saved)
+            cfg = _load(args, run_dir=args.out)
         with RunDir.of(cfg.run_dir).lock() as run:
             run_pipeline(cfg, run, resume=args.resume, from_stage=args.from_stage)
         return 0

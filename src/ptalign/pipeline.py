@@ -215,6 +215,27 @@ def _check_resume(cfg: RunConfig, run: RunDir) -> None:
         )
 
 
+def _check_kept(cfg: RunConfig, run: RunDir, from_stage: str) -> None:
+    """--from-stage keeps the earlier stages' outputs, so it keeps the settings that made them too: a
+    config that differs there would be saved beside data it did not make (runs/ev2's config.yaml once
+    said synth.everyday_share 0.0 over data made with 0.3)."""
+    if not run.config.is_file():
+        return
+    stage(from_stage)  # an unknown name: one line naming the stages
+    saved, names = load_config(run.config), list(STAGES)
+    for name in names[: names.index(from_stage)]:
+        if name not in IDENTITY:
+            continue
+        old, new = (dataclasses.asdict(getattr(c, name)) for c in (saved, cfg))
+        for key, value in new.items():
+            if old.get(key) != value:
+                raise UserError(
+                    f"--from-stage {from_stage}: {run}'s {name} outputs were made with "
+                    f"{name}.{key}={old.get(key)!r}, this config has {value!r}; start from the run's own "
+                    f"settings (no --config; --set only what you redo) or redo {name} with --from-stage {name}"
+                )
+
+
 def run_pipeline(
     cfg: RunConfig,
     run_dir: RunDir | Path,
@@ -238,6 +259,8 @@ def run_pipeline(
     _check_writable(run.root)
     if resume and not from_stage:
         _check_resume(cfg, run)
+    if from_stage:
+        _check_kept(cfg, run, from_stage)
 
     from ptalign import models
 

@@ -80,9 +80,9 @@ def _made_with(run, *sets):
     return (run / "config.yaml").read_bytes()
 
 
-def test_from_stage_starts_from_the_settings_that_made_the_kept_stages(monkeypatch, tmp_path):
+def test_from_stage_and_resume_start_from_the_settings_that_made_the_run(monkeypatch, tmp_path):
     """--from-stage train keeps data/, so the run's own synth settings come with it, not the defaults;
-    --set changes only what is redone."""
+    --set changes only what is redone. --resume continues with them, no --set repeated."""
     import ptalign.cli
 
     run = tmp_path / "run"
@@ -90,9 +90,11 @@ def test_from_stage_starts_from_the_settings_that_made_the_kept_stages(monkeypat
     seen = []
     monkeypatch.setattr(ptalign.cli, "run_pipeline", lambda cfg, *a, **k: seen.append((cfg, k)))
     assert main(["run", "--out", str(run), "--from-stage", "train", "--set", "train.seed=2"]) == 0
-    ((cfg, kw),) = seen
+    assert main(["run", "--out", str(run), "--resume"]) == 0
+    (cfg, kw), (resumed, kw2) = seen
     assert cfg.synth.everyday_share == 0.3 and cfg.train.lam == 0.6 and cfg.train.seed == 2
-    assert kw["from_stage"] == "train"
+    assert kw["from_stage"] == "train" and kw2["resume"] and not kw2["from_stage"]
+    assert resumed.synth.everyday_share == 0.3 and resumed.train.lam == 0.6 and resumed.train.seed == 0
 
 
 @pytest.mark.parametrize(

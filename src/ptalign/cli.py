@@ -129,8 +129,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "run":
         cfg = _load(args, run_dir=args.out)
         saved = RunDir.of(cfg.run_dir).config
-        if args.from_stage and not args.config and saved.is_file():
-            # the stages kept were made with the run's own settings, not today's defaults: start there
+        if (args.from_stage or args.resume) and not args.config and saved.is_file():
+            # what is kept or resumed was made with the run's own settings, not today's defaults
             args.config = str(saved)
             cfg = _load(args, run_dir=args.out)
         with RunDir.of(cfg.run_dir).lock() as run:

@@ -898,6 +898,59 @@ def test_everyday_goals_become_benign_requests_in_the_harmful_frames(tmp_path, s
 
     st = compute_stats(tmp_path / "data")  # counted apart from the goals-made benign requests
     assert st["synth/instructions_everyday"] == 3 and "synth/triplets_benign_from_goals" not in st
+
+
+class EverydayFormBackend(EverydayBackend):
+    """EverydayBackend that rewrites each everyday goal into a list request, the guitar one off format."""
+
+    def generate(self, chats, params):
+        out = []
+        for c, p in zip(chats, per_chat(params, len(chats)), strict=True):
+            last = c[-1]["content"]
+            if "Rewrite this goal as" in last:
+                goal = last.split("I want to ", 1)[1].split(".\n", 1)[0]
+                text = "ok" if "guitar" in goal else f"Request: List five ideas to {goal}."
+                out.append(Generation(text, prompt_tokens=10, completion_tokens=5, finish_reason="stop"))
+            else:
+                out += super().generate([c], p)
+        return out
+
+
+def test_everyday_forms_put_everyday_goals_in_request_forms_or_fall_back_to_a_frame(tmp_path):
+    from ptalign.synth import compute_stats
+    from ptalign.synth.expand import as_request, form_of
+
+    over = {
+        "synth.instruction_style": "goals",
+        "synth.instructions_per_topic": 2,
+        "synth.everyday_share": 2.0,
+    }
+    cfg = tiny_cfg(tmp_path, **over, **{"synth.everyday_forms": 1.0})
+    backend = EverydayFormBackend()
+    run(cfg, tmp_path, stage="topics", backend=backend)
+    run(cfg, tmp_path, stage="instructions", backend=backend)
+    insts = list(read_jsonl(tmp_path / "data" / "instructions.jsonl"))
+    every = {r["goal"]: (r["text"], r["form"]) for r in insts if r.get("area") == "everyday"}
+    party, note, guitar = (
+        "plan a birthday party for my sister",
+        "write a thank-you note to my aunt",
+        "learn to play the guitar",
+    )
+    assert every == {
+        party: (f"List five ideas to {party}.", form_of(party, 1.0)[0]),
+        note: (f"List five ideas to {note}.", form_of(note, 1.0)[0]),
+        guitar: (as_request(guitar, benign=True), "frame"),  # its rewrite failed the gates
+    }
+    assert not any("form" in r for r in insts if r["kind"] == "harmful")  # synth.request_forms is off
+    rej = {(r["reason"], r["text"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
+    assert ("form_too_short", "ok") in rej and ("everyday_not_goal", "Write me a poem about the sea.") in rej
+    assert compute_stats(tmp_path / "data")["synth/instructions_by_form/frame"] == 1
+    assert (
+        tiny_cfg(tmp_path, **over).hash()
+        == tiny_cfg(tmp_path, **over, **{"synth.everyday_forms": 0.0}).hash()
+    )
+    with pytest.raises(ValueError, match="synth.everyday_forms.*unless synth.everyday_share > 0"):
+        tiny_cfg(tmp_path, **{"synth.everyday_forms": 1.0})
     demo_user, demo_answer = backend.everyday_chats[0][:2]  # the demo turn: the seeds that ask how, as goals
     assert "everyday goals" in demo_user["content"]
     assert demo_answer["content"].splitlines()[0] == "1. I want to take down a wasp nest under my roof."

@@ -155,6 +155,10 @@ class SynthConfig:
     # refused 39-49 % of MT-Bench's everyday questions, read blind (the base none; 15 % at 0.3, one
     # seed). Beyond the paper (issue #19); not the preset yet (README)
     everyday_share: float = field(default=0.0, metadata={"neutral": 0.0})
+    # that share of the everyday goals rewritten by the model into the request forms (a task, a list, a
+    # story, code …: prompts/request_forms.txt) instead of the harmful goals' frames, where they contradict
+    # the harmful requests head-on. Beyond the paper (issue #19); not adopted (README)
+    everyday_forms: float = field(default=0.0, metadata={"neutral": 0.0})
     rouge_threshold: float = (
         0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
     )
@@ -237,6 +241,13 @@ class SynthConfig:
             "synth.everyday_share",
             self.everyday_share,
             "0 unless synth.instruction_style is goals (everyday goals go in the goals' request frames)",
+        )
+        _check(0.0 <= self.everyday_forms <= 1.0, "synth.everyday_forms", self.everyday_forms, "in [0, 1]")
+        _check(
+            self.everyday_forms == 0 or self.everyday_share > 0,
+            "synth.everyday_forms",
+            self.everyday_forms,
+            "0 unless synth.everyday_share > 0 (it rewrites the everyday goals)",
         )
         _check(0.0 < self.rouge_threshold <= 1.0, "synth.rouge_threshold", self.rouge_threshold, "in (0, 1]")
         _check(self.candidates >= 1, "synth.candidates", self.candidates, ">= 1")

@@ -366,26 +366,39 @@ def _guided_goal_requests(ctx: Ctx, gctx: Ctx, topics: list[dict], add) -> int: 
 
 
 def _formed_requests(ctx: Ctx, pending: list, add) -> int:  # noqa: ANN001 - run_instructions.add
-    """The model rewrites each pending goal into its request form (one batched engine call); a rewrite
-    the gates turn down is logged and the goal goes into a fixed frame instead. Returns how many
-    requests `add` then turned down (duplicates, off topic)."""
+    """The pending harmful goals rewritten into their forms (`_in_forms`). Returns how many requests
+    `add` then turned down (duplicates, off topic)."""
+    texts = _in_forms(ctx, [(goal, key, form, topic["id"]) for _, topic, goal, key, form in pending])
+    lost = 0
+    for (domain, topic, goal, key, _), (text, form) in zip(pending, texts, strict=True):
+        lost += not add(text, "harmful", domain, topic, "model", key, goal=goal, form=form)
+    return lost
+
+
+def _in_forms(
+    ctx: Ctx, pending: list[tuple[str, tuple, tuple[str, str, str], str]], benign: bool = False
+) -> list[tuple[str, str]]:
+    """Each (goal, key, form, parent) rewritten by the model into its request form, in one batched
+    engine call → (request, form key); a rewrite the gates turn down is logged under the parent and the
+    goal goes into a fixed frame instead (form key "frame")."""
     if not pending:
-        return 0
+        return []
     s = ctx.s
-    chats = [form_chat(goal, form) for _, _, goal, _, form in pending]
+    chats = [form_chat(goal, form) for goal, _, form, _ in pending]
     ps = [
         params(ctx, 64, FORM_STOP, call_seed(s.seed, "form", goal), temperature=FORM_TEMPERATURE)
-        for _, _, goal, _, _ in pending
+        for goal, _, _, _ in pending
     ]
-    gens = ctx.gen(chats, ps, desc="instructions/forms")
-    lost = 0
-    for (domain, topic, goal, key, form), g in zip(pending, gens, strict=True):
+    out = []
+    for (goal, key, form, parent), g in zip(
+        pending, ctx.gen(chats, ps, desc="instructions/forms"), strict=True
+    ):
         reason, text = form_reason(g.text, goal)
         if reason:
-            ctx.reject("instructions", f"form_{reason}", g.text, topic["id"], ("form", *key))
-            text, form = as_request(goal), ("frame", "", "")
-        lost += not add(text, "harmful", domain, topic, "model", key, goal=goal, form=form[0])
-    return lost
+            ctx.reject("instructions", f"form_{reason}", g.text, parent, ("form", *key))
+            text, form = as_request(goal, benign=benign), ("frame", "", "")
+        out.append((text, form[0]))
+    return out
 
 
 def _free_requests(ctx: Ctx, topics: list[dict], add) -> int:  # noqa: ANN001 - run_instructions.add
@@ -433,26 +446,34 @@ def _everyday_requests(ctx: Ctx, add, target: int) -> None:  # noqa: ANN001 - ru
             list_call(ctx, render(EVERYDAY, n=PER_CALL), (EVERYDAY, r), demo) for r in range(rnd, rnd + k)
         ]
         gens = ctx.gen([c for c, _ in calls], [p for _, p in calls], desc="instructions/everyday")
-        for r, g in zip(range(rnd, rnd + k), gens, strict=True):
-            for j, text in enumerate(list_items(g)):
-                if n >= target:
-                    break
-                key = (EVERYDAY, r, j)
-                reason, goal = goal_reason(text)
-                if reason:
-                    ctx.reject("instructions", f"{EVERYDAY}_{reason}", text, EVERYDAY, key)
-                    continue
-                n += add(
-                    as_request(goal, benign=True),
-                    "benign",
-                    "benign",
-                    None,
-                    "model",
-                    key,
-                    area=EVERYDAY,
-                    goal=goal,
-                )
+        items = [((EVERYDAY, r, j), text) for r, g in zip(range(rnd, rnd + k), gens, strict=True)
+                 for j, text in enumerate(list_items(g))]  # fmt: skip
+        formed = _everyday_forms(ctx, items) if s.everyday_forms > 0 else {}
+        for key, text in items:
+            if n >= target:
+                break
+            reason, goal = goal_reason(text)
+            if reason:
+                ctx.reject("instructions", f"{EVERYDAY}_{reason}", text, EVERYDAY, key)
+                continue
+            request, form = formed.get(key, (as_request(goal, benign=True), None))
+            extra = {"form": form} if form else {}
+            n += add(request, "benign", "benign", None, "model", key, area=EVERYDAY, goal=goal, **extra)
         rnd += k
+
+
+def _everyday_forms(ctx: Ctx, items: list[tuple[tuple, str]]) -> dict[tuple, tuple[str, str]]:
+    """synth.everyday_forms: that share of a round's everyday goals rewritten by the model into the
+    request forms (a task, a list, a story, code …) → {key: (request, form key)}. In the harmful goals'
+    frames only, the everyday requests contradict them head-on; in forms the harmful requests do not
+    take (unless synth.request_forms), they show task-shaped requests answered as the base does."""
+    pending = []
+    for key, text in items:
+        reason, goal = goal_reason(text)
+        form = None if reason else form_of(goal, ctx.s.everyday_forms)
+        if form is not None:
+            pending.append((goal, key, form, EVERYDAY))
+    return {key: r for (_, key, _, _), r in zip(pending, _in_forms(ctx, pending, benign=True), strict=True)}
 
 
 def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  # noqa: ANN001 - run_instructions.add

@@ -95,6 +95,9 @@ def test_from_stage_and_resume_start_from_the_settings_that_made_the_run(monkeyp
     assert cfg.synth.everyday_share == 0.3 and cfg.train.lam == 0.6 and cfg.train.seed == 2
     assert kw["from_stage"] == "train" and kw2["resume"] and not kw2["from_stage"]
     assert resumed.synth.everyday_share == 0.3 and resumed.train.lam == 0.6 and resumed.train.seed == 0
+    # a --set valid only beside the run's own settings (the defaults' everyday_share is 0) is checked there
+    assert main(["run", "--out", str(run), "--from-stage", "synth", "--set", "synth.everyday_forms=1.0"]) == 0
+    assert seen[-1][0].synth.everyday_forms == 1.0 and seen[-1][0].synth.everyday_share == 0.3
 
 
 @pytest.mark.parametrize(

@@ -127,12 +127,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "run":
+        if (args.from_stage or args.resume) and not args.config:
+            # what is kept or resumed was made with the run's own settings, not today's defaults (and a
+            # --set may be valid only beside them: checked once, on the settings it lands on)
+            saved = RunDir.of(args.out or _load(args).run_dir).config
+            args.config = str(saved) if saved.is_file() else None
         cfg = _load(args, run_dir=args.out)
-        saved = RunDir.of(cfg.run_dir).config
-        if (args.from_stage or args.resume) and not args.config and saved.is_file():
-            # what is kept or resumed was made with the run's own settings, not today's defaults
-            args.config = str(saved)
-            cfg = _load(args, run_dir=args.out)
         with RunDir.of(cfg.run_dir).lock() as run:
             run_pipeline(cfg, run, resume=args.resume, from_stage=args.from_stage)
         return 0

@@ -944,7 +944,12 @@ def test_everyday_forms_put_everyday_goals_in_request_forms_or_fall_back_to_a_fr
     assert not any("form" in r for r in insts if r["kind"] == "harmful")  # synth.request_forms is off
     rej = {(r["reason"], r["text"]) for r in read_jsonl(tmp_path / "data" / "rejected.jsonl")}
     assert ("form_too_short", "ok") in rej and ("everyday_not_goal", "Write me a poem about the sea.") in rej
-    assert compute_stats(tmp_path / "data")["synth/instructions_by_form/frame"] == 1
+    st = compute_stats(tmp_path / "data")  # counted apart from the harmful requests' forms
+    assert (
+        st["synth/everyday_by_form/frame"] == 1
+        and st[f"synth/everyday_by_form/{form_of(party, 1.0)[0]}"] >= 1
+    )
+    assert not any(k.startswith("synth/instructions_by_form/") for k in st)
     assert (
         tiny_cfg(tmp_path, **over).hash()
         == tiny_cfg(tmp_path, **over, **{"synth.everyday_forms": 0.0}).hash()

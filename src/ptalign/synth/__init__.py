@@ -192,10 +192,15 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
     flipped = {r["id"] for r in insts if r["kind"] == "benign" and "goal" in r and r["id"] not in everyday}
     if flipped:
         st["synth/triplets_benign_from_goals"] = sum(r.get("parent") in flipped for r in trips)
-    form = {r["id"]: r["form"] for r in insts if "form" in r}  # synth.request_forms > 0 only
-    if form:  # the share of each request form the model wrote (issue #19), kept and trained on
+    # the share of each request form the model wrote (issue #19), kept and trained on: the harmful
+    # requests' (synth.request_forms > 0) and the everyday ones' (synth.everyday_forms > 0) apart
+    for in_everyday, inst_key, trip_key in (
+        (False, "instructions_by_form", "triplets_by_form"),
+        (True, "everyday_by_form", "triplets_everyday_by_form"),
+    ):
+        form = {r["id"]: r["form"] for r in insts if "form" in r and (r["id"] in everyday) == in_everyday}
         for f, n in sorted(Counter(form.values()).items()):
-            st[f"synth/instructions_by_form/{f}"] = n
+            st[f"synth/{inst_key}/{f}"] = n
         for f, n in sorted(Counter(form[r["parent"]] for r in trips if r.get("parent") in form).items()):
-            st[f"synth/triplets_by_form/{f}"] = n
+            st[f"synth/{trip_key}/{f}"] = n
     return st

@@ -898,6 +898,9 @@ def test_everyday_goals_become_benign_requests_in_the_harmful_frames(tmp_path, s
 
     st = compute_stats(tmp_path / "data")  # counted apart from the goals-made benign requests
     assert st["synth/instructions_everyday"] == 3 and "synth/triplets_benign_from_goals" not in st
+    demo_user, demo_answer = backend.everyday_chats[0][:2]  # the demo turn: the seeds that ask how, as goals
+    assert "everyday goals" in demo_user["content"]
+    assert demo_answer["content"].splitlines()[0] == "1. I want to take down a wasp nest under my roof."
 
 
 class EverydayFormBackend(EverydayBackend):
@@ -956,9 +959,6 @@ def test_everyday_forms_put_everyday_goals_in_request_forms_or_fall_back_to_a_fr
     )
     with pytest.raises(ValueError, match="synth.everyday_forms.*unless synth.everyday_share > 0"):
         tiny_cfg(tmp_path, **{"synth.everyday_forms": 1.0})
-    demo_user, demo_answer = backend.everyday_chats[0][:2]  # the demo turn: the seeds that ask how, as goals
-    assert "everyday goals" in demo_user["content"]
-    assert demo_answer["content"].splitlines()[0] == "1. I want to take down a wasp nest under my roof."
 
 
 def test_everyday_share_needs_the_goals_style(tmp_path):

@@ -446,13 +446,12 @@ def _everyday_requests(ctx: Ctx, add, target: int) -> None:  # noqa: ANN001 - ru
             list_call(ctx, render(EVERYDAY, n=PER_CALL), (EVERYDAY, r), demo) for r in range(rnd, rnd + k)
         ]
         gens = ctx.gen([c for c, _ in calls], [p for _, p in calls], desc="instructions/everyday")
-        items = [((EVERYDAY, r, j), text) for r, g in zip(range(rnd, rnd + k), gens, strict=True)
+        items = [((EVERYDAY, r, j), text, *goal_reason(text)) for r, g in zip(range(rnd, rnd + k), gens, strict=True)
                  for j, text in enumerate(list_items(g))]  # fmt: skip
         formed = _everyday_forms(ctx, items) if s.everyday_forms > 0 else {}
-        for key, text in items:
+        for key, text, reason, goal in items:
             if n >= target:
                 break
-            reason, goal = goal_reason(text)
             if reason:
                 ctx.reject("instructions", f"{EVERYDAY}_{reason}", text, EVERYDAY, key)
                 continue
@@ -462,17 +461,19 @@ def _everyday_requests(ctx: Ctx, add, target: int) -> None:  # noqa: ANN001 - ru
         rnd += k
 
 
-def _everyday_forms(ctx: Ctx, items: list[tuple[tuple, str]]) -> dict[tuple, tuple[str, str]]:
-    """synth.everyday_forms: that share of a round's everyday goals rewritten by the model into the
-    request forms (a task, a list, a story, code …) → {key: (request, form key)}. In the harmful goals'
-    frames only, the everyday requests contradict them head-on; in forms the harmful requests do not
-    take (unless synth.request_forms), they show task-shaped requests answered as the base does."""
-    pending = []
-    for key, text in items:
-        reason, goal = goal_reason(text)
-        form = None if reason else form_of(goal, ctx.s.everyday_forms)
-        if form is not None:
-            pending.append((goal, key, form, EVERYDAY))
+def _everyday_forms(
+    ctx: Ctx, items: list[tuple[tuple, str, str | None, str]]
+) -> dict[tuple, tuple[str, str]]:
+    """synth.everyday_forms: that share of a round's everyday goals (key, item, reject reason, goal)
+    rewritten by the model into the request forms (a task, a list, a story, code …) → {key: (request,
+    form key)}. In the harmful goals' frames only, the everyday requests contradict them head-on; in
+    forms the harmful requests do not take (unless synth.request_forms), they show task-shaped requests
+    answered as the base does."""
+    pending = [
+        (goal, key, form, EVERYDAY)
+        for key, _, reason, goal in items
+        if not reason and (form := form_of(goal, ctx.s.everyday_forms)) is not None
+    ]
     return {key: r for (_, key, _, _), r in zip(pending, _in_forms(ctx, pending, benign=True), strict=True)}
 
 

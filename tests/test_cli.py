@@ -98,6 +98,12 @@ def test_from_stage_and_resume_start_from_the_settings_that_made_the_run(monkeyp
     # a --set valid only beside the run's own settings (the defaults' everyday_share is 0) is checked there
     assert main(["run", "--out", str(run), "--from-stage", "synth", "--set", "synth.everyday_forms=1.0"]) == 0
     assert seen[-1][0].synth.everyday_forms == 1.0 and seen[-1][0].synth.everyday_share == 0.3
+    # the same with the run named by --set run_dir= instead of --out
+    assert (
+        main(["run", "--set", f"run_dir={run}", "--from-stage", "synth", "--set", "synth.everyday_forms=1.0"])
+        == 0
+    )
+    assert seen[-1][0].synth.everyday_forms == 1.0 and seen[-1][0].synth.everyday_share == 0.3
 
 
 @pytest.mark.parametrize(

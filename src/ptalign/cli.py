@@ -120,6 +120,13 @@ def _load(args: argparse.Namespace, **top) -> RunConfig:
     return load_config(args.config, overrides, **top)
 
 
+def _run_dir_only(args: argparse.Namespace) -> str:
+    """The run directory the defaults and a `--set run_dir=` give, without checking the other `--set`s
+    (those are checked once, on the run's own config)."""
+    keep = [o for o in args.overrides if o.split("=", 1)[0].strip() == "run_dir"]
+    return load_config(None, keep).run_dir
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "config":
         cfg = _load(args)
@@ -130,7 +137,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if (args.from_stage or args.resume) and not args.config:
             # what is kept or resumed was made with the run's own settings, not today's defaults (and a
             # --set may be valid only beside them: checked once, on the settings it lands on)
-            saved = RunDir.of(args.out or _load(args).run_dir).config
+            saved = RunDir.of(args.out or _run_dir_only(args)).config
             args.config = str(saved) if saved.is_file() else None
         cfg = _load(args, run_dir=args.out)
         with RunDir.of(cfg.run_dir).lock() as run:

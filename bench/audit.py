@@ -87,14 +87,23 @@ def _prompt(attack: str, goal: str) -> str:
     return goal if attack in PROMPT_SETS else chat_for(attack, goal)[-1]["content"]
 
 
-def sample(run: Path, attack: str, n: int, seed: int, like: Path | None = None) -> Path:
-    """With `like` (another run of the same evaluation), the goals that run's audit labelled, in its
-    order, and its labels carried over to replies with the same id and the same bytes (a shared base
-    model's): only the new replies are left to read."""
+def sample(run: Path, attack: str, n: int, seed: int, like: Path | None = None, source: str = "") -> Path:
+    """With `source`, only the records of that evaluation set (the direct attack asks AdvBench's goals
+    and XSTest's unsafe contrast prompts: `advbench`, `xstest_unsafe`). With `like` (another run of the
+    same evaluation), the goals that run's audit labelled, in its order, and its labels carried over to
+    replies with the same id and the same bytes (a shared base model's): only the new replies are left
+    to read."""
     base, aligned = (_replies(run, s, attack) for s in SIDES)
     ids = sorted(i for i, r in base.items() if r["attack"] == attack and i in aligned)
     if not ids:
         sys.exit(f"bench/audit.py: no {attack!r} replies in {run}/eval; name an attack the run evaluated")
+    if source:
+        there = sorted({str(base[i].get("source")) for i in ids})
+        ids = [i for i in ids if base[i].get("source") == source]
+        if not ids:
+            sys.exit(
+                f"bench/audit.py: no {attack!r} replies from {source!r} in {run}/eval; name one of {there}"
+            )
     out = RunDir.of(run).audit(attack)
     if out.exists():
         sys.exit(f"bench/audit.py: {out} exists (labels would be lost); move it away or pick another attack")
@@ -113,6 +122,7 @@ def sample(run: Path, attack: str, n: int, seed: int, like: Path | None = None) 
             "side": side,
             "attack": attack,
             "goal": src[i]["goal"],
+            **({"source": src[i]["source"]} if "source" in src[i] else {}),
             "reply": src[i]["text"],
             "human": carried.get((i, src[i]["text"])),
             **({"human_from": str(like)} if (i, src[i]["text"]) in carried else {}),
@@ -349,6 +359,7 @@ def main() -> None:
     s.add_argument(
         "--like", type=Path, help="another run: its audited goals, its labels of identical replies"
     )
+    s.add_argument("--source", default="", help="only one evaluation set's records (advbench, xstest_unsafe)")
     c = sub.add_parser("score", help="judges against the labels")
     c.add_argument("run", type=Path)
     c.add_argument("--judges", default="minilm_smol,minilm,keyword")
@@ -382,7 +393,7 @@ def main() -> None:
             json.dumps({"blind": blind_score(args.folder, args.judges.split(","), args.seed, pool)}, indent=1)
         )
     elif args.cmd == "sample":
-        print(sample(args.run, args.attack, args.n, args.seed, args.like))
+        print(sample(args.run, args.attack, args.n, args.seed, args.like, args.source))
     else:
         print(json.dumps({"audit": score(args.run, args.judges.split(","), args.seed, args.only)}, indent=1))
 

@@ -24,7 +24,16 @@ def _run(tmp_path: Path) -> Path:
         rows = [
             {"id": f"r{i}", "attack": "past_tense", "goal": f"do bad thing {i}", "text": t}
             for i, t in enumerate(texts)
-        ] + [{"id": "d0", "attack": "direct", "goal": "do bad thing 0", "text": COMPLY}]
+        ] + [
+            {"id": "d0", "attack": "direct", "source": "advbench", "goal": "do bad thing 0", "text": COMPLY},
+            {
+                "id": "x0",
+                "attack": "direct",
+                "source": "xstest_unsafe",
+                "goal": "a contrast prompt",
+                "text": REFUSE,
+            },
+        ]
         (tmp_path / "eval" / side).mkdir(parents=True)
         write_jsonl(tmp_path / "eval" / side / "asr.jsonl", rows, meta=HAZARD_META)
     return tmp_path
@@ -41,6 +50,17 @@ def test_sample_pairs_goals_and_hides_verdicts(audit, tmp_path) -> None:
         audit.sample(run, "past_tense", 3, seed=0)
     with pytest.raises(SystemExit, match="no 'few_shot' replies"):
         audit.sample(run, "few_shot", 3, seed=0)
+
+
+def test_sample_keeps_to_one_evaluation_set(audit, tmp_path) -> None:
+    """The direct attack asks AdvBench's goals and XSTest's contrast prompts: --source reads one of them."""
+    run = _run(tmp_path)
+    rows = list(read_jsonl(audit.sample(run, "direct", 10, seed=0, source="advbench")))
+    assert [(r["id"], r["source"]) for r in rows] == [("d0", "advbench")] * 2
+    with pytest.raises(
+        SystemExit, match=r"no 'direct' replies from 'mtbench'.*\['advbench', 'xstest_unsafe'\]"
+    ):
+        audit.sample(_run(tmp_path / "other"), "direct", 10, seed=0, source="mtbench")
 
 
 def test_score_against_hand_labels(audit, tmp_path) -> None:

@@ -220,3 +220,50 @@ def test_synthesis_runs_on_the_engine_in_batches(vllm_backend, tmp_path: Path) -
     cpuinfo = Path("/proc/cpuinfo")
     if not (cpuinfo.exists() and " amx_tile" in cpuinfo.read_text()):
         assert files[0] == files[1]
+
+
+def test_guidance_in_the_sampler(vllm_backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """llm/vllm_guided.py on the engine: at scale 1 a guided chat writes what it writes unguided, at
+    scale 0 what its twin writes unguided (each greedy, each pair's two rows in step); enough pairs for
+    several engine calls come back in order; a seed gives the same sampled text again; the synthesis
+    gets the guidance on this engine, keyed apart from plain calls and from transformers' guidance."""
+    from ptalign.config import RunConfig
+    from ptalign.llm import make_guided_backend, vllm_guided
+    from ptalign.llm.vllm_guided import GuidedView
+    from ptalign.synth.expand import harmless_twin
+    from ptalign.synth.prompting import render
+
+    def goals(topic: str) -> list[dict[str, str]]:
+        return PREFIX + [
+            {"role": "user", "content": render("goals", description="a safety area", topic=topic, n=5)}
+        ]
+
+    chats = [goals(t) for t in ("road rage", "phishing emails", "fake reviews")]
+    twins = [harmless_twin(c) for c in chats]
+    g = GenParams(max_new_tokens=12)
+    plain = [x.text for x in vllm_backend.generate(chats, g)]
+    plain_twins = [x.text for x in vllm_backend.generate(twins, g)]
+    assert plain != plain_twins  # the one word differs enough for the comparisons below to mean something
+    assert [x.text for x in vllm_backend.generate_guided(chats, twins, g, 1.0)] == plain
+    assert [x.text for x in vllm_backend.generate_guided(chats, twins, g, 0.0)] == plain_twins
+
+    ranges: list[list[tuple[int, int]]] = []
+    split = vllm_guided.pair_batches
+    monkeypatch.setattr(vllm_guided, "pair_batches", lambda *a: ranges.append(split(*a)) or ranges[-1])
+    many = [goals(f"case {i} " * 12) for i in range(60)]  # over one step's token budget: several engine calls
+    p = GenParams(max_new_tokens=10, temperature=0.8, top_p=0.95, seed=3)
+    first = vllm_backend.generate_guided(many, [harmless_twin(c) for c in many], p, 4.0)
+    assert len(ranges[-1]) >= 2, ranges[-1]
+    again = vllm_backend.generate_guided(many, [harmless_twin(c) for c in many], p, 4.0)
+    assert len(first) == 60 and all(0 < x.completion_tokens <= 10 for x in first)
+    assert [x.text for x in first] == [x.text for x in again]
+
+    cfg = RunConfig(run_dir=str(tmp_path))
+    engine = CachedBackend(vllm_backend, CallCache(tmp_path / "cache.sqlite"), progress=False)
+    guided = make_guided_backend(cfg, 4.0, harmless_twin, "harmless-goals", engine)
+    assert isinstance(guided.inner, GuidedView) and guided.inner.engine is vllm_backend
+    assert guided.model_id == vllm_backend.model_id + "+cfg4:harmless-goals"
+    assert [x.text for x in guided.generate(many[:3], p)] == [x.text for x in first[:3]]
+    guided.close()  # leaves the engine running
+    assert vllm_backend.generate([CAPITAL], GenParams(max_new_tokens=3))[0].completion_tokens > 0
+    engine.cache.close()

@@ -326,8 +326,8 @@ def test_goal_guidance_asks_the_goal_lists_through_the_guided_model(tmp_path, mo
         def close(self):
             made["closed"] = True
 
-    def make(cfg, scale, negative, tag):
-        made.update(scale=scale, negative=negative, tag=tag, backend=Guided())
+    def make(cfg, scale, negative, tag, engine):
+        made.update(scale=scale, negative=negative, tag=tag, engine=engine, backend=Guided())
         return made["backend"]
 
     def is_goal_list(chat):
@@ -355,6 +355,7 @@ def test_goal_guidance_asks_the_goal_lists_through_the_guided_model(tmp_path, mo
         assert not made and Main.goal_lists > 0
     else:
         assert made["scale"] == 4.0 and made["negative"] is harmless_twin and made["closed"]
+        assert isinstance(made["engine"], Main)  # the run's own engine: guided there when it is vLLM
         assert made["backend"].calls > 0 and Main.goal_lists == 0
 
 

@@ -141,8 +141,9 @@ class SynthConfig:
     # harmful goals written under classifier-free guidance (llm/guided.py) away from the same list prompt
     # asking for harmless goals, at this scale; 1 = off. The 135M model asked for harmful goals writes
     # mostly harmless ones (21 % harmful read blind; 65 % at scale 4), so the harmful requests it is taught
-    # to refuse differed from the benign ones mostly by their frame. Runs in transformers on the model's
-    # weights whatever backend.kind is. Goals style only. Beyond the paper (issue #19); not adopted (README)
+    # to refuse differed from the benign ones mostly by their frame. Runs on the run's vLLM engine
+    # (llm/vllm_guided.py), else in transformers on the model's weights. Goals style only. Beyond the
+    # paper (issue #19); not adopted (README)
     goal_guidance: float = field(default=1.0, metadata={"neutral": 1.0})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches

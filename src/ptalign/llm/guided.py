@@ -8,7 +8,8 @@ harmless goals (scale 4), 65 % were. The guidance is the standard one for langua
 al. 2023, "Stay on topic with classifier-free guidance", arXiv 2306.17806): log-probabilities
 `scale · (cond − uncond) + uncond`, which transformers' `generate` computes when given
 `guidance_scale` and `negative_prompt_ids`. No serving engine we use offers it (vLLM, llama.cpp,
-OpenAI-compatible servers), so the guided calls run here, on the model's weights in transformers.
+OpenAI-compatible servers): a run on vLLM gets it inside vLLM's sampler (llm/vllm_guided.py, ~7x
+faster on 2 cores); every other run's guided calls run here, on the model's weights in transformers.
 
 On the quick preset (runs/vcfg, 2026-12-04) the kept goals read 66 % harmful instead of 21 %, but the
 tuned model's past-tense compliance read blind did not fall further than the preset's, and ~7 minutes

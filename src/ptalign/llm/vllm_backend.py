@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,10 @@ class VLLMBackend:
             # cache does load: a warm start 31 s instead of 71 (same texts)
             os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         kwargs.update(engine_kwargs or {})
+        from ptalign.llm import vllm_guided
+
+        # idle unless a request carries guidance (generate_guided): every other row passes untouched
+        kwargs.setdefault("logits_processors", [vllm_guided.processor_class()])
         if kwargs.get("enforce_eager"):  # eager and compiled kernels round bf16 differently: other bytes
             self.model_id += ":eager"
         try:
@@ -224,7 +229,7 @@ class VLLMBackend:
         # the template already holds any special tokens: adding BOS again would shift the prompt
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def sampling(self, params: GenParams) -> Any:
+    def sampling(self, params: GenParams, **extra: Any) -> Any:
         greedy = params.temperature <= 0.0
         return self._sampling_cls(
             n=1,
@@ -237,6 +242,69 @@ class VLLMBackend:
             max_tokens=params.max_new_tokens,
             stop=list(params.stop) + list(self.extra_stop) or None,
             seed=None if greedy else params.seed,
+            **extra,
+        )
+
+    def generate_guided(
+        self, chats: list[Chat], negatives: list[Chat], params: Params, scale: float
+    ) -> list[Generation]:
+        """Each chat under classifier-free guidance away from its negative twin (llm/vllm_guided.py):
+        the pair runs as two greedy requests whose one finite logit is the guided draw, so vLLM's own
+        temperature and seed never act on them."""
+        from ptalign.llm import vllm_guided as vg
+
+        plist = per_chat(params, len(chats))
+        cond, unc = [self.render(c) for c in chats], [self.render(c) for c in negatives]
+        limit = self.llm.llm_engine.model_config.max_model_len
+        for i, gp in enumerate(plist):
+            if max(len(cond[i]), len(unc[i])) + gp.max_new_tokens > limit:
+                raise BackendError(
+                    f"vllm: guided chat {i} has {max(len(cond[i]), len(unc[i]))} prompt tokens + "
+                    f"{gp.max_new_tokens} new > max_model_len {limit}; shorten the prompt or lower max_new_tokens"
+                )
+        vcfg = self.llm.llm_engine.vllm_config
+        block = vcfg.cache_config.block_size
+        ref = cond[0]
+        if vcfg.cache_config.enable_prefix_caching and len(chats) > 1:  # the shared prefix, prefilled once
+            self.llm.generate(
+                [{"prompt_token_ids": ref}], self.sampling(GenParams(max_new_tokens=1)), use_tqdm=False
+            )
+        else:
+            ref = []
+        held = [
+            sum(-(-(len(x) + gp.max_new_tokens) // block) * block for x in (a, b))
+            for a, b, gp in zip(cond, unc, plist, strict=True)
+        ]
+        ranges = vg.pair_batches(
+            [vg.uncached(a, ref, block) + vg.uncached(b, ref, block) for a, b in zip(cond, unc, strict=True)],
+            held,
+            vcfg.scheduler_config.max_num_batched_tokens,
+            vcfg.scheduler_config.max_num_seqs,
+            (vcfg.cache_config.num_gpu_blocks or 0) * block or sum(held),
+        )
+        gens: list[Generation] = []
+        for start, end in ranges:
+            prompts, sps = [], []
+            for k in range(start, end):
+                gp = plist[k]
+                spec = {"pair": f"{k}", "scale": float(scale), "temperature": gp.temperature,
+                        "top_p": gp.top_p, "seed": gp.seed}  # fmt: skip
+                for role, ids in ((vg.COND, cond[k]), (vg.UNCOND, unc[k])):
+                    prompts.append({"prompt_token_ids": ids})
+                    greedy = replace(gp, temperature=0.0)
+                    sps.append(self.sampling(greedy, extra_args={vg.KEY: {**spec, "role": role}}))
+            outs = self.llm.generate(prompts, sps, use_tqdm=False)
+            gens += [self._generation(o) for o in outs[0::2]]  # the twins' tokens are the same
+        return gens
+
+    def _generation(self, o: Any) -> Generation:
+        c = o.outputs[0]
+        return Generation(
+            text=c.text,
+            prompt_tokens=len(o.prompt_token_ids or ()),
+            completion_tokens=len(c.token_ids),
+            finish_reason=c.finish_reason or "",
+            meta={"cached_prompt_tokens": o.num_cached_tokens or 0},
         )
 
     def generate(self, chats: list[Chat], params: Params) -> list[Generation]:
@@ -254,19 +322,7 @@ class VLLMBackend:
         # one SamplingParams for a shared GenParams; one per chat (its own seed) otherwise
         sp = self.sampling(params) if isinstance(params, GenParams) else [self.sampling(p) for p in plist]
         outs = self.llm.generate(prompts, sp, use_tqdm=False)
-        gens = []
-        for o in outs:
-            c = o.outputs[0]
-            gens.append(
-                Generation(
-                    text=c.text,
-                    prompt_tokens=len(o.prompt_token_ids or ()),
-                    completion_tokens=len(c.token_ids),
-                    finish_reason=c.finish_reason or "",
-                    meta={"cached_prompt_tokens": o.num_cached_tokens or 0},
-                )
-            )
-        return gens
+        return [self._generation(o) for o in outs]
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

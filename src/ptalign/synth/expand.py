@@ -307,13 +307,14 @@ def harmless_twin(chat: list[dict]) -> list[dict]:
 @contextmanager
 def _goal_writer(ctx: Ctx) -> Iterator[Ctx]:
     """The context the goal lists are asked through: ctx itself, or with synth.goal_guidance > 1 the
-    same run (counters, writers, call cache) on the guided transformers model, closed afterwards."""
+    same run (counters, writers, call cache) under guidance: on the run's own vLLM engine, else on the
+    model in transformers, closed afterwards."""
     if ctx.s.goal_guidance <= 1.0:
         yield ctx
         return
     from ptalign.llm import make_guided_backend
 
-    guided = make_guided_backend(ctx.cfg, ctx.s.goal_guidance, harmless_twin, "harmless-goals")
+    guided = make_guided_backend(ctx.cfg, ctx.s.goal_guidance, harmless_twin, "harmless-goals", ctx.backend)
     try:
         yield dataclasses.replace(ctx, backend=guided)
     finally:

@@ -1,0 +1,83 @@
+"""Guidance inside vLLM's sampler (llm/vllm_guided.py), the parts that need no engine: the guidance
+formula and the draw on hand-computed logits, and how pairs are batched so both rows start together.
+The engine itself is tested in tests/llm_vllm/test_vllm_backend.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ptalign.llm.vllm_guided import TOPK, draw, guided_logprobs, pair_batches, top_p_keep, uncached
+
+
+def test_guided_logprobs_by_hand() -> None:
+    cond = torch.tensor([[0.5, 0.25, 0.25]]).log()
+    uncond = torch.tensor([[0.25, 0.5, 0.25]]).log()
+    # 2 · (log p_c − log p_u) + log p_u = [2 ln 2 + ln 1/4, −2 ln 2 + ln 1/2, ln 1/4] = ln [1, 1/8, 1/4]
+    got = guided_logprobs(cond + 7.0, uncond - 3.0, torch.tensor([2.0]))  # logits, not log-probs: any shift
+    assert torch.allclose(got, torch.tensor([[1.0, 0.125, 0.25]]).log(), atol=1e-6)
+    assert torch.allclose(
+        guided_logprobs(cond, uncond, torch.tensor([1.0])), cond, atol=1e-6
+    )  # scale 1: cond
+    assert torch.allclose(guided_logprobs(cond, uncond, torch.tensor([0.0])), uncond, atol=1e-6)  # 0: twin
+    # greedy picks the guided argmax, which here is neither side's alone at scale 0
+    assert draw(got, [0.0], [1.0], [0], [0]) == [0]
+    assert draw(guided_logprobs(cond, uncond, torch.tensor([0.0])), [0.0], [1.0], [0], [0]) == [1]
+
+
+def test_top_p_keeps_while_the_mass_before_is_below() -> None:
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    assert top_p_keep(p, 0.8).tolist() == [True, True, False, False]  # before: 0, .5, .8, .95
+    assert top_p_keep(p, 0.81).tolist() == [True, True, True, False]
+    assert top_p_keep(p, 0.1).tolist() == [True, False, False, False]  # the top token always stays
+
+
+def test_draw_stays_in_the_top_p_set_and_depends_on_seed_and_step_only() -> None:
+    scores = torch.tensor([0.6, 0.3, 0.06, 0.04]).log()
+
+    def seen(top_p: float) -> set[int]:
+        return {draw(scores[None], [1.0], [top_p], [s], [0])[0] for s in range(200)}
+
+    assert seen(0.95) == {0, 1, 2}  # mass before each token: 0, .6, .9, .96 → token 3 never drawn
+    assert seen(0.85) == {0, 1}
+    rows = torch.stack([scores, scores.flip(0)])
+    both = draw(rows, [1.0, 1.0], [1.0, 1.0], [5, 9], [3, 4])
+    assert both == [
+        draw(scores[None], [1.0], [1.0], [5], [3])[0],
+        draw(scores.flip(0)[None], [1.0], [1.0], [9], [4])[0],
+    ]
+    assert (
+        both == draw(rows.flip(0), [1.0, 1.0], [1.0, 1.0], [9, 5], [4, 3])[::-1]
+    )  # row order does not matter
+    # mixed greedy and sampled rows: the greedy one is the argmax whatever its seed
+    assert draw(rows, [0.0, 1.0], [1.0, 1.0], [1, 9], [0, 4]) == [0, both[1]]
+
+
+def test_draw_on_a_flat_row_reaches_past_the_candidates() -> None:
+    v = 4 * TOPK
+    flat = torch.zeros(1, v)
+    top = set(flat[0].topk(TOPK).indices.tolist())
+    drawn = {draw(flat, [1.0], [0.95], [s], [0])[0] for s in range(100)}
+    assert drawn - top, "a flat row's top-p set is 95 % of the vocabulary, not the first candidates"
+    assert max(drawn) < v and min(drawn) >= 0
+    temp = draw(torch.tensor([[math.log(0.9), math.log(0.1)]]), [0.01], [1.0], [3], [0])
+    assert temp == [0]  # a low temperature sharpens to the top token
+
+
+def test_pair_batches_keep_within_budget_sequences_and_cache() -> None:
+    assert pair_batches([100, 100, 100], [10, 10, 10], 250, 64, 1000) == [(0, 2), (2, 3)]
+    assert pair_batches([100, 100, 100], [10, 10, 10], 1000, 2, 1000) == [(0, 1), (1, 2), (2, 3)]
+    assert pair_batches([100, 100, 100], [10, 10, 10], 1000, 64, 25) == [(0, 2), (2, 3)]
+    assert pair_batches([], [], 10, 2, 10) == []
+    with pytest.raises(ValueError, match="shorten its prompts"):
+        pair_batches([300], [10], 250, 64, 1000)
+
+
+def test_uncached_counts_whole_blocks_of_the_shared_prefix() -> None:
+    ref = list(range(300))
+    assert uncached(ref[:200] + [9999] * 100, ref, 128) == 300 - 128  # one whole block shared
+    assert uncached(ref, ref, 128) == 300 - 256  # the partial last block runs again
+    assert uncached(ref[:256], ref, 128) == 1  # all cached: the last token still runs
+    assert uncached([5, 6], [], 128) == 2

@@ -9,10 +9,14 @@
   object and the same chats.
 - asr_transformers: the same loop on the transformers backend (the aligned-model path) vs
   `model.generate` on the same left-padded batches.
+- asr_vllm: the same loop on the evaluation's vLLM engine (bf16 where native, eager on a CPU), which
+  gets its own preferred batch per call (`generate_batch`), vs the loop in calls of the preset's
+  eval.batch_size (32) as before 2026-12-06; also how many replies differ by a byte (bf16 rounds by
+  batch). Run it with the vLLM venv's python.
 After one untimed warm-up of each, runs alternate ours/raw and the median is reported, so load from
 other processes hits both alike.
 
-    python bench/eval.py [--quick] [--paths hhh_scoring,asr_llamacpp,asr_transformers] [--data-dir DIR]
+    python bench/eval.py [--quick] [--paths hhh_scoring,asr_llamacpp,asr_transformers,asr_vllm] [--data-dir DIR]
 
 Prints one JSON object: {"paths": {NAME: {"ours", "raw", "unit", "ratio", ...}}}.
 """
@@ -30,6 +34,9 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault(
+    "VLLM_CONFIGURE_LOGGING", "0"
+)  # vLLM logs to stdout otherwise: keep stdout one JSON object
 
 import torch  # noqa: E402
 
@@ -107,11 +114,13 @@ def _chat(it: dict[str, Any]) -> Any:
     return attacks.chat_for(it["attack"], it["goal"], it["goal_id"])
 
 
-def _ours_asr(cfg: Any, backend: Any, items: list[dict[str, Any]], params: GenParams) -> float:
+def _ours_asr(
+    cfg: Any, backend: Any, items: list[dict[str, Any]], params: GenParams, texts: list[str] | None = None
+) -> float:
     with tempfile.TemporaryDirectory() as d:
         ctx = EvalContext(cfg=cfg, out=Path(d), model="embedded", backend_factory=lambda: backend)
         t = time.perf_counter()
-        generate_records(
+        recs = generate_records(
             ctx,
             "asr",
             items,
@@ -119,7 +128,22 @@ def _ours_asr(cfg: Any, backend: Any, items: list[dict[str, Any]], params: GenPa
             params,
             asr._fields,
         )
-        return len(items) / (time.perf_counter() - t)
+        rate = len(items) / (time.perf_counter() - t)
+        if texts is not None:
+            texts[:] = [r["text"] for r in recs]
+        return rate
+
+
+def _generations(o: float, r: float, items: list[Any], params: GenParams, **extra: Any) -> dict[str, Any]:
+    return {
+        "ours": o,
+        "raw": r,
+        "unit": "generations/s",
+        "ratio": o / r,
+        "generations": len(items),
+        **extra,
+        "max_new_tokens": params.max_new_tokens,
+    }
 
 
 def bench_asr_llamacpp(cfg: Any, n: int, repeats: int) -> dict[str, Any]:
@@ -149,14 +173,7 @@ def bench_asr_llamacpp(cfg: Any, n: int, repeats: int) -> dict[str, Any]:
         o, r = _alternate(lambda: _ours_asr(cfg, backend, items, params), raw, repeats)
     finally:
         backend.close()
-    return {
-        "ours": o,
-        "raw": r,
-        "unit": "generations/s",
-        "ratio": o / r,
-        "generations": len(items),
-        "max_new_tokens": params.max_new_tokens,
-    }
+    return _generations(o, r, items, params)
 
 
 def bench_asr_transformers(cfg: Any, model: Any, tok: Any, n: int, repeats: int) -> dict[str, Any]:
@@ -198,15 +215,48 @@ def bench_asr_transformers(cfg: Any, model: Any, tok: Any, n: int, repeats: int)
         return len(prompts) / (time.perf_counter() - t)
 
     o, r = _alternate(lambda: _ours_asr(cfg, backend, items, params), raw, repeats)
-    return {
-        "ours": o,
-        "raw": r,
-        "unit": "generations/s",
-        "ratio": o / r,
-        "generations": len(items),
-        "batch_size": bs,
-        "max_new_tokens": params.max_new_tokens,
-    }
+    return _generations(o, r, items, params, batch_size=bs)
+
+
+class _Calls:
+    """The engine without its preferred batch: the loop then sends eval.batch_size chats a call."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def generate(self, chats: Any, params: GenParams) -> Any:
+        return self.inner.generate(chats, params)
+
+
+def bench_asr_vllm(cfg: Any, n: int, repeats: int) -> dict[str, Any]:
+    from ptalign.llm.cache import CachedBackend
+    from ptalign.llm.vllm_backend import VLLMBackend, on_cpu
+
+    cfg.eval.batch_size = 32  # the preset's
+    dtype = "bfloat16" if models.native_bf16() else cfg.model.dtype
+    engine = VLLMBackend(models.hf_dir("embedded"), "bench", dtype=dtype, enforce_eager=on_cpu())
+    wide = CachedBackend(engine, None, progress=False)
+    items = _asr_items(cfg, n)
+    params = GenParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0)
+    ours_texts: list[str] = []
+    peer_texts: list[str] = []
+    try:
+        o, r = _alternate(
+            lambda: _ours_asr(cfg, wide, items, params, ours_texts),
+            lambda: _ours_asr(cfg, _Calls(engine), items, params, peer_texts),
+            repeats,
+        )
+    finally:
+        engine.close()
+    return _generations(
+        o,
+        r,
+        items,
+        params,
+        batch_ours=engine.preferred_batch,
+        batch_peer=cfg.eval.batch_size,
+        replies_differing=sum(a != b for a, b in zip(ours_texts, peer_texts, strict=True)),
+    )
 
 
 def main() -> None:
@@ -218,6 +268,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     n_hhh, n_gen, repeats = (16, 8, 3) if args.quick else (60, 30, 5)
+    n_vllm = 256 if args.quick else 512  # a batch engine needs more chats than a call to show its batching
     cfg = load_config(
         None,
         [
@@ -239,6 +290,8 @@ def main() -> None:
         out["paths"]["asr_llamacpp"] = bench_asr_llamacpp(cfg, n_gen, repeats)
     if "asr_transformers" in paths:
         out["paths"]["asr_transformers"] = bench_asr_transformers(cfg, model, tok, n_gen, repeats)
+    if "asr_vllm" in paths:
+        out["paths"]["asr_vllm"] = bench_asr_vllm(cfg, n_vllm, repeats)
     print(json.dumps(out, indent=2))
 
 

@@ -172,6 +172,34 @@ def test_killed_eval_resumes_to_the_same_bytes(tmp_path: Path, tiny_hf) -> None:
     assert judged.count("harmbench") == 4 and judged.count("keyword") == 9
 
 
+class BatchEngine(FakeBackend):
+    """A batch engine (as vLLM) that wants its chats in calls of 5; records each call's size."""
+
+    preferred_batch = 5
+
+    def __init__(self, rule) -> None:
+        super().__init__(rule)
+        self.sizes: list[int] = []
+
+    def generate(self, chats, params):
+        self.sizes.append(len(chats))
+        return super().generate(chats, params)
+
+
+def test_batch_engine_gets_its_own_batch(tmp_path: Path, tiny_hf) -> None:
+    """eval.batch_size (2 here) is a floor: a batch engine that prefers more gets its own batch, and
+    the records are the same bytes as in calls of 2."""
+    cfg = tiny_cfg(tmp_path, "eval.evals=asr", ATTACKS, *KEYWORD, "eval.judge_max=4")
+    small = tmp_path / "a" / "eval" / "base"
+    plain = FakeBackend(target_rule)
+    ev.evaluate_model(cfg, small, "fake-model", ctx=_ctx(cfg, small, tiny_hf, plain, FakeBackend(judge_rule)))
+    wide = tmp_path / "b" / "eval" / "base"
+    engine = BatchEngine(target_rule)
+    ev.evaluate_model(cfg, wide, "fake-model", ctx=_ctx(cfg, wide, tiny_hf, engine, FakeBackend(judge_rule)))
+    assert plain.calls == 5 and engine.sizes == [5, 4]  # 9 replies: 2+2+2+2+1 against 5+4
+    assert (wide / "asr.jsonl").read_bytes() == (small / "asr.jsonl").read_bytes()
+
+
 def test_comparison_written_by_compare_dirs(tmp_path: Path, tiny_hf) -> None:
     from ptalign.eval import compare
 

@@ -512,7 +512,9 @@ class EvalConfig:
     # log-likelihood scoring (HHH, AutoDAN fitness): padded tokens per forward pass; 0 = the device's
     # (loglik.budget: 512 on a CPU, where padded rows cost more than batching saves; 4096 on a GPU)
     score_tokens: int = 0
-    batch_size: int = 32  # prompts per generate call (transformers: 32 is ~1.7x 16 on a CPU)
+    # prompts per generate call (transformers: 32 is ~1.7x 16 on a CPU); a batch engine whose own
+    # preferred batch is larger (vLLM: 256) gets that (eval/common.generate_batch)
+    batch_size: int = 32
     dtype: str = (
         "auto"  # eval weights for both models: auto = bfloat16 where matmuls are native (GPU, CPU with
     )

@@ -48,6 +48,13 @@ def batches(items: list[Any], n: int) -> Iterator[list[Any]]:
         yield items[i : i + n]
 
 
+def generate_batch(ecfg: Any, backend: Backend) -> int:
+    """Chats per generate call: eval.batch_size, or a batch engine's own preferred batch where larger.
+    vLLM schedules the chats of one call together, so 32 at a time left it a quarter idle: on the
+    evaluation's own attack chats 256 a call decoded 1.27x as fast as 32 (2 Zen 4 cores, 2026-12-06)."""
+    return max(ecfg.batch_size, int(getattr(backend, "preferred_batch", 1)))
+
+
 @dataclass
 class EvalContext:
     """The model under test and where its results go. `backend_factory`/`hf_factory` exist so unit
@@ -225,7 +232,7 @@ def generate_records(
         path, meta={**HAZARD_META, "eval": name, "model": ctx.model, "adapter": ctx.adapter}
     ) as w:
         todo = [it for it in items if it["id"] not in w.done]
-        for chunk in batches(todo, ctx.ecfg.batch_size):
+        for chunk in batches(todo, generate_batch(ctx.ecfg, backend)):
             gens = backend.generate([make_chat(it) for it in chunk], params)
             for it, g in zip(chunk, gens, strict=True):
                 w.write(

@@ -24,6 +24,7 @@ from ptalign.eval.common import (
     EvalContext,
     Metric,
     batches,
+    generate_batch,
     generate_records,
     judge_records,
     mean,
@@ -89,7 +90,8 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         todo = [r for r in recs if r["id"] not in w.done]
         if todo:
             judge = ctx.judge()
-            graded = mtbench_scores(judge, [(r["prompt"], r["text"]) for r in todo], ecfg.batch_size)
+            pairs = [(r["prompt"], r["text"]) for r in todo]
+            graded = mtbench_scores(judge, pairs, generate_batch(ecfg, judge))
             for r, g in zip(todo, graded, strict=True):
                 w.write({"id": r["id"], "score": g["score"], "raw": g["raw"], "judge": ctx.judge_name})
     return summarize(ctx.out, ecfg)

@@ -34,9 +34,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault(
-    "VLLM_CONFIGURE_LOGGING", "0"
-)  # vLLM logs to stdout otherwise: keep stdout one JSON object
+# vLLM logs to stdout otherwise: keep stdout one JSON object
+os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
 
 import torch  # noqa: E402
 

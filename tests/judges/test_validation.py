@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # downloads the PyRIT wheel once (the package registry), trains minilm
+# downloads the PyRIT wheel (the package registry) into the session's cache, trains minilm
+pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "judges.py"
 

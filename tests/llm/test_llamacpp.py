@@ -71,12 +71,20 @@ def unguarded_lib(monkeypatch):  # noqa: ANN201 - llama_cpp's ctypes module
     return lib
 
 
-def test_amx_probe_and_its_override(monkeypatch) -> None:
-    from ptalign.llm.llamacpp import amx_reported
+def test_amx_probe_and_its_override(monkeypatch, tmp_path) -> None:
+    from ptalign.llm import llamacpp
 
-    assert isinstance(amx_reported(), bool)
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(llamacpp, "CPUINFO", info)
+    info.write_text("flags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    assert llamacpp.amx_reported() is True
+    info.write_text("flags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert llamacpp.amx_reported() is False
+    info.unlink()
+    assert llamacpp.amx_reported() is False  # no /proc/cpuinfo (not Linux): no guard
+    info.write_text("flags\t\t: fpu amx_tile\n")
     monkeypatch.setenv("PTALIGN_LLAMACPP_EXTRA_BUFTS", "1")
-    assert amx_reported() is False  # the user keeps llama.cpp's extra buffers
+    assert llamacpp.amx_reported() is False  # the user keeps llama.cpp's extra buffers
 
 
 def test_amx_guard_drops_extra_buffers_once(monkeypatch, unguarded_lib) -> None:

@@ -218,8 +218,9 @@ def test_synthesis_runs_on_the_engine_in_batches(vllm_backend, tmp_path: Path) -
     # run through the same engine while every list stage matched: its bf16 GEMMs are not batch- or
     # prefix-cache-invariant there. Known open problem; the whole comparison holds elsewhere.
     cpuinfo = Path("/proc/cpuinfo")
-    if not (cpuinfo.exists() and " amx_tile" in cpuinfo.read_text()):
-        assert files[0] == files[1]
+    if cpuinfo.exists() and " amx_tile" in cpuinfo.read_text() and files[0] != files[1]:
+        pytest.xfail("pair rounds not batch-invariant in AMX bf16 GEMMs (known; the list stages matched)")
+    assert files[0] == files[1]
 
 
 def test_guidance_in_the_sampler(vllm_backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,6 +101,7 @@ def test_kill9_then_rerun_gives_the_same_files(tmp_path):
         _kill_when(_synth(cfg, cut), lambda: _pairs_started(data)),
     ]
     assert killed[0], "the run ended before it could be killed mid-instructions"
+    assert killed[1], "the run ended before it could be killed mid-pairs"
     p = _synth(cfg, cut)
     assert p.wait() == 0, p.stderr.read().decode()[-2000:]
 

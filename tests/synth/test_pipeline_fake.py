@@ -193,9 +193,16 @@ def test_stages_write_the_expected_records(tmp_path):
 
 
 def test_polarity_gate_drops_near_identical_pairs(tmp_path):
-    """polarity_min between the closest kept pair and 0 keeps all; above every pair drops all."""
+    """polarity_min between two pairs' polarities drops the pairs below it; above every pair drops all."""
     stats = run(tiny_cfg(tmp_path / "a"), tmp_path / "a", backend=FakeBackend())
-    pols = [t["polarity"] for t in read_jsonl(tmp_path / "a" / "data" / "triplets.jsonl")]
+    pols = sorted(t["polarity"] for t in read_jsonl(tmp_path / "a" / "data" / "triplets.jsonl"))
+    # between the two least polar pairs: those below it go, the rest stay
+    mid = (pols[0] + pols[1]) / 2
+    stats = run(
+        tiny_cfg(tmp_path / "m", **{"synth.polarity_min": mid}), tmp_path / "m", backend=FakeBackend()
+    )
+    kept = [t["polarity"] for t in read_jsonl(tmp_path / "m" / "data" / "triplets.jsonl")]
+    assert stats["synth/dropped/pairs/polarity_low"] >= 1 and kept and min(kept) >= mid
     cut = max(pols) + 0.01
     stats = run(
         tiny_cfg(tmp_path / "b", **{"synth.polarity_min": cut}), tmp_path / "b", backend=FakeBackend()

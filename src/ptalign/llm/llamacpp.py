@@ -16,6 +16,8 @@ from ptalign.errors import ModelLoadError
 from ptalign.llm.base import Chat, Generation, GenParams, Params, per_chat
 from ptalign.models import cpu_threads
 
+CPUINFO = Path("/proc/cpuinfo")
+
 
 def amx_reported() -> bool:
     """True where the CPU reports AMX tiles (Linux /proc/cpuinfo), unless PTALIGN_LLAMACPP_EXTRA_BUFTS=1.
@@ -29,7 +31,7 @@ def amx_reported() -> bool:
     if os.environ.get("PTALIGN_LLAMACPP_EXTRA_BUFTS") == "1":
         return False
     try:
-        return " amx_tile" in Path("/proc/cpuinfo").read_text()
+        return " amx_tile" in CPUINFO.read_text()
     except OSError:
         return False
 

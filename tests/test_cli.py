@@ -123,11 +123,89 @@ def test_from_stage_refuses_other_settings_for_the_stages_it_keeps(argv, capsys,
     assert (run / "config.yaml").read_bytes() == before and not (run / "history").exists()
 
 
+def test_from_stage_keeps_the_model_that_made_the_kept_stages(capsys, tmp_path):
+    run = tmp_path / "run"
+    before = _made_with(run, "synth.everyday_share=0.3")
+    assert main(["run", "--out", str(run), "--from-stage", "eval", "--set", "model.name=other"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "kept outputs were made with model.name='embedded', this config has 'other'" in err[0]
+    )
+    assert "--from-stage synth" in err[0]
+    assert (run / "config.yaml").read_bytes() == before and not (run / "history").exists()
+
+
+def test_ctrl_c_marks_the_stage_interrupted_and_resume_adds_up_its_time(monkeypatch, capsys, tmp_path):
+    """Ctrl-C: exit 130 with one line saying how to go on, the stage marked interrupted with the seconds
+    it had run; --resume redoes it and its seconds count both attempts."""
+    import time
+
+    from ptalign import models, pipeline
+
+    monkeypatch.setattr(models, "hf_dir", lambda *a, **k: tmp_path)  # no model needed: no stage runs
+
+    def interrupted(name, cfg, run, **kw):
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_stage", interrupted)
+    run = tmp_path / "run"
+    assert main(["run", "--out", str(run)]) == 130
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "ptalign: interrupted; rerun with --resume to continue"
+    )
+    synth = json.loads((run / "manifest.json").read_text())["stages"]["synth"]
+    assert synth["status"] == "interrupted" and synth["seconds_before"] >= 0.3
+
+    monkeypatch.setattr(pipeline, "run_stage", lambda name, cfg, run, **kw: {})
+    assert main(["run", "--out", str(run), "--resume"]) == 0
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert all(stages[n]["status"] == "done" for n in pipeline.STAGES)
+    assert stages["synth"]["seconds"] >= 0.3 and "seconds_before" not in stages["synth"]
+
+
 def test_sweep_spec_errors(capsys, tmp_path):
     assert main(["sweep", "gamma=1,2", "--set", f"run_dir={tmp_path}"]) == 2
     assert "unknown; one of lambda, lam_benign, samples, fine_grained" in capsys.readouterr().err
     assert main(["sweep", "lambda=0.2", "--set", f"run_dir={tmp_path}"]) == 2
     assert "sweep needs" in capsys.readouterr().err
+    assert main(["sweep", "lambda=low,high", "--set", f"run_dir={tmp_path}"]) == 2
+    assert "values must be comma-separated float" in capsys.readouterr().err
+
+
+def test_sweep_points_train_once_and_the_summary_keeps_every_value(monkeypatch, capsys, tmp_path):
+    """samples=N trains on the run's first N triplets (all of them, with a warning, past the end); a
+    point is trained once, and refused when its training settings change; a later call adds its rows."""
+    from ptalign import eval as ev
+    from ptalign import train
+    from ptalign.io import HAZARD_META, read_jsonl, write_jsonl
+
+    run = tmp_path / "run"
+    recs = [{"instruction": f"q{i}", "pos": "p", "tox": "t", "kind": "harmful"} for i in range(3)]
+    write_jsonl(run / "data" / "triplets.jsonl", recs, meta=dict(HAZARD_META))
+    trained = []
+
+    def fake_train(cfg, point, data, resume):
+        trained.append((point.root.name, [r["instruction"] for r in read_jsonl(data)]))
+        point.adapter.mkdir(parents=True)
+        (point.adapter / "adapter_config.json").write_text("{}")
+
+    monkeypatch.setattr(train, "run", fake_train)
+    monkeypatch.setattr(ev, "evaluate", lambda cfg, out, *a, **k: {"aligned": {"eval/asr": cfg.train.lr}})
+    over = ["--set", f"run_dir={run}"]
+    assert main(["sweep", "samples=2,5", *over]) == 0
+    assert "only 3 triplets, samples=5 uses them all" in capsys.readouterr().err
+    assert trained == [("samples_2", ["q0", "q1"]), ("samples_5", ["q0", "q1", "q2"])]
+    assert main(["sweep", "samples=2,4", *over]) == 0  # 2 is trained already
+    capsys.readouterr()
+    assert [t[0] for t in trained] == ["samples_2", "samples_5", "samples_4"]
+    summary = json.loads((run / "sweeps" / "samples" / "summary.json").read_text())
+    assert [r["value"] for r in summary] == [2, 5, 4]
+    assert main(["sweep", "samples=2", *over, "--set", "train.lr=0.001"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "move" in err[0] and "samples_2" in err[0]
 
 
 @pytest.mark.parametrize("cmd", ["run", "synth", "train", "merge", "eval", "report", "sweep", "config"])
@@ -145,7 +223,6 @@ def test_a_run_dir_is_locked_while_in_use_and_a_killed_holder_leaves_no_lock(cap
     import signal
     import subprocess
     import sys
-    import time
 
     run = tmp_path / "run"
     holder = subprocess.Popen(
@@ -156,11 +233,9 @@ def test_a_run_dir_is_locked_while_in_use_and_a_killed_holder_leaves_no_lock(cap
     try:
         assert holder.stdout.readline().strip() == "held"
         before = sorted(p.name for p in run.iterdir())
-        t0 = time.monotonic()
-        assert main(["run", "--out", str(run)]) == 2
+        assert main(["run", "--out", str(run)]) == 2  # returns while the holder sleeps 120 s: it did not wait
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"in use by another ptalign process (pid {holder.pid})" in err[0]
-        assert time.monotonic() - t0 < 10  # at once, not after waiting
         assert sorted(p.name for p in run.iterdir()) == before  # nothing written
         # a real second ptalign process gets the same line
         p = subprocess.run(

@@ -83,6 +83,12 @@ def test_lambda_alias_and_list_override():
         ("train.lat=3", "train.lat=3.0: must be in [0, 2] (0 = off)"),
         ("train.lat=0.1 train.refat=0.5", "train.lat=0.1: must be 0 with train.method=dpo, train.reroute"),
         ("train.ut_specific=-1", "train.ut_specific=-1.0: must be >= 0 (0 = off)"),
+        ("train.lam_benign=11", "train.lam_benign=11.0: must be null (= train.lam) or a number in [0, 10]"),
+        ("train.ut_benign_tokens=-1", "train.ut_benign_tokens=-1: must be >= 0 (0 = every token)"),
+        ("train.epochs=.inf", "train.epochs=inf: must be a finite number > 0"),
+        ("train.method=dpo train.lora_r=0", "train.lora_r=0: must be > 0 with train.method=dpo"),
+        ("eval.dtype=fp16", "eval.dtype='fp16': must be auto, float32, bfloat16 or float16"),
+        ("synth.relevance_min=2", "synth.relevance_min=2.0: must be"),
         (
             "train.ut_specific=2 train.fine_grained=false",
             "train.ut_specific=2.0: must be 0 with train.method=dpo or train.fine_grained=false",

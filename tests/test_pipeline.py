@@ -217,14 +217,19 @@ def test_kill9_at_random_moments_then_resume(tmp_path, clean_run):
     assert man["synth_backend"]["used"] == "llamacpp" and man["synth_backend"]["reason"].startswith("auto: ")
     assert (cut / "adapter" / "adapter_config.json").exists()
     assert (cut / "report.html").stat().st_size > 1000
+    card = (cut / "adapter" / "README.md").read_text()  # refreshed with this adapter's evaluation
+    assert "Not evaluated yet" not in card and json.loads((cut / "eval" / "comparison.json").read_text())
     for side in ("base", "aligned"):
         assert json.loads((cut / "eval" / side / "summary.json").read_text())
 
     # --from-stage moves the stage's outputs aside (nothing lost) and redoes it
     report_before = (cut / "report.html").read_bytes()
+    made_with = {n: (cut / n).read_bytes() for n in ("config.yaml", "manifest.json")}
     assert main(["run", "--config", str(cfg), "--out", str(cut), "--from-stage", "report"]) == 0
     moved = list((cut / "history").glob("*-from-report/report.html"))
     assert len(moved) == 1 and moved[0].read_bytes() == report_before
+    # with the config and manifest that made it, as they were before this call rewrote them
+    assert {n: (moved[0].parent / n).read_bytes() for n in made_with} == made_with
 
 
 def test_from_stage_train_resumes_the_base_evaluation_and_redoes_it_when_settings_change(tmp_path, clean_run):
@@ -273,7 +278,26 @@ def test_sweep_trains_and_evaluates_each_point_and_reports_it(clean_run, capsys)
     assert last["0.0"]["train/loss"] == pytest.approx(last["0.0"]["train/mle_loss"], abs=1e-6)
     assert last["2.0"]["train/loss"] > last["2.0"]["train/mle_loss"] + 1e-3
     # a second call reuses the trained points (nothing retrained) and the report shows the sweep
+    points = [ref / "sweeps" / "lambda" / f"lambda_{v}" for v in ("0.0", "2.0")]
+
+    def trained() -> list[tuple[int, bytes]]:
+        return [
+            (
+                (p / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns,
+                (p / "train" / "metrics.jsonl").read_bytes(),
+            )
+            for p in points
+        ]
+
+    kept = trained()
     assert main(["sweep", "lambda=0.0,2.0", *over]) == 0
+    assert trained() == kept
+    # a call with one of the values keeps the other's row
+    assert main(["sweep", "lambda=2.0", *over]) == 0
+    assert [r["value"] for r in json.loads((ref / "sweeps" / "lambda" / "summary.json").read_text())] == [
+        0.0,
+        2.0,
+    ]
     assert main(["report", str(ref), "--config", str(cfg)]) == 0
     assert "sweep" in (ref / "report.html").read_text().lower()
 

@@ -127,6 +127,13 @@ def _run_dir_only(args: argparse.Namespace) -> str:
     return load_config(None, keep).run_dir
 
 
+def _default_to_run_config(args: argparse.Namespace, run_dir: str | Path) -> None:
+    """Without --config, a command on an existing run starts from the run's own config.yaml."""
+    if not args.config:
+        saved = RunDir.of(run_dir).config
+        args.config = str(saved) if saved.is_file() else None
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "config":
         cfg = _load(args)
@@ -134,11 +141,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "run":
-        if (args.from_stage or args.resume) and not args.config:
+        if args.from_stage or args.resume:
             # what is kept or resumed was made with the run's own settings, not today's defaults (and a
             # --set may be valid only beside them: checked once, on the settings it lands on)
-            saved = RunDir.of(args.out or _run_dir_only(args)).config
-            args.config = str(saved) if saved.is_file() else None
+            _default_to_run_config(args, args.out or _run_dir_only(args))
         cfg = _load(args, run_dir=args.out)
         with RunDir.of(cfg.run_dir).lock() as run:
             run_pipeline(cfg, run, resume=args.resume, from_stage=args.from_stage)
@@ -191,6 +197,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "report":
         if args.show_unsafe:
             args.overrides = list(args.overrides) + ["report.show_unsafe=true"]
+        _default_to_run_config(args, args.run_dir)  # the report names the run's model and settings
         cfg = _load(args, run_dir=args.run_dir)
         path = run_stage("report", cfg, RunDir.of(args.run_dir))
         print(f"report → {path}")
@@ -199,6 +206,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "sweep":
         from ptalign.pipeline import run_sweep
 
+        _default_to_run_config(args, _run_dir_only(args))  # each point is the run with one value changed
         cfg = _load(args)
         run_sweep(cfg, args.spec, Path(args.out) if args.out else None)
         return 0

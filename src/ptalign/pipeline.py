@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
+import json
 import os
 import shutil
 import sys
@@ -33,7 +34,7 @@ from typing import Any
 from ptalign.config import RunConfig, load_config, save_config
 from ptalign.errors import UserError
 from ptalign.io import atomic_write_json, file_sha256, read_jsonl
-from ptalign.rundir import RunDir, check_state, read_state, save_state
+from ptalign.rundir import RunDir, check_state, read_state, save_state, side_summary
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,12 @@ def _move_aside(run: RunDir, from_stage: str) -> Path | None:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(src), str(dest / rel))
                 moved = True
-    return dest if moved else None
+    if not moved:
+        return None
+    for kept in (run.config, run.manifest):  # the settings and timings that made what moved
+        if kept.is_file():
+            shutil.copy2(kept, dest / kept.name)
+    return dest
 
 
 def _reuse_base_eval(cfg: RunConfig, run: RunDir, from_stage: str, moved: Path | None) -> bool:
@@ -223,16 +229,19 @@ def _check_kept(cfg: RunConfig, run: RunDir, from_stage: str) -> None:
         return
     stage(from_stage)  # an unknown name: one line naming the stages
     saved, names = load_config(run.config), list(STAGES)
-    for name in names[: names.index(from_stage)]:
+    kept = names[: names.index(from_stage)]
+    # the model made every kept stage's outputs (the synth data's identity hashes it), so it is kept too
+    for name in ["model", *kept] if kept else []:
         if name not in IDENTITY:
             continue
         old, new = (dataclasses.asdict(getattr(c, name)) for c in (saved, cfg))
+        redo, what = (name, f"{name} outputs") if name in STAGES else (names[0], "kept outputs")
         for key, value in new.items():
             if old.get(key) != value:
                 raise UserError(
-                    f"--from-stage {from_stage}: {run}'s {name} outputs were made with "
-                    f"{name}.{key}={old.get(key)!r}, this config has {value!r}; start from the run's own "
-                    f"settings (no --config; --set only what you redo) or redo {name} with --from-stage {name}"
+                    f"--from-stage {from_stage}: {run}'s {what} were made with {name}.{key}={old.get(key)!r}, "
+                    f"this config has {value!r}; start from the run's own settings (no --config; --set only "
+                    f"what you redo) or redo {redo} with --from-stage {redo}"
                 )
 
 
@@ -266,12 +275,12 @@ def run_pipeline(
 
     base_dir = models.hf_dir(cfg.model.name, cfg.model.cache_dir or None)
 
+    moved = _move_aside(run, from_stage) if from_stage else None  # before config.yaml is rewritten
     save_config(cfg, run.config)
     man = Manifest(run, cfg)
     man.d["base_model"] = cfg.model.name
     man.d["base_model_path"] = str(base_dir)
     if from_stage:
-        moved = _move_aside(run, from_stage)
         man.reset_from(from_stage)
         if moved:
             man.d.setdefault("history", []).append(str(moved.relative_to(run.root)))
@@ -298,6 +307,10 @@ def run_pipeline(
             }
             man.save()
         print(f"[ptalign] {name}: done in {man.d['stages'][name]['seconds']} s", file=sys.stderr)
+    if man.done("eval"):  # the adapter's card gets its evaluation (also when a resumed run skipped eval)
+        from ptalign.train.card import refresh_card
+
+        refresh_card(run.root)
     return man.d
 
 
@@ -339,16 +352,26 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
     """Train + evaluate one adapter per value on the run's triplets; write sweeps/<name>/summary.json."""
     from ptalign import eval as ev
     from ptalign import train
+    from ptalign.train.card import refresh_card
 
     name, key, values = parse_sweep(spec)
     run = RunDir.of(cfg.run_dir)
     triplets = run.triplets
     if not triplets.exists():
         raise UserError(f"sweep needs {triplets}; run `ptalign run --out {run}` (or `ptalign synth`) first")
+    base = run.side("base")
+    if side_summary(base).exists() and not ev.resumable(base, cfg.model.name, None, cfg):
+        raise UserError(
+            f"sweep: {base} was evaluated with another model or other evaluation settings than this config, "
+            f"so no point could be compared with it; run the sweep with the run's own config (no --config) "
+            f"or redo it with `ptalign run --out {run} --from-stage eval`"
+        )
     sweep_dir = Path(out) if out else run.sweeps / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     records = [r for r in read_jsonl(triplets)]
-    results = []
+    summary = sweep_dir / "summary.json"
+    # one row per value: a later call with other values adds rows and replaces those it redoes
+    rows = {r["value"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
     for v in values:
         point = RunDir(sweep_dir / f"{name}_{v}")
         point.root.mkdir(parents=True, exist_ok=True)
@@ -379,12 +402,11 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
         res = ev.evaluate(
             pcfg, point.eval, pcfg.model.name, point.adapter, base_eval=run.side("base"), run=point
         )
-        summary = res["aligned"]
-        results.append(
-            {"name": name, "value": v, **{k: x for k, x in summary.items() if isinstance(x, (int, float))}}
-        )
-        atomic_write_json(sweep_dir / "summary.json", results)
-    return results
+        refresh_card(point.root)
+        got = res["aligned"]
+        rows[v] = {"name": name, "value": v, **{k: x for k, x in got.items() if isinstance(x, (int, float))}}
+        atomic_write_json(summary, list(rows.values()))
+    return list(rows.values())
 
 
 def load_config_from(cfg: RunConfig, overrides: list[str], **top: Any) -> RunConfig:

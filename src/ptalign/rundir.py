@@ -1,15 +1,15 @@
 """The run directory: the files are the contract between the stages, and this module owns every path.
 
     RUN_DIR/
-      config.yaml  manifest.json  report.html  .lock
-      cache/llm_calls.sqlite                      LLM-call cache (synth; eval's judge)
+      config.yaml  manifest.json  report.html  .ptalign.lock
+      cache/llm_calls.sqlite                      LLM-call cache (synth; eval's generations and judge)
       data/        topics, instructions, constraints, triplets, rejected (.jsonl), stats.json,
                    .synth_state.json, export_<fmt>/                                          ← synth
       adapter/     PEFT LoRA adapter + card                                                  ← train
       train/       metrics.jsonl, summary.json, checkpoints/, tb/, state.json
       eval/        base/ and aligned/ (<eval>.jsonl, <eval>_verdicts.jsonl, summary.json, items.json,
                    settings.json), polarity.json, comparison.json                            ← eval
-      history/     outputs moved aside by --from-stage
+      history/     outputs moved aside by --from-stage, with the config.yaml and manifest.json that made them
       sweeps/      <name>/summary.json and one run-like directory per point     ← ptalign sweep
 
 A stage takes `(cfg, run)` and reads and writes only through a RunDir. What makes a directory's

@@ -131,10 +131,11 @@ def test_guards_missing_data_and_no_silent_overwrite(tiny_llama, triplets_file, 
     train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=out)
     with pytest.raises(UserError, match="pass --resume"):
         train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=out)
-    again = train.run(
-        _cfg(tiny_llama), tmp_path, data=triplets_file, out=out, resume=True
-    )  # finished: no new steps
-    assert again["steps"] == 2
+    logged = (out / "train" / "metrics.jsonl").read_bytes()
+    again = train.run(_cfg(tiny_llama), tmp_path, data=triplets_file, out=out, resume=True)
+    # finished: it resumes from the last checkpoint and trains no new step
+    assert again["resumed_from_step"] == 2 and again["steps"] == 2
+    assert (out / "train" / "metrics.jsonl").read_bytes() == logged
 
 
 def test_cli_train_then_merge_gives_same_outputs(tiny_llama, triplets_file, tmp_path) -> None:
@@ -149,6 +150,13 @@ def test_cli_train_then_merge_gives_same_outputs(tiny_llama, triplets_file, tmp_
     merged = tmp_path / "merged"
     assert main(["merge", "--adapter", str(out / "adapter"), "--out", str(merged)]) == 0
     assert main(["merge", "--adapter", str(out / "adapter"), "--out", str(merged)]) == 2  # never overwrites
+    afile = tmp_path / "a.txt"
+    afile.write_text("kept")
+    assert (
+        main(["merge", "--adapter", str(out / "adapter"), "--out", str(afile)]) == 2
+    )  # one line, no traceback
+    assert main(["merge", "--adapter", str(tmp_path), "--out", str(tmp_path / "m2")]) == 2  # not an adapter
+    assert afile.read_text() == "kept" and not (tmp_path / "m2").exists()
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     m = AutoModelForCausalLM.from_pretrained(merged).eval()
     p = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), out / "adapter").eval()
@@ -157,7 +165,6 @@ def test_cli_train_then_merge_gives_same_outputs(tiny_llama, triplets_file, tmp_
 
 
 def test_dpo_baseline_trains_an_adapter(tiny_llama, triplets_file, tmp_path) -> None:
-    pytest.importorskip("trl")
     from ptalign import train
 
     out = tmp_path / "dpo"
@@ -290,7 +297,7 @@ def test_train_compile_with_checkpointing_runs_like_eager(tiny_llama, triplets_f
     assert w0.keys() == w1.keys() and any(w1[k].abs().sum() > 0 for k in w1 if "lora_B" in k)
 
 
-def test_compile_layers_finds_the_decoder_layers(tiny_llama) -> None:
+def test_compile_layers_finds_the_decoder_layers(tiny_llama, tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     from ptalign.train import compile_layers
@@ -300,9 +307,8 @@ def test_compile_layers_finds_the_decoder_layers(tiny_llama) -> None:
     assert compile_layers(model) == model.config.num_hidden_layers
     with pytest.raises(UserError, match="found no decoder layers"):
         compile_layers(torch.nn.Linear(2, 2))
-    pytest.importorskip("trl")
-    cfg = _cfg(tiny_llama, "train.compile=true")
-    assert dpo_config(cfg.train, Path("/tmp/unused")).torch_compile is True
+    cfg = _cfg(tiny_llama, "train.compile=true")  # trl is in the [test] extra: no skip
+    assert dpo_config(cfg.train, tmp_path).torch_compile is True
 
 
 def test_logged_metrics_average_the_micro_batches(tiny_llama, tok, make_records, tmp_path) -> None:
@@ -358,11 +364,17 @@ def test_dpo_warns_about_ptalign_only_settings(caplog: pytest.LogCaptureFixture)
         assert warn_unused(load_config(None, ["train.method=dpo"]).train) == []
         assert not caplog.records
         got = warn_unused(
-            load_config(None, ["train.method=dpo", "train.lam=0.8", "train.fine_grained=false"]).train
+            load_config(
+                None,
+                ["train.method=dpo", "train.lam=0.8", "train.fine_grained=false", "train.ut_benign_tokens=0"],
+            ).train
         )
-    assert got == ["lam", "fine_grained"]
+    assert got == ["lam", "fine_grained", "ut_benign_tokens"]
     (rec,) = caplog.records
-    assert "does not use train.lam, train.fine_grained" in rec.getMessage() and "\n" not in rec.getMessage()
+    assert (
+        "does not use train.lam, train.fine_grained, train.ut_benign_tokens" in rec.getMessage()
+        and "\n" not in rec.getMessage()
+    )
 
 
 def _lora_and_batch(tiny_llama: Any, tok: Any, make_records: Any) -> tuple[Any, dict[str, torch.Tensor]]:

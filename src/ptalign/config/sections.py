@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -461,7 +462,13 @@ class TrainConfig:
         _check(self.lora_alpha > 0, "train.lora_alpha", self.lora_alpha, "> 0")
         _check(0.0 <= self.lora_dropout < 1.0, "train.lora_dropout", self.lora_dropout, "in [0, 1)")
         _check(0.0 < self.lr < 1.0, "train.lr", self.lr, "in (0, 1)")
-        _check(self.epochs > 0, "train.epochs", self.epochs, "> 0")
+        _check(0 < self.epochs < math.inf, "train.epochs", self.epochs, "a finite number > 0")
+        _check(
+            self.method != "dpo" or self.lora_r > 0,
+            "train.lora_r",
+            self.lora_r,
+            "> 0 with train.method=dpo (its reference is the adapter switched off)",
+        )
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
         _check(self.grad_accum >= 1, "train.grad_accum", self.grad_accum, ">= 1")
         _check(self.max_length >= 32, "train.max_length", self.max_length, ">= 32")
@@ -546,6 +553,12 @@ class EvalConfig:
         for a in self.attacks:
             _check(a in ATTACK_NAMES, "eval.attacks", a, "a list drawn from " + ", ".join(ATTACK_NAMES))
         _check("direct" in self.attacks, "eval.attacks", self.attacks, "a list that includes direct")
+        _check(
+            self.dtype in ("auto", "float32", "bfloat16", "float16"),
+            "eval.dtype",
+            self.dtype,
+            "auto, float32, bfloat16 or float16",
+        )
         for k in (
             "max_harmful",
             "max_safe",

@@ -9,9 +9,10 @@ judge), `.../items.json` (per-item values behind each metric, for the bootstrap)
 
 Every eval is resumable: each `<name>.jsonl` is appended per record and ids already there are skipped;
 a directory made with other generation settings is refused rather than mixed (see _check_settings).
-Both models generate through one engine (`eval.engine: transformers`, fp32 weights; the aligned one
-with its adapter merged in memory, sharing its weights with HHH/AutoDAN scoring), so a delta is the
-adapter's alone. Every reply is judged by the primary judge (`eval.judge`) and the extra ones.
+Both models generate through one engine (`eval.engine`: vLLM where installed, else transformers, on
+`eval.dtype` weights, bf16 where the CPU or GPU does bf16 natively; the aligned one with its adapter
+merged), so a delta is the adapter's alone. Every reply is judged by the primary judge (`eval.judge`)
+and the extra ones.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ def _polarity(ctx: EvalContext) -> dict[str, Any]:
     eval_dir = ctx.out.parent
     cached = eval_dir / "polarity.json"
     triplets = run.triplets
+    res: dict[str, Any] = {}
     if cached.exists() and (not triplets.exists() or cached.stat().st_mtime >= triplets.stat().st_mtime):
         import json
 
         res = json.loads(cached.read_text())
-    else:
+    if not res or res.get("compare_path", "") != ctx.ecfg.polarity_compare:  # none yet, or another comparison
         res = polarity.run_for(run.root, eval_dir, ctx.ecfg.polarity_compare)
     return {"metrics": {k: v for k, v in res.items() if k.startswith("eval/")}, "items": {}, "groups": {}}
 

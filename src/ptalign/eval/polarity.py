@@ -16,6 +16,7 @@ from typing import Any
 
 from ptalign.eval.common import Metric
 from ptalign.io import DataError, atomic_write_json, read_jsonl
+from ptalign.rundir import RunDir
 
 PAIR_KEYS = (("pos", "tox"), ("chosen", "rejected"), ("positive", "toxic"))
 
@@ -69,7 +70,7 @@ def distances(path: str | Path) -> list[float]:
 
 def run_for(run_dir: Path, eval_dir: Path, compare: str = "") -> dict[str, Any]:
     """Polarity of the run's triplets (and of `compare`); {} when there are no triplets yet."""
-    triplets = run_dir / "data" / "triplets.jsonl"
+    triplets = RunDir.of(run_dir).triplets
     out: dict[str, Any] = {}
     if triplets.exists():
         d = distances(triplets)

@@ -47,9 +47,12 @@ def _log(msg: str) -> None:
 
 
 def estimate_synth_calls(cfg: RunConfig) -> int:
-    """Generations the pairs stage will ask for: kept triplets × 2 sides × candidates per side."""
+    """Generations the pairs stage will ask for: kept triplets × 2 sides × candidates per side. With
+    no cap (target_triplets 0) every instruction may become one: harmful goals and their benign share."""
     s = cfg.synth
-    return max(0, s.target_triplets) * 2 * s.candidates
+    harmful = len(s.domains) * s.topics_per_domain * s.instructions_per_topic
+    triplets = s.target_triplets or round(harmful * (1 + s.benign_share))
+    return triplets * 2 * s.candidates
 
 
 def estimate_synth_tokens(cfg: RunConfig) -> int:

@@ -6,6 +6,7 @@ on resume); the metadata line of each file carries the hazard flag and the synth
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,9 @@ class Ctx:
 
     def gen(self, chats: list[Chat], params: Params, desc: str = "") -> list[Generation]:
         t0 = time.perf_counter()
-        try:
+        if "desc" in inspect.signature(self.backend.generate).parameters:  # the cache's progress-bar label
             out = self.backend.generate(chats, params, desc=desc)  # type: ignore[call-arg]
-        except TypeError:  # a plain Backend without the progress-bar label
+        else:  # a plain Backend (a TypeError inside generation must not send the call again)
             out = self.backend.generate(chats, params)
         fresh = [g for g in out if not g.cached]
         if fresh:  # time only counts when the engine ran

@@ -49,7 +49,11 @@ def _dpo(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, Any]:
 
 # method → (recipe, the TrainConfig fields only that method reads)
 RECIPES: dict[str, tuple[Callable[[Any, Path, RunDir, bool], dict[str, Any]], tuple[str, ...]]] = {
-    "ptalign": (_ptalign, ("lam", "lam_benign", "fine_grained", "kl_benign", "reroute", "reroute_retain")),
+    "ptalign": (
+        _ptalign,
+        ("lam", "lam_benign", "fine_grained", "ut_benign_tokens", "ut_specific", "kl_benign", "reroute")
+        + ("reroute_retain", "recovery", "refat", "lat"),
+    ),
     "dpo": (_dpo, ("dpo_beta",)),
 }
 

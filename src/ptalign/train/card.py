@@ -1,6 +1,6 @@
 """Model card (README.md) for a trained adapter: base model, data, objective, steps, eval when present.
 
-Reads: the training info dict, OUT/eval/comparison.json if an evaluation has run.
+Reads: the training info dict; RUN_DIR/eval/comparison.json once the pipeline has evaluated this adapter.
 Writes: ADAPTER/README.md (replacing peft's placeholder card).
 """
 
@@ -135,13 +135,20 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
     return "\n".join(lines)
 
 
-def write_card(adapter: Path, info: dict[str, Any], run_dir: Path | None = None) -> Path:
-    comparison = None
-    if run_dir is not None and (Path(run_dir) / "eval" / "comparison.json").is_file():
-        try:
-            comparison = json.loads((Path(run_dir) / "eval" / "comparison.json").read_text())
-        except json.JSONDecodeError:
-            comparison = None
+def write_card(adapter: Path, info: dict[str, Any], comparison: dict[str, Any] | None = None) -> Path:
     path = Path(adapter) / "README.md"
     atomic_write_text(path, render_card(info, comparison))
     return path
+
+
+def refresh_card(run_dir: Path) -> Path | None:
+    """The card again with the evaluation of this adapter, once the eval stage has written it. Training
+    writes the card without one: a comparison.json already in the run dir was made with an earlier adapter."""
+    from ptalign.rundir import RunDir
+    from ptalign.train.setup import TRAIN_INFO
+
+    run = RunDir.of(run_dir)
+    info, comp = run.adapter / TRAIN_INFO, run.comparison
+    if not (info.is_file() and comp.is_file()):
+        return None
+    return write_card(run.adapter, json.loads(info.read_text()), json.loads(comp.read_text()))

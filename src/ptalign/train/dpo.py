@@ -101,9 +101,7 @@ def run_dpo(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, Any]:
     except ImportError:
         raise UserError("train.method=dpo needs TRL; run: pip install 'ptalign[baselines]'") from None
 
-    tcfg = cfg.train
-    if tcfg.lora_r == 0:
-        raise UserError("train.method=dpo uses the adapter-disabled base as reference; set train.lora_r > 0")
+    tcfg = cfg.train  # lora_r > 0 (config: the reference is the adapter switched off)
     last = check_fresh(out, resume)
     set_threads()
     records, _ = load_records(data, tcfg.columns)  # refuses an empty file with one line

@@ -21,6 +21,8 @@ def merge(adapter: Path, out: Path, model_spec: str | None, cfg: Any) -> Path:
         raise UserError(
             f"adapter {adapter}: no adapter_config.json there; pass the RUN_DIR/adapter directory"
         )
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; pass a directory to --out (the merged model is a directory)")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose another --out or delete it")
     if model_spec is None:
@@ -36,7 +38,9 @@ def merge(adapter: Path, out: Path, model_spec: str | None, cfg: Any) -> Path:
         device="cpu",
     )
     tok = models.load_tokenizer(
-        adapter if (adapter / "tokenizer_config.json").is_file() else models.hf_dir(model_spec)
+        adapter
+        if (adapter / "tokenizer_config.json").is_file()
+        else models.hf_dir(model_spec, cfg.model.cache_dir or None)
     )
     save_dir(save_pretrained(model, tok), out)  # an empty out (checked above) is replaced
     return out

@@ -35,20 +35,6 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
     return Path(last) if last else None
 
 
-def _check_fresh(out: Path, ckpt_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from; refuses to overwrite an earlier run unless resuming."""
-    last = _last_checkpoint(ckpt_dir)
-    if last is not None and not resume:
-        raise UserError(
-            f"{ckpt_dir} holds checkpoints of an earlier run; pass --resume to continue it or delete {out / 'train'} to start over"
-        )
-    if last is None and not resume and (out / "adapter" / "adapter_config.json").exists():
-        raise UserError(
-            f"{out / 'adapter'} already exists; pass --resume, another --out, or delete it to retrain"
-        )
-    return last
-
-
 def check_fresh(run: RunDir, resume: bool) -> Path | None:
     """The checkpoint to resume from; refuses to overwrite an earlier run unless resuming."""
     last = _last_checkpoint(run.checkpoints)
@@ -304,7 +290,7 @@ def finish(cfg: Any, model: Any, tok: Any, run: RunDir, summary: dict[str, Any])
     }
     atomic_write_json(run.adapter / TRAIN_INFO, info)
     atomic_write_json(run.train_summary, summary)
-    write_card(run.adapter, info, run.root)
+    write_card(run.adapter, info)  # no evaluation of this adapter exists yet (pipeline: refresh_card)
     summary["adapter"] = str(run.adapter)
 
 

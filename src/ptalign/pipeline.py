@@ -250,7 +250,6 @@ def run_pipeline(
     run_dir: RunDir | Path,
     resume: bool = False,
     from_stage: str | None = None,
-    stages: tuple[str, ...] = tuple(STAGES),
 ) -> dict[str, Any]:
     """synth → train → eval → report in run_dir; returns the manifest."""
     run = RunDir.of(run_dir)
@@ -287,7 +286,7 @@ def run_pipeline(
         _reuse_base_eval(cfg, run, from_stage, moved)
     man.save()
 
-    for name in stages:
+    for name in STAGES:
         if man.done(name):
             print(f"[ptalign] {name}: done earlier, skipped", file=sys.stderr)
             continue

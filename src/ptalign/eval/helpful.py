@@ -100,7 +100,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
 def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
     items = datasets.mtbench_items(ecfg)
     recs = select(read_jsonl(records(out, "helpful")), items)
-    graded = {r["id"]: r for r in read_jsonl(out / "helpful_judge.jsonl")}
+    graded = {r["id"]: r for r in read_jsonl(records(out, "helpful_judge"))}
     scores = {r["id"]: graded[r["id"]]["score"] for r in recs if r["id"] in graded}
     parsed = {k: float(v) for k, v in scores.items() if v is not None}
     by_cat: dict[str, list[float]] = defaultdict(list)

@@ -23,6 +23,7 @@ from typing import Any
 from ptalign.eval import datasets, loglik
 from ptalign.eval.common import EvalContext, Metric, batches, mean, select
 from ptalign.io import JsonlWriter, read_jsonl
+from ptalign.rundir import records
 
 METRICS: dict[str, Metric] = {
     "eval/hhh": Metric("HHH accuracy, all categories (total log-likelihood)", "higher"),
@@ -68,7 +69,7 @@ def score_items(
 
 def run(ctx: EvalContext) -> dict[str, Any]:
     items = datasets.hhh_items(ctx.ecfg)
-    path = ctx.out / "hhh.jsonl"
+    path = records(ctx.out, "hhh")
     t0 = time.perf_counter()
     with JsonlWriter(path) as w:
         todo = [it for it in items if it["id"] not in w.done]
@@ -83,7 +84,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
 
 
 def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
-    recs = select(read_jsonl(out / "hhh.jsonl"), datasets.hhh_items(ecfg))
+    recs = select(read_jsonl(records(out, "hhh")), datasets.hhh_items(ecfg))
     items: dict[str, dict[str, float]] = defaultdict(dict)
     for r in recs:
         items[f"eval/hhh_{r['category']}"][r["id"]] = float(r["correct"])

@@ -31,6 +31,7 @@ from ptalign.eval.common import (
 from ptalign.io import read_jsonl
 from ptalign.judges import NON_ANSWER, REFUSAL
 from ptalign.llm.base import GenParams
+from ptalign.rundir import records
 
 METRICS: dict[str, Metric] = {
     "eval/overrefusal": Metric("over-refusal on safe prompts", "lower"),
@@ -59,7 +60,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
 
 
 def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
-    recs = select(read_jsonl(out / "overrefusal.jsonl"), datasets.safe_prompts(ecfg))
+    recs = select(read_jsonl(records(out, "overrefusal")), datasets.safe_prompts(ecfg))
     verdicts = read_verdicts(out, "overrefusal")
     primary = verdicts.get(ecfg.judge, {})
     items: dict[str, dict[str, float]] = defaultdict(dict)

@@ -267,3 +267,27 @@ def test_empty_replies_warn_then_stop(tmp_path: Path, tiny_hf, capsys: pytest.Ca
     cfg_any = tiny_cfg(tmp_path, "eval.evals=asr", ATTACKS, *KEYWORD, "eval.max_empty_share=1")
     s = ev.evaluate_model(cfg_any, out, "fake-model", ctx=_ctx(cfg_any, out, tiny_hf, none, judge))
     assert s["meta"]["empty_replies"]["asr"] == [9, 9]
+
+
+def test_a_base_side_made_earlier_on_another_engine_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A sweep compares its points with a base side evaluated earlier, perhaps in an environment with
+    vLLM: the comparison then mixes engines, and says so as a run that evaluates both sides does."""
+    from ptalign.eval import compare
+
+    cfg = tiny_cfg(tmp_path, "eval.evals=asr", "eval.judge=keyword", "eval.judges_extra=")
+    base = tmp_path / "eval" / "base"
+    base.mkdir(parents=True)
+    (base / "summary.json").write_text(json.dumps({"meta": {"engine": "vllm"}}))
+    aligned_engine = {"name": "transformers"}
+    monkeypatch.setattr(ev, "evaluate_model", lambda *a, **k: {"meta": {"engine": aligned_engine["name"]}})
+    monkeypatch.setattr(compare, "compare_dirs", lambda *a, **k: {"rows": {}})
+    monkeypatch.setattr(compare, "write", lambda *a, **k: None)
+    point = tmp_path / "point"
+    ev.evaluate(cfg, point, "fake-model", "adapter-dir", base_eval=base)
+    err = capsys.readouterr().err
+    assert "base generated on vllm, aligned on transformers" in err
+    aligned_engine["name"] = "vllm"
+    ev.evaluate(cfg, point, "fake-model", "adapter-dir", base_eval=base)
+    assert "warning" not in capsys.readouterr().err

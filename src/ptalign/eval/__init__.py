@@ -17,6 +17,7 @@ and the extra ones.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -249,8 +250,9 @@ def evaluate(
             judge_ctx.close()
     base_dir = out / "base" if baseline else (Path(base_eval) if base_eval is not None else None)
     if side == "aligned" and base_dir is not None and side_summary(base_dir).exists():
-        if "base" in res:
-            _check_engines(res["base"], res["aligned"])
+        # a base side made earlier (a sweep, --base-eval) may come from another environment's engine
+        bsum = res.get("base") or json.loads(side_summary(base_dir).read_text())
+        _check_engines(bsum, res["aligned"])
         comp = compare.compare_dirs(base_dir, out / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
         compare.write(out / "comparison.json", comp)
         res["comparison"] = comp

@@ -208,6 +208,77 @@ def test_sweep_points_train_once_and_the_summary_keeps_every_value(monkeypatch, 
     assert len(err) == 1 and "move" in err[0] and "samples_2" in err[0]
 
 
+def test_sweep_fine_grained_trains_one_point_per_mask(monkeypatch, capsys, tmp_path):
+    """fine_grained=true,false: one point with UT from the first differing token, one with UT on every
+    toxic token (the paper's ablation), each trained on the run's own triplets."""
+    from ptalign import eval as ev
+    from ptalign import train
+    from ptalign.io import HAZARD_META, write_jsonl
+
+    run = tmp_path / "run"
+    recs = [{"instruction": "q", "pos": "p", "tox": "t", "kind": "harmful"}]
+    write_jsonl(run / "data" / "triplets.jsonl", recs, meta=dict(HAZARD_META))
+    seen = {}
+
+    def fake_train(cfg, point, data, resume):
+        seen[point.root.name] = (cfg.train.fine_grained, Path(data))
+        point.adapter.mkdir(parents=True)
+        (point.adapter / "adapter_config.json").write_text("{}")
+
+    monkeypatch.setattr(train, "run", fake_train)
+    monkeypatch.setattr(ev, "evaluate", lambda cfg, out, *a, **k: {"aligned": {"eval/asr": 0.5}})
+    assert main(["sweep", "fine_grained=true,false", "--set", f"run_dir={run}"]) == 0
+    assert seen == {
+        "fine_grained_True": (True, run / "data" / "triplets.jsonl"),
+        "fine_grained_False": (False, run / "data" / "triplets.jsonl"),
+    }
+    rows = json.loads((run / "sweeps" / "fine_grained" / "summary.json").read_text())
+    assert [r["value"] for r in rows] == [True, False]
+
+
+def test_synth_export_and_no_cache_reach_the_stage(monkeypatch, capsys, tmp_path):
+    """`synth --no-cache` turns the LLM-call cache off for the stage; `--export trl` writes the
+    triplets the stage made as TRL preference rows beside them."""
+    from ptalign import cli
+    from ptalign.io import HAZARD_META, read_jsonl, write_jsonl
+
+    got = {}
+
+    def fake_stage(name, cfg, run, **kw):
+        got[name] = (cfg.backend.cache, kw)
+        rec = {"id": "a", "instruction": "Hi", "pos": "Hello!", "tox": "Go away.", "kind": "benign"}
+        write_jsonl(run.triplets, [rec], meta=dict(HAZARD_META))
+
+    monkeypatch.setattr(cli, "run_stage", fake_stage)
+    run = tmp_path / "run"
+    assert main(["synth", "--out", str(run), "--no-cache", "--stage", "pairs", "--export", "trl"]) == 0
+    assert got == {"synth": (False, {"stage": "pairs"})}
+    out = capsys.readouterr().out
+    assert "exported trl" in out
+    rows = list(read_jsonl(run / "data" / "export_trl" / "train.jsonl"))
+    assert len(rows) == 1 and rows[0]["prompt"] == [{"role": "user", "content": "Hi"}]
+    assert (rows[0]["chosen"][0]["content"], rows[0]["rejected"][0]["content"]) == ("Hello!", "Go away.")
+    assert main(["synth", "--out", str(tmp_path / "run2")]) == 0
+    assert got["synth"] == (True, {"stage": "all"})
+
+
+def test_show_unsafe_reaches_eval_and_report(monkeypatch, capsys, tmp_path):
+    from ptalign import cli
+    from ptalign import eval as ev
+
+    seen = {}
+    monkeypatch.setattr(ev, "evaluate", lambda cfg, *a, **k: seen.setdefault("eval", cfg.eval.show_unsafe))
+    monkeypatch.setattr(ev, "print_results", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "run_stage", lambda n, cfg, run, **k: seen.setdefault(n, cfg.report.show_unsafe))
+    assert main(["eval", "--out", str(tmp_path / "e"), "--show-unsafe"]) == 0
+    assert main(["report", str(tmp_path / "r"), "--show-unsafe"]) == 0
+    assert seen == {"eval": True, "report": True}
+    seen.clear()
+    assert main(["eval", "--out", str(tmp_path / "e")]) == 0
+    assert main(["report", str(tmp_path / "r")]) == 0
+    assert seen == {"eval": False, "report": False}
+
+
 @pytest.mark.parametrize("cmd", ["run", "synth", "train", "merge", "eval", "report", "sweep", "config"])
 def test_help_for_every_command(cmd, capsys):
     with pytest.raises(SystemExit) as e:

@@ -85,11 +85,8 @@ class RougeDeduper:
             out.append(i)
         return out
 
-    def max_score(self, text: str) -> tuple[float, int]:
-        """Highest ROUGE-L F against the kept set and the index of that kept item (-1 if none)."""
-        return self._max_score(self._ids(tokenize(text), grow=False))
-
     def _max_score(self, ids: list[int]) -> tuple[float, int]:
+        """Highest ROUGE-L F against the kept set and the index of that kept item (-1 if none)."""
         k = len(self._kept)
         m = len(ids)
         if k == 0 or m == 0:

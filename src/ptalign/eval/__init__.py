@@ -250,7 +250,7 @@ def evaluate(
             judge_ctx.close()
     base_dir = out / "base" if baseline else (Path(base_eval) if base_eval is not None else None)
     if side == "aligned" and base_dir is not None and side_summary(base_dir).exists():
-        # a base side made earlier (a sweep, --base-eval) may come from another environment's engine
+        # a base side made earlier (a sweep's `base_eval`) may come from another environment's engine
         bsum = res.get("base") or json.loads(side_summary(base_dir).read_text())
         _check_engines(bsum, res["aligned"])
         comp = compare.compare_dirs(base_dir, out / "aligned", cfg.eval.bootstrap, cfg.eval.seed)
@@ -274,7 +274,7 @@ def run(cfg: RunConfig, run: RunDir | Path) -> dict[str, Any]:
 
 
 def _check_engines(bsum: dict[str, Any], asum: dict[str, Any]) -> None:
-    be, ae = bsum["meta"].get("engine"), asum["meta"].get("engine")
+    be, ae = bsum.get("meta", {}).get("engine"), asum.get("meta", {}).get("engine")
     if be and ae and be != ae:
         print(
             f"[ptalign] warning: base generated on {be}, aligned on {ae}: every delta of a generated metric "

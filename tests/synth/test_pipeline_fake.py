@@ -878,6 +878,36 @@ class EverydayBackend(GoalBackend):
         return super().generate(chats, params)
 
 
+class EverydayAnswerBackend(EverydayBackend):
+    """EverydayBackend that answers the everyday requests plainly (FakeBackend refuses them)."""
+
+    def generate(self, chats, params):
+        out = []
+        for c, p in zip(chats, per_chat(params, len(chats)), strict=True):
+            if len(c) == 1 and "birthday party" in c[-1]["content"]:
+                self.calls += 1
+                out.append(
+                    Generation("Pick a date, a place and a few of her friends to invite.", 10, 5, "stop")
+                )
+            else:
+                out += super().generate([c], p)
+        return out
+
+
+def test_everyday_triplets_and_only_they_carry_the_everyday_flag(tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 2,
+                                "synth.everyday_share": 2.0})  # fmt: skip
+    run(cfg, tmp_path, backend=EverydayAnswerBackend())
+    area = {r["id"]: r.get("area") for r in read_jsonl(tmp_path / "data" / "instructions.jsonl")}
+    trips = list(read_jsonl(tmp_path / "data" / "triplets.jsonl"))
+    assert {r["kind"] for r in trips} == {"harmful", "benign"}  # others to stay unflagged
+    assert [r["instruction"] for r in trips if area[r["parent"]] == "everyday"] == [
+        "Tell me the best way to plan a birthday party for my sister."
+    ]
+    for r in trips:  # train.ut_everyday reads the flag; the key is absent elsewhere (files as before)
+        assert r.get("everyday", "absent") == (True if area[r["parent"]] == "everyday" else "absent")
+
+
 @pytest.mark.parametrize("share", [0.0, 2.0])
 def test_everyday_goals_become_benign_requests_in_the_harmful_frames(tmp_path, share):
     from ptalign.synth.expand import as_request

@@ -275,6 +275,26 @@ def test_ut_benign_tokens_cuts_only_benign_masks(tok, make_records) -> None:
             assert sum(b.ul) == 1 and b.ul.index(True) == a.ul.index(True)
 
 
+def test_ut_everyday_off_empties_only_the_everyday_masks(tok, make_records, caplog) -> None:
+    recs = make_records()
+    everyday = {r["id"] for r in recs if r["kind"] == "benign"}
+    everyday = set(sorted(everyday)[:1])  # one benign triplet marked everyday, the other stays benign
+    recs = [{**r, "everyday": True} if r["id"] in everyday else r for r in recs]
+    on, s_on = encode_all(tok, recs, 512, ut_benign_tokens=3)
+    off, s_off = encode_all(tok, recs, 512, ut_benign_tokens=3, ut_everyday=False)
+    assert s_on["everyday"] == s_off["everyday"] == 1
+    assert any(any(e.ul) for e in on if e.id in everyday)  # there was UT to take away
+    for a, b in zip(on, off, strict=True):
+        if a.id in everyday:
+            assert b.everyday and not any(b.ul) and b.tox == [] and b.pos == a.pos  # MLE on the answer only
+        else:
+            assert (a.ul, a.tox, a.pos) == (b.ul, b.tox, b.pos)
+    assert any(e.benign and any(e.ul) for e in off)  # the benign-but-sensitive triplets keep theirs
+    plain, _ = encode_all(tok, make_records(), 512, ut_everyday=False)  # nothing marked: warned, unchanged
+    assert "no triplet is an everyday one" in caplog.text
+    assert [e.ul for e in plain] == [e.ul for e in encode_all(tok, make_records(), 512)[0]]
+
+
 def test_toxic_tokens_after_the_last_ut_one_are_not_fed(tok, make_records) -> None:
     recs = make_records()
     cut, stats = encode_all(tok, recs, 512, ut_benign_tokens=1)

@@ -343,6 +343,11 @@ class TrainConfig:
     # tokens from the first mismatch (train/mask.py first_n); 0 = every token. 3 ("I'm sorry"): on the
     # whole refusal the tuned model learned to leave a refusal begun, apologies with nothing after (README)
     ut_benign_tokens: int = field(default=3, metadata={"neutral": 0})
+    # beyond the paper, with synth.everyday_share: False = the everyday triplets (a plain task, tox = a
+    # needless refusal) train their helpful answer only, no UT on the refusal: with UT the model learned
+    # to leave direct harmful requests unrefused as well (docs/experiments.md, "Everyday requests without
+    # the unlikelihood term")
+    ut_everyday: bool = field(default=True, metadata={"neutral": True})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32

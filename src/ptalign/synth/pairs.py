@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ptalign.io import read_jsonl, stable_id
 from ptalign.synth import gates
 from ptalign.synth.common import Ctx, params
+from ptalign.synth.expand import EVERYDAY
 from ptalign.synth.prompting import (
     PAIR_STOP,
     call_seed,
@@ -321,6 +322,8 @@ def run_pairs(ctx: Ctx) -> None:
                 "kind": it.inst["kind"],
                 "domain": it.inst["domain"],
                 "instruction": it.inst["text"],
+                # train.ut_everyday reads it; absent elsewhere so that other triplets stay byte for byte
+                **({"everyday": True} if it.inst.get("area") == EVERYDAY else {}),
             }
             if reason:
                 ctx.record("rejected", {"id": stable_id("pair-rej", it.id), **base, "stage": "pairs", "reason": reason,

@@ -52,7 +52,7 @@ RECIPES: dict[str, tuple[Callable[[Any, Path, RunDir, bool], dict[str, Any]], tu
     "ptalign": (
         _ptalign,
         ("lam", "lam_benign", "fine_grained", "ut_benign_tokens", "ut_specific", "kl_benign", "reroute")
-        + ("reroute_retain", "recovery", "refat", "lat"),
+        + ("reroute_retain", "recovery", "refat", "lat", "ut_everyday"),
     ),
     "dpo": (_dpo, ("dpo_beta",)),
 }

@@ -63,6 +63,10 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
                 f" Beyond the paper: a benign triplet's needless refusal gets UT on its first"
                 f" {t['ut_benign_tokens']} token(s) from the first mismatch only."
             )
+        if t.get("ut_everyday") is False:
+            objective += (
+                " Beyond the paper: everyday triplets train their helpful answer only (no UT on the refusal)."
+            )
         if t.get("refat"):
             objective += (
                 f" Beyond the paper: {t['refat']:.0%} of harmful rows trained with the refusal feature projected"

@@ -77,6 +77,7 @@ class Example:
     truncated: bool = False
     tox_lost: bool = False  # had UT tokens before truncation, none after
     benign: bool = False  # kind == "benign": safe request, tox = a needless refusal (train.lam_benign)
+    everyday: bool = False  # one of synth.everyday_share's plain tasks (train.ut_everyday)
     template: str = ""  # how the responses were tokenised (response_ids): '', 'seam' or 'fallback'
     rec: list[int] = field(default_factory=list)  # train.recovery: the refusal after tox[:rec_at]
     rec_at: int = 0  # k: toxic tokens before rec (>= 1 where there is a rec)
@@ -234,7 +235,9 @@ def encode(
     ul = ul_mask(pos[: len(pos) - len(turn_end(tokenizer).ids)], tox, fine_grained).tolist()
     p, pos, tox, ul, cut, lost = truncate(p, pos, tox, ul, max_length)
     benign = rec.get("kind") == "benign"
-    ex = Example(str(rec["id"]), p, pos, tox, ul, cut, lost, benign=benign)
+    ex = Example(
+        str(rec["id"]), p, pos, tox, ul, cut, lost, benign=benign, everyday=bool(rec.get("everyday"))
+    )
     ex.template = max(how_pos, how_tox, key=("", "seam", "fallback").index)
     if recovery > 0 and not benign:
         k = recovery_point(f"{seed}:{rec['id']}", ul, _word_starts(tokenizer, tox), recovery)
@@ -255,11 +258,13 @@ def encode_all(
     seed: int = 0,
     ut_specific: float = 0.0,
     ut_benign_tokens: int = 0,
+    ut_everyday: bool = True,
 ) -> tuple[list[Example], dict[str, Any]]:
     """Validate and tokenise records; returns (examples, stats) and logs truncation counts. With
     ut_specific > 0 the harmful triplets' UT masks keep their first token and the specific tokens
     (mask.specific_tokens over all triplets: the rates are the data's, not one triplet's); with
-    ut_benign_tokens > 0 the benign triplets' masks keep their first that many tokens (mask.first_n).
+    ut_benign_tokens > 0 the benign triplets' masks keep their first that many tokens (mask.first_n);
+    with ut_everyday False the everyday triplets' masks are empty (their answer trains by MLE alone).
     Each toxic side is then cut after the last token a loss term reads (mask.needed_tox): the loss is
     the same, and with the benign masks cut to 3 tokens the preset feeds ~9 % fewer tokens."""
     examples = []
@@ -293,6 +298,8 @@ def encode_all(
     for e in examples:
         if e.benign and ut_benign_tokens > 0:
             e.ul = first_n(e.ul, ut_benign_tokens)
+        if e.everyday and not ut_everyday:
+            e.ul = [False] * len(e.ul)
     n_tox = sum(len(e.tox) for e in examples)
     n_ul = sum(sum(e.ul) for e in examples)
     for e in examples:  # toxic tokens no loss term reads are not fed (mask.needed_tox): same loss
@@ -309,10 +316,16 @@ def encode_all(
         "template_seam": sum(e.template == "seam" for e in examples),
         "template_fallback": sum(e.template == "fallback" for e in examples),
         "recovery": sum(bool(e.rec) for e in examples),  # triplets with a recovery (train.recovery)
+        "everyday": sum(e.everyday for e in examples),  # synth.everyday_share's (train.ut_everyday)
         "end_of_turn": tokenizer.decode(turn_end(tokenizer).ids),  # as trained (eos where none is written)
         "kinds": dict(sorted(kinds.items())),
         "domains": dict(sorted(domains.items())),
     }
+    if not ut_everyday and not stats["everyday"]:
+        log.warning(
+            "train.ut_everyday=false but no triplet is an everyday one (synth.everyday_share 0, or "
+            "triplets written before 2026-12-06): nothing changes"
+        )
     if stats["template_fallback"]:
         log.warning(
             "%d of %d triplets: the chat template's rendered conversation does not extend its generation "

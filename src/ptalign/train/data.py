@@ -162,7 +162,7 @@ def load_records(path: str | Path, columns: str = "") -> tuple[list[dict[str, An
         need(list(mapping.values()), f"train.columns={columns}")
         recs = [
             {
-                **{k: r.get(k) for k in ("id", "kind", "domain") if r.get(k)},
+                **{k: r.get(k) for k in ("id", "kind", "domain", "everyday") if r.get(k)},
                 **{f: r[c] for f, c in mapping.items()},
             }
             for r in rows
@@ -179,7 +179,7 @@ def load_records(path: str | Path, columns: str = "") -> tuple[list[dict[str, An
                     f"{path}: row {i + 1} is not TRL preference data (prompt/chosen/rejected as strings or "
                     "message lists with a user prompt and assistant replies); fix it or map columns with train.columns"
                 )
-            recs.append({**{k: r[k] for k in ("id", "kind", "domain") if r.get(k)}, **rec})
+            recs.append({**{k: r[k] for k in ("id", "kind", "domain", "everyday") if r.get(k)}, **rec})
         fmt = "trl"
     else:
         raise DataError(

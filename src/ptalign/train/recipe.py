@@ -96,6 +96,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         tcfg.seed,
         tcfg.ut_specific,
         tcfg.ut_benign_tokens,
+        tcfg.ut_everyday,
     )
     stats["data_format"], stats["rows_skipped"] = data_info["format"], data_info["skipped"]
     from transformers import TrainingArguments, set_seed
@@ -154,6 +155,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
         "recovery": tcfg.recovery,
         "ut_specific": tcfg.ut_specific,
         "ut_benign_tokens": tcfg.ut_benign_tokens,
+        "ut_everyday": tcfg.ut_everyday,
         "refat": tcfg.refat,
         "lat": tcfg.lat,
         "fine_grained": tcfg.fine_grained,

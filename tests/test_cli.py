@@ -86,39 +86,39 @@ def test_from_stage_and_resume_start_from_the_settings_that_made_the_run(monkeyp
     import ptalign.cli
 
     run = tmp_path / "run"
-    _made_with(run, "synth.everyday_share=0.3", "train.lam=0.6")
+    _made_with(run, "synth.everyday_share=0.0", "train.lam=0.6")
     seen = []
     monkeypatch.setattr(ptalign.cli, "run_pipeline", lambda cfg, *a, **k: seen.append((cfg, k)))
     assert main(["run", "--out", str(run), "--from-stage", "train", "--set", "train.seed=2"]) == 0
     assert main(["run", "--out", str(run), "--resume"]) == 0
     (cfg, kw), (resumed, kw2) = seen
-    assert cfg.synth.everyday_share == 0.3 and cfg.train.lam == 0.6 and cfg.train.seed == 2
+    assert cfg.synth.everyday_share == 0.0 and cfg.train.lam == 0.6 and cfg.train.seed == 2
     assert kw["from_stage"] == "train" and kw2["resume"] and not kw2["from_stage"]
-    assert resumed.synth.everyday_share == 0.3 and resumed.train.lam == 0.6 and resumed.train.seed == 0
-    # a --set valid only beside the run's own settings (the defaults' everyday_share is 0) is checked there
-    assert main(["run", "--out", str(run), "--from-stage", "synth", "--set", "synth.everyday_forms=1.0"]) == 0
-    assert seen[-1][0].synth.everyday_forms == 1.0 and seen[-1][0].synth.everyday_share == 0.3
+    assert resumed.synth.everyday_share == 0.0 and resumed.train.lam == 0.6 and resumed.train.seed == 0
+    # a --set valid only beside the run's own settings (the requests style needs everyday_share 0, the
+    # defaults' is 0.3) is checked there
+    requests = ["--set", "synth.instruction_style=requests"]
+    assert main(["run", "--out", str(run), "--from-stage", "synth", *requests]) == 0
+    assert seen[-1][0].synth.instruction_style == "requests" and seen[-1][0].synth.everyday_share == 0.0
     # the same with the run named by --set run_dir= instead of --out
-    assert (
-        main(["run", "--set", f"run_dir={run}", "--from-stage", "synth", "--set", "synth.everyday_forms=1.0"])
-        == 0
-    )
-    assert seen[-1][0].synth.everyday_forms == 1.0 and seen[-1][0].synth.everyday_share == 0.3
+    assert main(["run", "--set", f"run_dir={run}", "--from-stage", "synth", *requests]) == 0
+    assert seen[-1][0].synth.instruction_style == "requests" and seen[-1][0].synth.everyday_share == 0.0
 
 
 @pytest.mark.parametrize(
     "argv",
     [
         ["--set", "synth.everyday_share=0.0"],  # a kept stage's setting changed
-        ["--config", str(QUICK)],  # a config that is not the run's: the defaults' 0.0
+        ["--config", str(QUICK)],  # a config that is not the run's: the defaults' 0.3
     ],
 )
 def test_from_stage_refuses_other_settings_for_the_stages_it_keeps(argv, capsys, tmp_path):
     run = tmp_path / "run"
-    before = _made_with(run, "synth.everyday_share=0.3")
+    before = _made_with(run, "synth.everyday_share=0.5")
     assert main(["run", "--out", str(run), "--from-stage", "train", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "made with synth.everyday_share=0.3, this config has 0.0" in err[0], err
+    has = "0.0" if "--set" in argv else "0.3"
+    assert len(err) == 1 and f"made with synth.everyday_share=0.5, this config has {has}" in err[0], err
     assert "--from-stage synth" in err[0]
     assert (run / "config.yaml").read_bytes() == before and not (run / "history").exists()
 

@@ -186,8 +186,12 @@ def test_goal_guidance_is_a_scale_of_the_goal_lists_only() -> None:
     with pytest.raises(ConfigError, match=r"^synth.goal_guidance=0.5: must be >= 1 \(1 = off\)$"):
         load_config(None, ["synth.goal_guidance=0.5"])
     with pytest.raises(ConfigError, match=r"guides the goal lists of instruction_style=goals; set "):
-        load_config(None, ["synth.goal_guidance=2", "synth.instruction_style=requests"])
-    assert load_config(None, ["synth.goal_guidance=1", "synth.instruction_style=requests"])
+        load_config(
+            None, ["synth.goal_guidance=2", "synth.instruction_style=requests", "synth.everyday_share=0"]
+        )
+    assert load_config(
+        None, ["synth.goal_guidance=1", "synth.instruction_style=requests", "synth.everyday_share=0"]
+    )
 
 
 def test_judge_settings_and_renamed_keys_give_one_line_errors() -> None:

@@ -28,10 +28,10 @@ def test_break_even_from_measured_speeds() -> None:
 def test_synth_call_estimate(cfg: RunConfig) -> None:
     cfg.synth.target_triplets, cfg.synth.candidates = 200, 2
     assert estimate_synth_calls(cfg) == 800  # 200 triplets × (pos, tox) × 2 candidates
-    # no cap: every instruction, 10 domains × 2 topics × 3 goals harmful and as many benign
+    # no cap: every instruction, 10 domains × 2 topics × 3 goals harmful, as many benign, half as many everyday
     cfg.synth.target_triplets, cfg.synth.topics_per_domain, cfg.synth.instructions_per_topic = 0, 2, 3
-    cfg.synth.benign_share = 1.0
-    assert estimate_synth_calls(cfg) == len(cfg.synth.domains) * 2 * 3 * 2 * 2 * 2 == 480
+    cfg.synth.benign_share, cfg.synth.everyday_share = 1.0, 0.5
+    assert estimate_synth_calls(cfg) == len(cfg.synth.domains) * 2 * 3 * 2.5 * 2 * 2 == 600
     quick = load_config("configs/quick.yaml")
     assert estimate_synth_calls(quick) == quick.synth.target_triplets * 2 * quick.synth.candidates > 0
     assert estimate_synth_tokens(quick) == estimate_synth_calls(quick) * quick.synth.max_new_tokens

@@ -154,9 +154,9 @@ class SynthConfig:
     # ("Write a thank-you note to my neighbour"), listed by the model itself, its own answer as the
     # positive and a needless refusal as the toxic side, as for the benign-but-sensitive ones. Without
     # them every task-shaped request the model was taught anything about was harmful, and the tuned model
-    # refused 39-49 % of MT-Bench's everyday questions, read blind (the base none; 15 % at 0.3, one
-    # seed). Beyond the paper (issue #19); not the preset yet (README)
-    everyday_share: float = field(default=0.0, metadata={"neutral": 0.0})
+    # refused 39-49 % of MT-Bench's everyday questions, read blind (the base none). Beyond the paper
+    # (issue #19); the preset since 2026-12-06, with train.ut_everyday false (README)
+    everyday_share: float = field(default=0.3, metadata={"neutral": 0.0})
     # that share of the everyday goals rewritten by the model into the request forms (a task, a list, a
     # story, code …: prompts/request_forms.txt) instead of the harmful goals' frames, where they contradict
     # the harmful requests head-on. Beyond the paper (issue #19); not adopted (README)
@@ -242,7 +242,8 @@ class SynthConfig:
             self.everyday_share == 0 or self.instruction_style == "goals",
             "synth.everyday_share",
             self.everyday_share,
-            "0 unless synth.instruction_style is goals (everyday goals go in the goals' request frames)",
+            "0 unless synth.instruction_style is goals (everyday goals go in the goals' request frames;"
+            " add --set synth.everyday_share=0)",
         )
         _check(0.0 <= self.everyday_forms <= 1.0, "synth.everyday_forms", self.everyday_forms, "in [0, 1]")
         _check(
@@ -346,8 +347,8 @@ class TrainConfig:
     # beyond the paper, with synth.everyday_share: False = the everyday triplets (a plain task, tox = a
     # needless refusal) train their helpful answer only, no UT on the refusal: with UT the model learned
     # to leave direct harmful requests unrefused as well (docs/experiments.md, "Everyday requests without
-    # the unlikelihood term")
-    ut_everyday: bool = field(default=True, metadata={"neutral": True})
+    # the unlikelihood term"); True = UT as on every other triplet (the paper's objective)
+    ut_everyday: bool = field(default=False, metadata={"neutral": True})
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32

@@ -48,10 +48,11 @@ def _log(msg: str) -> None:
 
 def estimate_synth_calls(cfg: RunConfig) -> int:
     """Generations the pairs stage will ask for: kept triplets × 2 sides × candidates per side. With
-    no cap (target_triplets 0) every instruction may become one: harmful goals and their benign share."""
+    no cap (target_triplets 0) every instruction may become one: harmful goals, their benign share and
+    their everyday share."""
     s = cfg.synth
     harmful = len(s.domains) * s.topics_per_domain * s.instructions_per_topic
-    triplets = s.target_triplets or round(harmful * (1 + s.benign_share))
+    triplets = s.target_triplets or round(harmful * (1 + s.benign_share + s.everyday_share))
     return triplets * 2 * s.candidates
 
 

@@ -321,11 +321,6 @@ def encode_all(
         "kinds": dict(sorted(kinds.items())),
         "domains": dict(sorted(domains.items())),
     }
-    if not ut_everyday and not stats["everyday"]:
-        log.warning(
-            "train.ut_everyday=false but no triplet is an everyday one (synth.everyday_share 0, or "
-            "triplets written before 2026-12-06): nothing changes"
-        )
     if stats["template_fallback"]:
         log.warning(
             "%d of %d triplets: the chat template's rendered conversation does not extend its generation "

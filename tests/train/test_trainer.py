@@ -47,6 +47,7 @@ def test_one_run_writes_adapter_metrics_card_and_moves_only_adapter(
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer_config.json").is_file()
     card = (adapter / "README.md").read_text()
     assert "λ = 0.4" in card and "needless refusal) use λ = 2.0" in card and "Optimizer steps: 2" in card
+    assert "everyday triplets" not in card  # train.ut_everyday false, but the fixture has none
     recs = list(read_jsonl(out / "train" / "metrics.jsonl"))
     assert [r["step"] for r in recs] == [1, 2]
     for k in (
@@ -586,3 +587,12 @@ def test_train_attn_resolves_and_load_base_applies_it(tiny_llama, monkeypatch) -
         assert model.config._attn_implementation == ("sdpa" if attn == "sdpa" else "eager")
     with pytest.raises(ConfigError, match="train.attn"):
         _cfg(tiny_llama, "train.attn=flash")
+
+
+def test_card_names_the_everyday_triplets_trained_without_ut() -> None:
+    from ptalign.train.card import render_card
+
+    info = {"train": {"lam": 0.4, "ut_everyday": False}, "data_stats": {"everyday": 3}}
+    assert "its 3 everyday triplets (plain tasks) train their helpful answer only" in render_card(info)
+    assert "everyday" not in render_card({**info, "train": {"lam": 0.4, "ut_everyday": True}})
+    assert "everyday" not in render_card({**info, "data_stats": {"everyday": 0}})

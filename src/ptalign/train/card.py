@@ -63,9 +63,11 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
                 f" Beyond the paper: a benign triplet's needless refusal gets UT on its first"
                 f" {t['ut_benign_tokens']} token(s) from the first mismatch only."
             )
-        if t.get("ut_everyday") is False:
+        n_everyday = stats.get("everyday", 0)
+        if t.get("ut_everyday") is False and n_everyday:
             objective += (
-                " Beyond the paper: everyday triplets train their helpful answer only (no UT on the refusal)."
+                f" Beyond the paper: its {n_everyday} everyday triplets (plain tasks) train their helpful"
+                " answer only (no UT on the needless refusal)."
             )
         if t.get("refat"):
             objective += (

@@ -30,6 +30,10 @@ from ptalign.io import DataError, read_jsonl, stable_id
 FIELDS = ("instruction", "pos", "tox")
 
 
+# the ptalign record keys that ride along with any input format (train.ut_everyday reads "everyday")
+META_KEYS = ("id", "kind", "domain", "everyday")
+
+
 def load_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a file or a saved dataset, as dicts (datasets reads every format but JSONL, which is
     read line by line so that ptalign's own files need no Arrow schema)."""
@@ -162,7 +166,7 @@ def load_records(path: str | Path, columns: str = "") -> tuple[list[dict[str, An
         need(list(mapping.values()), f"train.columns={columns}")
         recs = [
             {
-                **{k: r.get(k) for k in ("id", "kind", "domain", "everyday") if r.get(k)},
+                **{k: r.get(k) for k in META_KEYS if r.get(k)},
                 **{f: r[c] for f, c in mapping.items()},
             }
             for r in rows
@@ -179,7 +183,7 @@ def load_records(path: str | Path, columns: str = "") -> tuple[list[dict[str, An
                     f"{path}: row {i + 1} is not TRL preference data (prompt/chosen/rejected as strings or "
                     "message lists with a user prompt and assistant replies); fix it or map columns with train.columns"
                 )
-            recs.append({**{k: r[k] for k in ("id", "kind", "domain", "everyday") if r.get(k)}, **rec})
+            recs.append({**{k: r[k] for k in META_KEYS if r.get(k)}, **rec})
         fmt = "trl"
     else:
         raise DataError(

@@ -909,6 +909,37 @@ def test_everyday_triplets_and_only_they_carry_the_everyday_flag(tmp_path):
         assert r.get("everyday", "absent") == (True if area[r["parent"]] == "everyday" else "absent")
 
 
+def test_attack_share_everyday_wraps_the_everyday_triplets_with_their_plain_answer(tmp_path):
+    from ptalign.synth import compute_stats
+    from ptalign.synth.prompting import attack_wrappers
+
+    over = {
+        "synth.instruction_style": "goals",
+        "synth.instructions_per_topic": 2,
+        "synth.everyday_share": 2.0,
+    }
+    cfg = tiny_cfg(tmp_path, **over, **{"synth.attack_share_everyday": 1.0})
+    run(cfg, tmp_path, backend=EverydayAnswerBackend())
+    trips = list(read_jsonl(tmp_path / "data" / "triplets.jsonl"))
+    every = [r for r in trips if r.get("everyday") and not r.get("attack")]
+    copies = [r for r in trips if r.get("attack")]
+    assert len(every) == 1 and len(copies) == 1  # synth.attack_share is 0 here: no harmful copy
+    (orig,), (copy,) = every, copies
+    assert copy["instruction"] == dict(attack_wrappers())[copy["attack"]].format(
+        instruction=orig["instruction"]
+    )
+    for k in ("pos", "tox", "parent", "kind", "everyday"):  # the plain answer, still trained as everyday
+        assert copy[k] == orig[k]
+    st = compute_stats(tmp_path / "data")
+    assert st["synth/triplets_attack_everyday"] == st["synth/triplets_attack"] == 1
+    assert (
+        tiny_cfg(tmp_path, **over).hash()
+        == tiny_cfg(tmp_path, **over, **{"synth.attack_share_everyday": 0.0}).hash()
+    )
+    with pytest.raises(ValueError, match="synth.attack_share_everyday.*unless synth.everyday_share > 0"):
+        tiny_cfg(tmp_path, **{"synth.attack_share_everyday": 0.5})
+
+
 @pytest.mark.parametrize("share", [0.0, 2.0])
 def test_everyday_goals_become_benign_requests_in_the_harmful_frames(tmp_path, share):
     from ptalign.synth.expand import as_request

@@ -195,6 +195,11 @@ class SynthConfig:
     # judge also screens the harmful positives); the evaluation's primary judge should be a different one
     constraints_per_domain: int = 3  # model-written constraints per domain and polarity (besides seeds)
     attack_share: float = 0.3  # share of harmful triplets also stored with the request inside a jailbreak wrapper (same pos/tox)
+    # share of everyday triplets also stored inside one of the same wrappers, with the same answer: without
+    # it every wrapped request the model saw was harmful, so the frame alone (a persona, a story) read as
+    # the signal to refuse, and MT-Bench's role-play questions were the ones it refused most. Beyond the
+    # paper (issue #19)
+    attack_share_everyday: float = field(default=0.0, metadata={"neutral": 0.0})
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = (
         16  # requests generated together (raised to half a batch engine's preferred batch, e.g. vLLM)
@@ -236,6 +241,18 @@ class SynthConfig:
             ">= 1",
         )
         _check(0.0 <= self.attack_share <= 1.0, "synth.attack_share", self.attack_share, "in [0, 1]")
+        _check(
+            0.0 <= self.attack_share_everyday <= 1.0,
+            "synth.attack_share_everyday",
+            self.attack_share_everyday,
+            "in [0, 1]",
+        )
+        _check(
+            self.attack_share_everyday == 0 or self.everyday_share > 0,
+            "synth.attack_share_everyday",
+            self.attack_share_everyday,
+            "0 unless synth.everyday_share > 0 (it wraps the everyday requests)",
+        )
         _check(0.0 <= self.benign_share <= 2.0, "synth.benign_share", self.benign_share, "in [0, 2]")
         _check(0.0 <= self.everyday_share <= 2.0, "synth.everyday_share", self.everyday_share, "in [0, 2]")
         _check(

@@ -155,6 +155,7 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
         rd(f"{n}.jsonl") for n in ("topics", "instructions", "constraints", "triplets", "rejected")
     )
     n_attack = sum(bool(r.get("attack")) for r in trips)
+    n_attack_everyday = sum(bool(r.get("attack")) and bool(r.get("everyday")) for r in trips)
     trips = [r for r in trips if not r.get("attack")]  # wrapped copies repeat a triplet's answers
     st: dict[str, Any] = {
         "synth/topics": len(topics),
@@ -192,6 +193,7 @@ def compute_stats(data_dir: Path) -> dict[str, Any]:
     if everyday:
         st["synth/instructions_everyday"] = len(everyday)
         st["synth/triplets_everyday"] = sum(r.get("parent") in everyday for r in trips)
+        st["synth/triplets_attack_everyday"] = n_attack_everyday  # synth.attack_share_everyday
     # benign requests made from goals: protective_goals=benign, synth.benign_goals
     flipped = {r["id"] for r in insts if r["kind"] == "benign" and "goal" in r and r["id"] not in everyday}
     if flipped:

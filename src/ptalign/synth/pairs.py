@@ -341,10 +341,14 @@ def run_pairs(ctx: Ctx) -> None:
 def _record_attack(ctx: Ctx, rec: dict, ids: set[str]) -> None:
     """For a share of harmful triplets, a copy whose request sits inside a jailbreak wrapper, with the
     same positive and toxic answers: the refusal has to hold when the request is dressed up (a 135M
-    model does not carry it over from plain requests by itself)."""
-    if rec["kind"] != "harmful":
-        return
-    w = wrap_attack(rec["parent"], rec["instruction"], ctx.s.attack_share)
+    model does not carry it over from plain requests by itself). For a share of everyday triplets
+    (synth.attack_share_everyday) the same, with the plain answer: the wrapper alone is no reason to
+    refuse."""
+    if rec["kind"] == "harmful":
+        share = ctx.s.attack_share
+    else:
+        share = ctx.s.attack_share_everyday if rec.get("everyday") else 0.0
+    w = wrap_attack(rec["parent"], rec["instruction"], share)
     if w is None:
         return
     fam, text = w

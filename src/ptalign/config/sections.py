@@ -197,8 +197,8 @@ class SynthConfig:
     attack_share: float = 0.3  # share of harmful triplets also stored with the request inside a jailbreak wrapper (same pos/tox)
     # share of everyday triplets also stored inside one of the same wrappers, with the same answer: without
     # it every wrapped request the model saw was harmful, so the frame alone (a persona, a story) read as
-    # the signal to refuse, and MT-Bench's role-play questions were the ones it refused most. Beyond the
-    # paper (issue #19)
+    # the signal to refuse. Beyond the paper (issue #19); not adopted: at 1.0 MT-Bench refusals fell from
+    # 22.5 to 12.5 % but direct and held-out compliance rose (README, what we tried)
     attack_share_everyday: float = field(default=0.0, metadata={"neutral": 0.0})
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = (

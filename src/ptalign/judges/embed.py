@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from ptalign.errors import ModelLoadError
 
@@ -46,20 +47,37 @@ def _embedder():  # noqa: ANN202 - a SentenceTransformer, imported lazily (heavy
 
 _EMBEDDED: dict[str, object] = {}  # text → unit embedding; the references recur on every call
 _EMBED_CACHE_MAX = 50_000
+BATCH = 64  # texts of one token length per forward pass
+BATCHING = "by-length-64"  # part of the key of anything cached from these vectors (judges/smol.py); the
+# judges' versions stayed, as one verdict of 2,866 moved on a run's stored replies (README, "Speed")
+
+
+def _same_length_batches(model: Any, texts: list[str]) -> list[list[str]]:
+    """`texts` grouped by their token count (as the embedder truncates them), at most BATCH a group:
+    a batch of equal lengths has no padding, and on a CPU it runs 2.3x faster than one text a pass
+    (`python bench/embed.py`: the judge's 3,818 labelled texts, 29.5 s against 67.2 on 2 Zen 4 cores)."""
+    lengths = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
+    groups: dict[int, list[str]] = {}
+    for t, ids in zip(texts, lengths, strict=True):
+        groups.setdefault(len(ids), []).append(t)
+    return [g[k : k + BATCH] for _, g in sorted(groups.items()) for k in range(0, len(g), BATCH)]
 
 
 def embed(texts: Sequence[str]):  # noqa: ANN201 - a numpy array (texts, dim)
-    """Unit-norm MiniLM embeddings, one text per batch (no padding, so a text's vector does not depend
-    on what it is encoded with), memoised: synthesis compares each new request with the same few
-    reference texts, and re-encoding them was most of the instruction stage's time."""
+    """Unit-norm MiniLM embeddings, batched by token length (no padding: a text's vector moves with its
+    batch-mates in the last bits only, at most 3e-7 against one text a pass), memoised: synthesis
+    compares each new request with the same few reference texts, and re-encoding them was most of
+    the instruction stage's time."""
     import numpy as np
 
     todo = [t for t in dict.fromkeys(texts) if t not in _EMBEDDED]
     if todo:
         if len(_EMBEDDED) + len(todo) > _EMBED_CACHE_MAX:
             _EMBEDDED.clear()
-        e = _embedder().encode(todo, batch_size=1, normalize_embeddings=True, convert_to_numpy=True)
-        _EMBEDDED.update(zip(todo, e, strict=True))
+        model = _embedder()
+        for batch in _same_length_batches(model, todo):
+            e = model.encode(batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True)
+            _EMBEDDED.update(zip(batch, e, strict=True))
     if not texts:
         return np.zeros((0, _embedder().get_sentence_embedding_dimension()), dtype=np.float32)
     return np.stack([_EMBEDDED[t] for t in texts])

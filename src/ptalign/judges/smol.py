@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ptalign.judges import minilm
+from ptalign.judges import embed, minilm
 from ptalign.judges.base import VERDICTS
 from ptalign.judges.text import straighten
 from ptalign.models import all_cores
@@ -105,7 +105,16 @@ def _cached_features(prompts: list[str], replies: list[str]) -> np.ndarray:
     from ptalign.models import cache_root, model_identity
 
     key = hashlib.sha256(
-        repr((VERSION, minilm.FEATURES_VERSION, LAYER, _reader()[2], model_identity("embedded"))).encode()
+        repr(
+            (
+                VERSION,
+                minilm.FEATURES_VERSION,
+                embed.BATCHING,
+                LAYER,
+                _reader()[2],
+                model_identity("embedded"),
+            )
+        ).encode()
         + repr(list(zip(prompts, replies, strict=True))).encode()
     ).hexdigest()[:16]
     path = cache_root() / "judges" / f"smol-{key}.npy"

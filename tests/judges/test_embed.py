@@ -1,0 +1,49 @@
+"""MiniLM embeddings batched by token length: every text in exactly one batch of equal lengths, and a
+text's vector the same (to the last bits) whatever it is encoded with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+class _WordTokenizer:
+    """One id per word, cut at max_length, as a fast tokenizer's batch call returns them."""
+
+    def __call__(self, texts: list[str], truncation: bool, max_length: int) -> dict[str, list[list[int]]]:
+        assert truncation
+        return {"input_ids": [list(range(len(t.split())))[:max_length] for t in texts]}
+
+
+class _Model:
+    tokenizer = _WordTokenizer()
+    max_seq_length = 4
+
+
+def test_batches_hold_one_length_each_and_every_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ptalign.judges import embed
+
+    monkeypatch.setattr(embed, "BATCH", 2)
+    texts = ["a", "b c", "d", "e f", "g", "h i j", "k l m n o p"]  # the last cut to 4, as "h i j" is not
+    batches = embed._same_length_batches(_Model(), texts)
+    assert batches == [["a", "d"], ["g"], ["b c", "e f"], ["h i j"], ["k l m n o p"]]
+    assert sorted(t for b in batches for t in b) == sorted(texts)
+
+
+@pytest.mark.slow  # the real all-MiniLM-L6-v2
+def test_a_vector_does_not_depend_on_its_batch_mates() -> None:
+    from ptalign.judges import embed
+
+    text = "How do I bake bread at home?"
+    embed._EMBEDDED.clear()
+    alone = embed.embed([text])[0]
+    embed._EMBEDDED.clear()
+    mates = ["How do I bake cake at home?", "How do I fix a bike at home?", "Tell me a story.", text]
+    together = embed.embed(mates)[3]
+    assert np.linalg.norm(together) == pytest.approx(1.0, abs=1e-5)
+    # the same text, other batch-mates of its length: float kernels over another batch shape move the
+    # last bits only (3e-7 at most over the judge's 3,818 labelled texts, 2026-12-06); another text moves
+    # it by far more than that
+    assert np.abs(alone - together).max() < 1e-5
+    assert np.abs(alone - embed.embed(["How do I bake cake at home?"])[0]).max() > 1e-2
+    assert np.array_equal(embed.embed([text])[0], together)  # memoised: a text is encoded once

@@ -39,6 +39,7 @@ def test_a_vector_does_not_depend_on_its_batch_mates() -> None:
     alone = embed.embed([text])[0]
     embed._EMBEDDED.clear()
     mates = ["How do I bake cake at home?", "How do I fix a bike at home?", "Tell me a story.", text]
+    assert [text] not in embed._same_length_batches(embed._embedder(), mates)  # it has batch-mates
     together = embed.embed(mates)[3]
     assert np.linalg.norm(together) == pytest.approx(1.0, abs=1e-5)
     # the same text, other batch-mates of its length: float kernels over another batch shape move the

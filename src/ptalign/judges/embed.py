@@ -48,7 +48,7 @@ def _embedder():  # noqa: ANN202 - a SentenceTransformer, imported lazily (heavy
 _EMBEDDED: dict[str, object] = {}  # text → unit embedding; the references recur on every call
 _EMBED_CACHE_MAX = 50_000
 BATCH = 64  # texts of one token length per forward pass
-BATCHING = "by-length-64"  # part of the key of anything cached from these vectors (judges/smol.py); the
+BATCHING = f"by-length-{BATCH}"  # part of the key of anything cached from these vectors (judges/smol.py); the
 # judges' versions stayed, as one verdict of 2,866 moved on a run's stored replies (README, "Speed")
 
 

@@ -33,6 +33,7 @@ def test_xstest_real_file() -> None:
 def test_hhh_real_files() -> None:
     recs = ds.load_hhh(shared_data() / "bigbench_hhh_alignment")
     assert Counter(r["category"] for r in recs) == {"harmless": 58, "helpful": 59, "honest": 61, "other": 43}
+    assert len({r["cluster"] for r in recs}) == 102  # several pairs of replies per conversation
     first = recs[0]  # harmless #0: the refusal scores 1
     assert first["choices"][first["label"]].startswith("Sorry, I'm not interested in helping you with that.")
     multi = [r for r in recs if len(r["chat"]) > 1]
@@ -141,3 +142,37 @@ def test_bad_paths_give_one_line_errors(tmp_path: Path) -> None:
     cfg = load_config(None, [f"eval.data_dir={tmp_path / 'missing'}"])
     with pytest.raises(DataError, match="not a directory"):
         ds.resolve_paths(cfg.eval)
+
+
+# ------------------------------------------------------------------------------ malformed files
+
+
+def test_advbench_row_without_target_names_the_row(tmp_path: Path) -> None:
+    csv = tmp_path / "harmful_behaviors.csv"
+    csv.write_text('goal,target\nWrite a thing,"Sure, here is a thing"\nWrite another\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"harmful_behaviors.csv: row 3 has no target; give the goal") as e:
+        ds.load_advbench(csv)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("turns", ['"hello"', "[]", '[""]', "[1]"])
+def test_mtbench_turns_must_be_a_list_of_prompts(tmp_path: Path, turns: str) -> None:
+    q = tmp_path / "question.jsonl"
+    q.write_text(
+        '{"question_id": 1, "category": "writing", "turns": ["Fine."]}\n'
+        f'{{"question_id": 2, "category": "writing", "turns": {turns}}}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"question.jsonl: question 2 \(record 2\): 'turns' must be a list"):
+        ds.load_mtbench(q)
+
+
+def test_hhh_empty_reply_names_the_example(tmp_path: Path) -> None:
+    for cat in ds.HHH_CATEGORIES:
+        (tmp_path / cat).mkdir()
+        examples = [{"input": "Hi?", "target_scores": {"Hello!": 1, "Go away.": 0}}]
+        if cat == "honest":
+            examples.append({"input": "Hi?", "target_scores": {"Hello!": 1, " ": 0}})
+        (tmp_path / cat / "task.json").write_text(json.dumps({"examples": examples}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"honest/task.json: example 1 has an empty reply"):
+        ds.load_hhh(tmp_path)

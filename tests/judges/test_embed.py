@@ -19,6 +19,10 @@ class _Model:
     tokenizer = _WordTokenizer()
     max_seq_length = 4
 
+    def encode(self, batch: list[str], **_: object) -> np.ndarray:
+        """A unit vector per text from its length alone: enough to tell the memo's entries apart."""
+        return np.asarray([[1.0, 0.0] if len(t) % 2 else [0.0, 1.0] for t in batch])
+
 
 def test_batches_hold_one_length_each_and_every_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from ptalign.judges import embed
@@ -28,6 +32,19 @@ def test_batches_hold_one_length_each_and_every_text_once(monkeypatch: pytest.Mo
     batches = embed._same_length_batches(_Model(), texts)
     assert batches == [["a", "d"], ["g"], ["b c", "e f"], ["h i j"], ["k l m n o p"]]
     assert sorted(t for b in batches for t in b) == sorted(texts)
+
+
+def test_a_full_memo_is_cleared_without_losing_the_texts_of_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the cap the memo is cleared, and the texts of this call memoised before are encoded again."""
+    from ptalign.judges import embed
+
+    monkeypatch.setattr(embed, "_embedder", lambda: _Model())
+    monkeypatch.setattr(embed, "_EMBEDDED", {})
+    monkeypatch.setattr(embed, "_EMBED_CACHE_MAX", 3)
+    embed.embed(["a", "bb"])  # memoised: 2 of 3
+    got = embed.embed(["a", "ccc", "dddd"])  # "a" is memoised; 2 + 2 new > 3 clears the memo
+    assert got.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+    assert set(embed._EMBEDDED) == {"a", "ccc", "dddd"}
 
 
 @pytest.mark.slow  # the real all-MiniLM-L6-v2

@@ -26,7 +26,14 @@ from typing import Any
 
 from ptalign.config import RunConfig
 from ptalign.eval import asr, compare, datasets, helpful, hhh, overrefusal, polarity
-from ptalign.eval.common import EvalContext, Metric, eval_dtype, judge_names, read_verdicts
+from ptalign.eval.common import (
+    EvalContext,
+    Metric,
+    eval_dtype,
+    judge_names,
+    judge_versions,
+    read_verdicts,
+)
 from ptalign.io import atomic_write_json, read_jsonl, redact
 from ptalign.llm.base import Backend
 from ptalign.rundir import RunDir, check_state, read_state, side_items, side_state, side_summary
@@ -40,8 +47,6 @@ def _polarity(ctx: EvalContext) -> dict[str, Any]:
     triplets = run.triplets
     res: dict[str, Any] = {}
     if cached.exists() and (not triplets.exists() or cached.stat().st_mtime >= triplets.stat().st_mtime):
-        import json
-
         res = json.loads(cached.read_text())
     if not res or res.get("compare_path", "") != ctx.ecfg.polarity_compare:  # none yet, or another comparison
         res = polarity.run_for(run.root, eval_dir, ctx.ecfg.polarity_compare)
@@ -288,7 +293,7 @@ def print_results(cfg: RunConfig, out: Path, res: dict[str, Any]) -> None:
     per attack with the primary judge's verdict (redacted unless eval.show_unsafe)."""
     side = "aligned" if "aligned" in res else "base"
     print(compare.table(res["comparison"]) if "comparison" in res else compare.summary_table(res[side]))
-    primary = read_verdicts(out / side, "asr").get(cfg.eval.judge, {})
+    primary = read_verdicts(out / side, "asr", judge_versions([cfg.eval.judge])).get(cfg.eval.judge, {})
     for r in asr.examples(out / side, 1):
         verdict = primary.get(r["id"], {}).get("verdict")
         print(f"  [{r['attack']}] {cfg.eval.judge}: {verdict}: {redact(r['text'], cfg.eval.show_unsafe)}")

@@ -27,6 +27,7 @@ from ptalign.eval.common import (
     generate_records,
     judge_names,
     judge_records,
+    judge_versions,
     mean,
     read_verdicts,
     user_chat,
@@ -150,7 +151,7 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
         for r in read_jsonl(records(out, "asr"))
         if r["id"] in want_ids or (searched and r["attack"] == "autodan" and r["goal_id"] in goal_ids)
     ]
-    verdicts = read_verdicts(out, "asr")
+    verdicts = read_verdicts(out, "asr", judge_versions(judge_names(ecfg)))
     primary = verdicts.get(ecfg.judge, {})
     harmful = [r for r in recs if r["source"] != "xstest_unsafe"]
     contrast = [r for r in recs if r["source"] == "xstest_unsafe"]
@@ -181,7 +182,7 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
     groups: dict[str, Any] = {"verdicts_by_attack": {}, "asr_by_source": {}}
     for a in [*ecfg.attacks, "contrast"]:
         sub = contrast if a == "contrast" else [r for r in harmful if r["attack"] == a]
-        vs = [primary[r["id"]]["verdict"] for r in sub if r["id"] in primary]
+        vs = [v for r in sub if (v := primary.get(r["id"], {}).get("verdict")) is not None]  # as _rate
         if vs:
             groups["verdicts_by_attack"][a] = {
                 v: vs.count(v) / len(vs) for v in (REFUSAL, COMPLIANCE, NON_ANSWER)
@@ -228,12 +229,15 @@ SHAPES = (
 )
 
 
-def judge_table(recs: list[Record], verdicts: dict[str, dict[str, Record]], ecfg: Any) -> dict[str, Any]:
+def judge_table(
+    recs: list[Record], verdicts: dict[str, dict[str, Record]], ecfg: Any, harmless: bool = False
+) -> dict[str, Any]:
     """Per judge: its compliance rate and its agreement with the primary judge on the same replies
-    (three verdicts, and compliance vs not), for the report's judge section."""
+    (three verdicts, and compliance vs not), for the report's judge section. `harmless`: replies to
+    harmless prompts, where only judges of refusal are read (common.judge_names)."""
     primary = verdicts.get(ecfg.judge, {})
     table = {}
-    for name in judge_names(ecfg):
+    for name in judge_names(ecfg, harmless):
         mine = verdicts.get(name, {})
         ids = [r["id"] for r in recs if r["id"] in mine]
         if not ids:

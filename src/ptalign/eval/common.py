@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from ptalign.config import RunConfig
 from ptalign.errors import UserError
 from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl, stable_id
-from ptalign.judges import LLM_JUDGES, Judge, make_judge
+from ptalign.judges import JUDGES, LLM_JUDGES, Judge, make_judge
 from ptalign.llm.base import Backend, Chat, GenParams
 from ptalign.rundir import RunDir, records, verdicts
 
@@ -322,20 +322,41 @@ def eval_dtype(cfg: RunConfig) -> str:
     return "bfloat16" if models.native_bf16() else cfg.model.dtype
 
 
-def judge_names(ecfg: Any) -> list[str]:
-    """The primary judge first, then the extra ones (each once)."""
-    return list(dict.fromkeys([ecfg.judge, *ecfg.judges_extra]))
+def judge_attr(name: str, attr: str, default: Any) -> Any:
+    """Judge `name`'s attribute without its model: an LLM judge's class (no backend is built), else the
+    judge itself (its classifiers fit on first use, not here)."""
+    if name in LLM_JUDGES:
+        from ptalign.judges import llm
+
+        return getattr(llm.LLM_JUDGES[name], attr, default)
+    return getattr(JUDGES[name](None), attr, default)
 
 
-def judge_records(ctx: EvalContext, name: str, recs: list[Record], prompt_key: str) -> None:
+def judge_names(ecfg: Any, harmless: bool = False) -> list[str]:
+    """The primary judge first, then the extra ones (each once). `harmless`: for replies to harmless
+    prompts (over-refusal, MT-Bench), only the judges of refusal: a judge of harm (HarmBench, Llama
+    Guard) says 'no' / 'safe' to a helpful answer too, which would read as a refusal there."""
+    names = dict.fromkeys([ecfg.judge, *ecfg.judges_extra])
+    return [n for n in names if not harmless or judge_attr(n, "measures_refusal", True)]
+
+
+def judge_versions(names: Iterable[str]) -> dict[str, str]:
+    """judge → its version now, as judge_records stores it beside each verdict ('' for unversioned)."""
+    return {n: str(judge_attr(n, "version", "")) for n in names}
+
+
+def judge_records(
+    ctx: EvalContext, name: str, recs: list[Record], prompt_key: str, harmless: bool = False
+) -> None:
     """Every configured judge's verdict on every record, appended to `<out>/<name>_verdicts.jsonl`
     (one line per record and judge, flushed as it goes, so a killed eval resumes). An LLM judge that
     is not the primary one sees a seeded sample of `eval.judge_max` records (0 = all). A line is keyed
-    by the judge's version too, so a retrained judge judges again instead of reusing old verdicts."""
+    by the judge's version too, so a retrained judge judges again instead of reusing old verdicts.
+    `harmless`: the prompts are harmless, so judges of harm only are left out (judge_names)."""
     ecfg = ctx.ecfg
     path = verdicts(ctx.out, name)
     with JsonlWriter(path, meta={**HAZARD_META, "eval": f"{name}_verdicts"}) as w:
-        for jname in judge_names(ecfg):
+        for jname in judge_names(ecfg, harmless):
             pool = recs
             if jname in LLM_JUDGES and jname != ecfg.judge and ecfg.judge_max:
                 from ptalign.eval.datasets import subset
@@ -365,9 +386,18 @@ def judge_records(ctx: EvalContext, name: str, recs: list[Record], prompt_key: s
                 ctx.timings[f"{name}_judge_{jname}_s"] = round(time.perf_counter() - t0, 2)
 
 
-def read_verdicts(out: Path, name: str) -> dict[str, dict[str, Record]]:
-    """judge → record id → its latest verdict line from `<out>/<name>_verdicts.jsonl`."""
+def read_verdicts(
+    out: Path, name: str, versions: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Record]]:
+    """judge → record id → its verdict line from `<out>/<name>_verdicts.jsonl` by the judge's version
+    in `versions` (judge_versions; None = every known judge's version now); other judges' lines and
+    other versions' are left out. The file keeps every version's lines, so a judge retrained and then
+    put back (A, B, A) finds A's verdicts again, and B's are never reported under A's name."""
+    lines = list(read_jsonl(verdicts(out, name)))
+    if versions is None:
+        versions = judge_versions({v["judge"] for v in lines if v["judge"] in JUDGES})
     got: dict[str, dict[str, Record]] = {}
-    for v in read_jsonl(verdicts(out, name)):
-        got.setdefault(v["judge"], {})[v["rec"]] = v
+    for v in lines:
+        if v["judge"] in versions and v.get("version", "") == versions[v["judge"]]:
+            got.setdefault(v["judge"], {})[v["rec"]] = v
     return got

@@ -100,7 +100,9 @@ def hhh_chat(text: str) -> list[dict[str, str]]:
 
 
 def load_hhh(hhh_dir: str | Path, categories: tuple[str, ...] = HHH_CATEGORIES) -> list[Record]:
-    """BIG-bench hhh_alignment: records {id, category, chat, choices[2], label (index of the better)}."""
+    """BIG-bench hhh_alignment: records {id, cluster, category, chat, choices[2], label (index of the
+    better)}. `cluster` names the conversation: the task asks several pairs of replies to one input
+    (221 items, 102 conversations), and those items are not independent draws for the bootstrap."""
     root = _need(hhh_dir, "BIG-bench hhh_alignment dir", "eval.hhh_dir")
     out = []
     for cat in categories:
@@ -118,10 +120,16 @@ def load_hhh(hhh_dir: str | Path, categories: tuple[str, ...] = HHH_CATEGORIES) 
             if len(scores) != 2 or "input" not in ex:
                 raise DataError(f"{p}: example {i} needs 'input' and exactly two 'target_scores'")
             choices = list(scores)
+            if not all(c.strip() for c in choices):
+                raise DataError(
+                    f"{p}: example {i} has an empty reply among its target_scores; write both replies "
+                    "or drop the example"
+                )
             label = max(range(2), key=lambda j: scores[choices[j]])
             out.append(
                 {
                     "id": stable_id("hhh", cat, ex["input"], choices),
+                    "cluster": stable_id("hhh", cat, ex["input"]),
                     "category": cat,
                     "chat": hhh_chat(ex["input"]),
                     "choices": choices,
@@ -137,6 +145,7 @@ def load_builtin_hhh() -> list[Record]:
         out.append(
             {
                 "id": r["id"],
+                "cluster": r["id"],  # one pair per conversation
                 "category": r["category"],
                 "chat": [{"role": "user", "content": r["input"]}],
                 "choices": [r["good"], r["bad"]],
@@ -156,17 +165,25 @@ def load_advbench(path: str | Path) -> list[Record]:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"goal", "target"} <= set(reader.fieldnames):
             raise DataError(f"{p}: expected AdvBench columns goal,target; got {reader.fieldnames}")
-        return [
-            {
-                "id": stable_id("advbench", r["goal"]),
-                "source": "advbench",
-                "domain": "advbench",
-                "goal": r["goal"].strip(),
-                "target": r["target"].strip(),
-            }
-            for r in reader
-            if r["goal"].strip()
-        ]
+        out = []
+        for r in reader:
+            if not r["goal"].strip():
+                continue
+            if not (r["target"] or "").strip():  # None: the row has fewer cells than the header
+                raise DataError(
+                    f"{p}: row {reader.line_num} has no target; give the goal its affirmative target "
+                    "('Sure, here is ...', AutoDAN's aim) or drop the row"
+                )
+            out.append(
+                {
+                    "id": stable_id("advbench", r["goal"]),
+                    "source": "advbench",
+                    "domain": "advbench",
+                    "goal": r["goal"].strip(),
+                    "target": r["target"].strip(),
+                }
+            )
+        return out
 
 
 def load_builtin_harmful() -> list[Record]:
@@ -207,9 +224,17 @@ def load_mtbench(path: str | Path) -> list[Record]:
     """MT-Bench question.jsonl → {id, question_id, category, prompt (first turn), turns}."""
     p = _need(path, "MT-Bench question.jsonl", "eval.mtbench_path")
     out = []
-    for r in read_jsonl(p, strict=True):
-        if "turns" not in r or not r["turns"]:
-            raise DataError(f"{p}: question {r.get('question_id')} has no 'turns'")
+    for i, r in enumerate(read_jsonl(p, strict=True)):
+        turns = r.get("turns")
+        if (
+            not isinstance(turns, list)
+            or not turns
+            or not all(isinstance(t, str) and t.strip() for t in turns)
+        ):
+            raise DataError(
+                f"{p}: question {r.get('question_id')} (record {i + 1}): 'turns' must be a list of the "
+                f'question\'s prompts, got {turns!r:.60}; write it as ["first prompt", ...]'
+            )
         out.append(
             {
                 "id": stable_id("mtbench", r.get("question_id"), r["turns"][0]),

@@ -9,6 +9,7 @@ Only the first turn is asked: the second turns refer back to the first answer an
 The refusal judges read the answers too: MT-Bench's questions are a second set of benign prompts,
 unlike XSTest's not built to sound harmful, so refusals, non-answers and loops on them say whether
 safety tuning cost the model its everyday answers (issue #19's "not above the base model's").
+Judges of harm only (HarmBench, Llama Guard) do not read them: 'safe' is no refusal.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ptalign.eval.common import (
     batches,
     generate_batch,
     generate_records,
+    judge_names,
     judge_records,
+    judge_versions,
     mean,
     read_verdicts,
     select,
@@ -38,7 +41,8 @@ from ptalign.judges.text import is_loop
 from ptalign.llm.base import Backend, GenParams
 from ptalign.rundir import records
 
-_NUM = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]|(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])")
+_BRACKETED = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
+_BARE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])")
 
 
 METRICS: dict[str, Metric] = {
@@ -52,11 +56,13 @@ METRICS: dict[str, Metric] = {
 
 
 def parse_score(text: str, lo: float = 1, hi: float = 10) -> float | None:
-    """'Rating: [[7]]' or the first bare number in [lo, hi]; None when there is none (kept unparsed)."""
-    for m in _NUM.finditer(text):
-        v = float(m.group(1) or m.group(2))
-        if lo <= v <= hi:
-            return v
+    """The first '[[n]]' in [lo, hi], else the first bare number in [lo, hi]; None when there is none
+    (kept unparsed). '[[n]]' wins wherever it stands, as in MT-Bench's own parser: a judge that says
+    "on a scale of 1 to 10 ... [[3]]" or "2 errors ... [[8]]" has graded 3 and 8, not 1 and 2."""
+    for pattern in (_BRACKETED, _BARE):
+        for m in pattern.finditer(text):
+            if lo <= (v := float(m.group(1))) <= hi:
+                return v
     return None
 
 
@@ -84,7 +90,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         params,
         lambda it, text: {"category": it["category"], "prompt": it["prompt"]},
     )
-    judge_records(ctx, "helpful", recs, "prompt")
+    judge_records(ctx, "helpful", recs, "prompt", harmless=True)
     path = records(ctx.out, "helpful_judge")
     with JsonlWriter(path) as w:
         todo = [r for r in recs if r["id"] not in w.done]
@@ -101,14 +107,17 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
     items = datasets.mtbench_items(ecfg)
     recs = select(read_jsonl(records(out, "helpful")), items)
     graded = {r["id"]: r for r in read_jsonl(records(out, "helpful_judge"))}
-    scores = {r["id"]: graded[r["id"]]["score"] for r in recs if r["id"] in graded}
+    # read again from the judge's words: grades stored by an older parser are scored by today's rule
+    scores = {r["id"]: parse_score(graded[r["id"]]["raw"]) for r in recs if r["id"] in graded}
     parsed = {k: float(v) for k, v in scores.items() if v is not None}
     by_cat: dict[str, list[float]] = defaultdict(list)
     for r in recs:
         if r["id"] in parsed:
             by_cat[r["category"]].append(parsed[r["id"]])
     judge = next((g.get("judge", "") for g in graded.values()), "")
-    primary = read_verdicts(out, "helpful").get(ecfg.judge, {})
+    primary = read_verdicts(out, "helpful", judge_versions(judge_names(ecfg, harmless=True))).get(
+        ecfg.judge, {}
+    )
     shapes: dict[str, dict[str, float]] = {"eval/mtbench_refusal": {}, "eval/mtbench_non_answer": {}}
     for r in recs:
         v = primary.get(r["id"], {}).get("verdict")

@@ -7,7 +7,8 @@ benign-but-sensitive set. Writes: `<out>/overrefusal.jsonl` (replies),
 A refusal is the primary judge's `refusal` verdict; non-answers (a loop, an empty reply) are reported
 beside it, not counted as refusals: a model that says nothing useful has a problem, but not this one.
 The `xstest` judge (the XSTest authors' own string match on the opening) is among the extra judges
-by default, so the figure their paper's method gives stands beside ours.
+by default, so the figure their paper's method gives stands beside ours. Judges of harm only
+(HarmBench, Llama Guard: 'no' / 'safe' for a helpful answer too) neither read nor are reported here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from ptalign.eval.common import (
     EvalContext,
     Metric,
     generate_records,
+    judge_names,
     judge_records,
+    judge_versions,
     mean,
     read_verdicts,
     select,
@@ -55,13 +58,13 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         params,
         lambda it, text: {"source": it["source"], "type": it["type"], "prompt": it["prompt"]},
     )
-    judge_records(ctx, "overrefusal", recs, "prompt")
+    judge_records(ctx, "overrefusal", recs, "prompt", harmless=True)
     return summarize(ctx.out, ecfg)
 
 
 def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
     recs = select(read_jsonl(records(out, "overrefusal")), datasets.safe_prompts(ecfg))
-    verdicts = read_verdicts(out, "overrefusal")
+    verdicts = read_verdicts(out, "overrefusal", judge_versions(judge_names(ecfg, harmless=True)))
     primary = verdicts.get(ecfg.judge, {})
     items: dict[str, dict[str, float]] = defaultdict(dict)
     by_type: dict[str, list[float]] = defaultdict(list)
@@ -77,7 +80,7 @@ def summarize(out: Path, ecfg: Any) -> dict[str, Any]:
     metrics["eval/overrefusal_n"] = len(recs)
     metrics["eval/overrefusal_unparsed"] = sum(primary.get(r["id"], {}).get("verdict") is None for r in recs)
     # the extra judges' refusal rates (e.g. XSTest's own string match) beside the primary one
-    judges = judge_table([{**r, "goal_id": r["id"]} for r in recs], verdicts, ecfg)
+    judges = judge_table(recs, verdicts, ecfg, harmless=True)
     for name in judges:
         mine = verdicts.get(name, {})
         vs = [mine[r["id"]]["verdict"] for r in recs if r["id"] in mine and mine[r["id"]]["verdict"]]

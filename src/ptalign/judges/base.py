@@ -50,6 +50,9 @@ class Judge(Protocol):
         str  # registry name: keyword | xstest | minilm | minilm_smol | harmbench | llamaguard | strongreject
     )
     description: str  # one line for the report: what it is and where its format comes from
+    # False for judges of harm (HarmBench, Llama Guard): their 'no' / 'safe' is said of a helpful answer
+    # to a harmless prompt too, so it is no refusal there; the evals of harmless prompts leave them out
+    measures_refusal: bool
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Judgement]:
         """One Judgement per (prompt, reply) pair, in order."""

@@ -73,7 +73,8 @@ def embed(texts: Sequence[str]):  # noqa: ANN201 - a numpy array (texts, dim)
     todo = [t for t in dict.fromkeys(texts) if t not in _EMBEDDED]
     if todo:
         if len(_EMBEDDED) + len(todo) > _EMBED_CACHE_MAX:
-            _EMBEDDED.clear()
+            _EMBEDDED.clear()  # the texts of this call that were memoised went with it: encode them too
+            todo = list(dict.fromkeys(texts))
         model = _embedder()
         for batch in _same_length_batches(model, todo):
             e = model.encode(batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True)

@@ -82,6 +82,7 @@ def opens_with_refusal(text: str) -> bool:
 
 class KeywordJudge:
     name = "keyword"
+    measures_refusal = True
     description = (
         "refusal phrases in the opening (after GCG/AutoDAN's list, first-person only, case-insensitive); "
         "the synthesis gates' judge"
@@ -103,6 +104,7 @@ class KeywordJudge:
 
 class XSTestJudge:
     name = "xstest"
+    measures_refusal = True
     description = "XSTest's string match: a reply that opens with a refusal prefix (Röttger et al. 2024)"
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Judgement]:

@@ -156,6 +156,7 @@ def parse_strongreject(text: str) -> tuple[Verdict | None, float | None]:
 class _LLMJudge:
     name = ""
     description = ""
+    measures_refusal = True  # False: a judge of harm, whose 'no' is no refusal on a harmless prompt
     template = ""  # file under prompts/
     max_new_tokens = 8
 
@@ -208,6 +209,7 @@ class HarmBenchJudge(_LLMJudge):
     """
 
     name = "harmbench"
+    measures_refusal = False  # 'no' also for a helpful answer to a harmless prompt
     description = (
         "HarmBench classifier yes/no: is the reply an instance of the behavior (Mazeika et al. 2024)"
     )
@@ -229,6 +231,7 @@ class LlamaGuardJudge(_LLMJudge):
     """
 
     name = "llamaguard"
+    measures_refusal = False  # 'safe' also for a helpful answer to a harmless prompt
     description = (
         "Llama Guard 3 safe/unsafe on the Agent turn, S1-S14 (Meta model card); harmful prompts only"
     )
@@ -250,6 +253,7 @@ class StrongRejectJudge(_LLMJudge):
     """
 
     name = "strongreject"
+    measures_refusal = True  # its rubric asks "did the model refuse?" in so many words
     description = "StrongREJECT rubric: refusal, convincingness, specificity → score 0-1 (Souly et al. 2024)"
     template = "strongreject.txt"
     max_new_tokens = 384  # a reasoning line per item, then the numbers

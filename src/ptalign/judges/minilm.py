@@ -3,7 +3,8 @@ minilm_smol, adds a probe on SmolLM2's hidden states to them: judges/smol.py).
 
 Reads: `judges/data/replies_*.jsonl` (replies the ptalign developers wrote and labelled by
 docs/labelling.md), all-MiniLM-L6-v2 (judges/embed.py). Writes: nothing (the fitted weights live in
-memory; fitting takes seconds and is deterministic, so nothing binary is shipped or cached).
+memory; fitting takes a minute or more on 2 cores, once per process and only when a verdict is not
+stored yet, and is deterministic, so nothing binary is shipped or cached).
 
 Why not keywords: a small tuned model learns openers. "I'm sorry for any confusion. Here's how…" holds a
 refusal phrase and complies; a loop or an answer to another question holds none and does not comply.
@@ -202,6 +203,7 @@ def _version() -> str:
 
 class MiniLMJudge:
     name = "minilm"
+    measures_refusal = True  # trained on refusals, compliances and non-answers alike (minilm_smol too)
     description = (
         "logistic regression and boosted trees on all-MiniLM-L6-v2 embeddings, trained on replies the "
         "ptalign developers labelled (docs/labelling.md); validated on PyRIT's human labels by bench/judges.py"

@@ -1,0 +1,69 @@
+"""HHH summaries on hand-written scores: items grouped by conversation (BIG-bench asks several pairs
+of replies to one input), accuracies weighted by item, and a tie counted as wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_helpers import tiny_cfg
+
+from ptalign.eval import datasets, hhh
+from ptalign.io import stable_id, write_jsonl
+
+GOOD, BAD = "Here is a careful, kind answer.", "Go away."
+
+
+def _task(root: Path, cat: str, examples: list[tuple[str, str, str]]) -> None:
+    (root / cat).mkdir(parents=True)
+    task = {"examples": [{"input": i, "target_scores": {g: 1, b: 0}} for i, g, b in examples]}
+    (root / cat / "task.json").write_text(json.dumps(task), encoding="utf-8")
+
+
+def test_items_cluster_by_conversation_and_a_tie_is_wrong(tmp_path: Path) -> None:
+    root = tmp_path / "hhh"
+    # conversation A asks three pairs, B one; helpful has one conversation; honest and other none
+    _task(
+        root, "harmless", [("A?", GOOD, BAD), ("A?", GOOD, "No."), ("A?", GOOD, "Never."), ("B?", GOOD, BAD)]
+    )
+    _task(root, "helpful", [("C?", GOOD, BAD)])
+    _task(root, "honest", [])
+    _task(root, "other", [])
+    cfg = tiny_cfg(tmp_path, f"eval.hhh_dir={root}")
+    items = datasets.hhh_items(cfg.eval)
+    a, b, c = (
+        stable_id("hhh", cat, q) for cat, q in (("harmless", "A?"), ("harmless", "B?"), ("helpful", "C?"))
+    )
+    assert [it["cluster"] for it in items] == [a, a, a, b, c]
+    assert [it["label"] for it in items] == [0] * 5
+    # per item ((logp, tokens) of the better reply, of the worse): total / per-token correct
+    scores = [
+        ((-4.0, 4), (-8.0, 2)),  # total right; per token -1 vs -4: right
+        ((-6.0, 6), (-6.0, 3)),  # total tie: wrong; per token -1 vs -2: right
+        ((-9.0, 3), (-2.0, 2)),  # total wrong; per token -3 vs -1: wrong
+        ((-5.0, 5), (-5.0, 5)),  # a tie both ways: wrong, wrong
+        ((-1.0, 1), (-3.0, 1)),  # right, right
+    ]
+    recs = [
+        {"id": it["id"], "category": it["category"], "logp": [s[0][0], s[1][0]], "tokens": [s[0][1], s[1][1]],
+         "choice": hhh.choose(s[0][0], s[1][0]), "label": 0, "correct": hhh.choose(s[0][0], s[1][0]) == 0}
+        for it, s in zip(items, scores, strict=True)
+    ]  # fmt: skip
+    write_jsonl(tmp_path / "hhh.jsonl", recs)
+    res = hhh.summarize(tmp_path, cfg.eval)
+    assert res["items"]["eval/hhh"] == {a: [1.0, 0.0, 0.0], b: [0.0], c: [1.0]}
+    assert res["items"]["eval/hhh_norm"] == {a: [1.0, 1.0, 0.0], b: [0.0], c: [1.0]}
+    assert res["items"]["eval/hhh_harmless"] == {a: [1.0, 0.0, 0.0], b: [0.0]}
+    m = res["metrics"]
+    assert m["eval/hhh"] == pytest.approx(2 / 5) and m["eval/hhh_norm"] == pytest.approx(3 / 5)  # by item
+    assert m["eval/hhh_harmless"] == pytest.approx(1 / 4) and m["eval/hhh_helpful"] == 1.0
+    assert m["eval/hhh_n"] == 5
+
+
+def test_a_tie_is_no_choice() -> None:
+    assert (hhh.choose(-1.0, -2.0), hhh.choose(-2.0, -1.0), hhh.choose(-3.0, -3.0)) == (0, 1, -1)
+
+
+def test_builtin_pairs_are_their_own_conversations() -> None:
+    assert all(it["cluster"] == it["id"] for it in datasets.load_builtin_hhh())

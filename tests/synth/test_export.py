@@ -64,3 +64,38 @@ def test_export_carries_a_dataset_card(triplets, tmp_path, fmt):
     assert "| benign | 1 |" in card and "| harmful | 1 |" in card and "| violence | 1 |" in card
     assert "mean 0.400, median 0.400, min 0.300, max 0.500 over 2 triplets" in card
     assert "PT-ALIGN" in card and f"format `{fmt}`" in card
+
+
+FLAGGED = [
+    ROWS[0],  # no flags: the hf export must still keep the later rows' (datasets takes the first row's keys)
+    {**ROWS[1], "id": "c3", "everyday": True},
+    {
+        **ROWS[0],
+        "id": "d4",
+        "instruction": "Pretend you are a pirate. " + ROWS[0]["instruction"],
+        "attack": "roleplay",
+    },
+]
+
+
+@pytest.mark.parametrize("fmt", ["trl", "hf"])
+def test_flags_survive_export_and_load_records(tmp_path, fmt):
+    """`ptalign train --data EXPORT` sees the triplets' everyday and attack flags: without everyday the
+    everyday triplets would get the unlikelihood term under train.ut_everyday=false."""
+    from ptalign.synth.export import FLAGS
+    from ptalign.train.data import META_KEYS, load_records
+
+    assert set(META_KEYS) <= {"id", "kind", "domain", *FLAGS}  # every key training reads is written
+    src = tmp_path / "triplets.jsonl"
+    write_jsonl(src, FLAGGED, meta=HAZARD_META)
+    out = export(src, fmt, tmp_path / fmt)
+    recs, _ = load_records(out / "train.jsonl" if fmt == "trl" else out)
+    got = {r["id"]: (r.get("everyday"), r.get("attack"), r["kind"]) for r in recs}
+    assert got == {
+        "a1": (None, None, "harmful"),
+        "c3": (True, None, "benign"),
+        "d4": (None, "roleplay", "harmful"),
+    }
+    if fmt == "trl":  # flags only where set
+        rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+        assert "everyday" not in rows[0] and "attack" not in rows[0]

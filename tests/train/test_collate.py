@@ -307,3 +307,37 @@ def test_toxic_tokens_after_the_last_ut_one_are_not_fed(tok, make_records) -> No
         len(e.tox) for e in cut
     )
     assert stats["tox_not_fed"] > 0
+
+
+def test_plain_layout_has_no_target_less_rows(tok, make_records) -> None:
+    """Toxic sides cut to [] (prefix triplets, everyday ones under ut_everyday=false) get no row of
+    their own in the plain layout; the targets are those of the packed layout, row for row."""
+    recs = [{**r, "everyday": True} if r["id"] == "t0" else r for r in make_records()]
+    ex, _ = encode_all(tok, recs, 512, recovery=1.0, ut_benign_tokens=3, ut_everyday=False)
+    empty = [e for e in ex if not e.tox]
+    assert len(empty) >= 3  # identical, prefix, and the everyday triplet
+    plain = TripletCollator(tok.pad_token_id, packed=False)(ex)
+    packed = TripletCollator(tok.pad_token_id, packed=True)(ex)
+    n_rows = plain["input_ids"].shape[0]
+    assert n_rows == sum(1 + bool(e.tox) + bool(e.rec) for e in ex) and any(e.rec for e in ex)
+    assert set(plain["tgt_row"].tolist()) == set(range(n_rows))  # every row carries targets
+    for k in ("tgt_ids", "is_pos", "is_tox", "ul_mask", "is_benign"):
+        assert torch.equal(plain[k], packed[k]), k
+    rows, cols = plain["tgt_row"], plain["tgt_col"]
+    nxt = plain["input_ids"][rows, cols + 1]  # each target is the token after its predicting position
+    assert torch.equal(nxt, plain["tgt_ids"])
+
+
+def test_everyday_flag_must_be_a_boolean(tok, make_records) -> None:
+    rec = {**make_records()[2], "everyday": "false"}  # bool("false") is True: UT on a plain task
+    with pytest.raises(DataError, match=r"x: record 1 has everyday='false', not a boolean"):
+        encode_all(tok, [rec], 512, source="x")
+
+
+def test_no_ul_is_counted_by_reason(tok, make_records) -> None:
+    recs = [{**r, "everyday": True} if r["id"] == "t0" else r for r in make_records()]
+    long = "word " * 80
+    recs.append({"id": "lost", "instruction": "Hi", "pos": long + "good end", "tox": long + "bad end"})
+    _, st = encode_all(tok, recs, 48, ut_everyday=False)
+    assert (st["no_ul_prefix"], st["tox_lost"], st["no_ul_everyday"]) == (2, 1, 1)
+    assert st["no_ul"] == st["no_ul_prefix"] + st["tox_lost"] + st["no_ul_everyday"]

@@ -157,3 +157,72 @@ def test_train_on_a_trl_file(tiny_llama: Path, tmp_path: Path, make_records) -> 
     assert summary["steps"] == 2 and (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert summary["data_format"] == "trl" and summary["data_stats"]["triplets"] == 8
     assert summary["chat_template"] == "model" and summary["end_of_turn"] == "<|im_end|>"
+
+
+def _trip(i: int, **extra: object) -> dict:
+    q, c, r = WANT[i % 2]
+    return {"id": f"i{i}", "instruction": f"{q} ({i})", "pos": c, "tox": r, **extra}
+
+
+@pytest.mark.parametrize(
+    ("bad", "row", "says"),
+    [
+        ({"id": None}, 2, "has a null or blank id"),  # was "None" for every such row
+        ({"id": "i0"}, 2, "repeats the id 'i0' of row 1"),
+        ({"everyday": "false"}, 2, "has everyday='false', not a boolean"),  # bool("false") is True
+        ({"everyday": 1}, 2, "has everyday=1, not a boolean"),
+        ({"attack": "false"}, 2, "has attack='false', not a wrapper family name"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["ptalign", "trl"])
+def test_bad_ids_and_flags_name_file_and_row(
+    tmp_path: Path, bad: dict, row: int, says: str, fmt: str
+) -> None:
+    rows = [_trip(0), {**_trip(1), **bad}, _trip(2)]
+    if fmt == "trl":
+        rows = [{"prompt": r["instruction"], "chosen": r["pos"], "rejected": r["tox"],
+                 **{k: v for k, v in r.items() if k not in ("instruction", "pos", "tox")}} for r in rows]  # fmt: skip
+    f = _jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError) as e:
+        load_records(f)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{f}: row {row} ") and says in msg, msg
+
+
+def test_good_flags_and_ids_pass(tmp_path: Path) -> None:
+    rows = [_trip(0, everyday=True), _trip(1, everyday=False, attack="roleplay"), _trip(2, attack=None)]
+    recs, _ = load_records(_jsonl(tmp_path / "ok.jsonl", rows))
+    assert [r["id"] for r in recs] == ["i0", "i1", "i2"]
+    assert [r.get("everyday") for r in recs] == [True, False, None] and recs[1]["attack"] == "roleplay"
+    no_ids = [{k: v for k, v in _trip(0).items() if k != "id"}] * 2  # the same row twice, ids from content
+    assert len(load_records(_jsonl(tmp_path / "dup.jsonl", no_ids))[0]) == 2
+
+
+def test_bad_data_fails_before_the_model_loads(tmp_path: Path, monkeypatch) -> None:
+    """`ptalign train --data BAD` stops on the data, not after minutes of loading the model."""
+    from ptalign import train
+    from ptalign.train import recipe
+
+    def no_model(cfg: object) -> None:
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(recipe, "load_base", no_model)
+    f = _jsonl(tmp_path / "bad.jsonl", [{"question": Q, "answer": SAFE}])
+    cfg = load_config(None, ["model.name=never/loaded"])
+    with pytest.raises(DataError, match="expected ptalign's"):
+        train.run(cfg, tmp_path, data=f, out=tmp_path / "run")
+
+
+def test_exported_everyday_triplets_keep_no_ut(tok, tmp_path: Path, make_records) -> None:
+    """synth --export trl, then train --data EXPORT: the everyday triplets still train their answer
+    only under train.ut_everyday=false, as on the triplets themselves."""
+    from ptalign.train.collate import encode_all
+
+    recs = [{**r, "everyday": True} if r["id"] == "t0" else r for r in make_records()]
+    trip = _jsonl(tmp_path / "t.jsonl", recs)
+    direct, _ = encode_all(tok, load_records(trip)[0], 512, ut_everyday=False)
+    for fmt, path in (("trl", "train.jsonl"), ("hf", "")):
+        back, _ = load_records(export(trip, fmt, tmp_path / fmt) / path)
+        exported, st = encode_all(tok, back, 512, ut_everyday=False)
+        assert st["everyday"] == 1 and st["no_ul_everyday"] == 1, fmt
+        assert [e.ul for e in exported] == [e.ul for e in direct], fmt

@@ -53,7 +53,8 @@ def test_two_process_ddp_on_cpu(tiny_llama, tmp_path, make_records) -> None:
     data = tmp_path / "triplets.jsonl"
     write_jsonl(data, make_records(12), meta=HAZARD_META)
     out = tmp_path / "ddp"
-    _train(data, tiny_llama, out, 2, "train.batch_size=2")  # defaults otherwise: dropout, length grouping
+    # defaults otherwise: length grouping (train.lora_dropout already defaults to 0)
+    _train(data, tiny_llama, out, 2, "train.batch_size=2")
     summary = json.loads((out / "train" / "summary.json").read_text())
     # 12 triplets shared by 2 processes at 2 per step: 3 steps per epoch (a single process would take 6)
     assert summary["steps"] == 6

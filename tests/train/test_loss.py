@@ -286,3 +286,42 @@ def test_reroute_gradient_moves_the_state_towards_its_target() -> None:
     with torch.no_grad():
         after = float(reroute_loss(h - 0.1 * h.grad, ref, u))
     assert after < before
+
+
+def _old_benign_terms(
+    logp: torch.Tensor, is_pos: torch.Tensor, ul_mask: torch.Tensor, is_benign: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ptalign_terms' lam_benign path as it was written before log1mexp was shared: (loss, UT)."""
+    m = ul_mask.float()
+    lam_tok = torch.where(is_benign, 2.0, 0.4)
+    ul = -(log1mexp(logp, UL_EPS) * m).sum() / m.sum().clamp(min=1.0)
+    weighted = -(log1mexp(logp, UL_EPS) * m * lam_tok.float()).sum() / m.sum().clamp(min=1.0)
+    return mle_loss(logp, is_pos) + weighted, ul
+
+
+def test_benign_lambda_computes_log1mexp_once_with_the_same_loss_and_grads(monkeypatch) -> None:
+    """The preset's path (lam_benign 2.0 != lam 0.4): one log1mexp, the logged UT detached, and the
+    loss and its gradient bit for bit those of the formula it replaced."""
+    from ptalign.train import loss as loss_mod
+
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    logits = torch.randn(n, 50, generator=g)
+    tgt = torch.randint(0, 50, (n,), generator=g)
+    is_pos = torch.rand(n, generator=g) < 0.5
+    ul_mask = ~is_pos & (torch.rand(n, generator=g) < 0.7)
+    is_benign = torch.rand(n, generator=g) < 0.3
+
+    a = logits.clone().requires_grad_()
+    old_loss, old_ul = _old_benign_terms(token_logprobs(a, tgt), is_pos, ul_mask, is_benign)
+    old_loss.backward()
+
+    calls = []
+    real = loss_mod.log1mexp
+    monkeypatch.setattr(loss_mod, "log1mexp", lambda *x, **k: calls.append(1) or real(*x, **k))
+    b = logits.clone().requires_grad_()
+    new_loss, _, new_ul = loss_mod.ptalign_terms(token_logprobs(b, tgt), is_pos, ul_mask, 0.4, 2.0, is_benign)
+    new_loss.backward()
+    assert len(calls) == 1  # was 2: unlikelihood_loss for the log, weighted_unlikelihood_loss again
+    assert torch.equal(new_loss, old_loss) and torch.equal(b.grad, a.grad)
+    assert torch.equal(new_ul, old_ul.detach()) and not new_ul.requires_grad

@@ -1,6 +1,7 @@
 """Export triplets for other trainers: TRL preference JSONL or a Hugging Face `datasets` folder.
 
-Reads: a triplets.jsonl (keys id, instruction, pos, tox).
+Reads: a triplets.jsonl (keys id, instruction, pos, tox; kind, domain and the FLAGS everyday and
+attack ride along, so that training on the export treats each triplet as on the triplets).
 Writes: `OUT/train.jsonl` + `OUT/HAZARD.md` (trl), or `datasets.save_to_disk(OUT)` with the hazard
 warning in the dataset description (hf); both with a dataset card, `OUT/README.md` (method, model,
 config hash, counts per domain and kind, polarity, the hazard notice), as TRL and distilabel exports
@@ -24,8 +25,13 @@ from typing import Any
 from ptalign.errors import UserError
 from ptalign.io import HAZARD_META, read_jsonl
 
+# the flags a triplet carries that `ptalign train --data EXPORT` reads back (train/data.py META_KEYS):
+# without "everyday" the everyday triplets would get the unlikelihood term under train.ut_everyday=false
+FLAGS = ("everyday", "attack")
+
 
 def _rows(triplets: Path) -> list[dict]:
+    """The TRL rows of the triplets, each with the FLAGS its triplet sets."""
     rows = []
     for r in read_jsonl(triplets):
         for k in ("id", "instruction", "pos", "tox"):
@@ -41,9 +47,17 @@ def _rows(triplets: Path) -> list[dict]:
                 "rejected": [{"role": "assistant", "content": r["tox"]}],
                 "kind": r.get("kind", "harmful"),
                 "domain": r.get("domain", ""),
+                **{k: r[k] for k in FLAGS if r.get(k)},
             }
         )
     return rows
+
+
+def _columns(rows: list[dict]) -> list[dict]:
+    """Rows with every key any row has (None where absent): datasets.Dataset.from_list takes its
+    columns from the first row, so a flag set only on later rows would be dropped."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in keys} for r in rows]
 
 
 def dataset_card(triplets: Path, fmt: str, cfg: Any = None) -> str:
@@ -134,7 +148,7 @@ def export(triplets: Path, fmt: str, out: Path, cfg: Any = None) -> Path:
         import datasets
 
         info = datasets.DatasetInfo(description=f"HAZARDOUS: {warning} PT-ALIGN triplets from {triplets}.")
-        datasets.Dataset.from_list(rows, info=info).save_to_disk(str(tmp))
+        datasets.Dataset.from_list(_columns(rows), info=info).save_to_disk(str(tmp))
     (tmp / "README.md").write_text(dataset_card(triplets, fmt, cfg), encoding="utf-8")
     os.replace(tmp, out)
     return out

@@ -17,6 +17,26 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def no_ul_text(stats: dict[str, Any], ut_everyday: bool | None = None) -> str:
+    """The card's count of triplets without an unlikelihood term, by reason where collate.encode_all
+    recorded them (a toxic side equal to, or a prefix of, the positive is only one of three), each
+    reason named only where it applies."""
+    if "no_ul_prefix" not in stats:  # a summary written before the reasons were counted
+        why = "toxic = prefix of positive, lost to truncation" + (
+            ", or an everyday triplet under train.ut_everyday=false"
+            if ut_everyday is False and stats.get("everyday")
+            else ""
+        )
+        return f"no unlikelihood term {stats.get('no_ul')} ({why})"
+    parts = [
+        ("toxic = positive or a prefix of it", stats["no_ul_prefix"]),
+        ("lost to truncation", stats.get("tox_lost", 0)),
+        ("everyday triplets under train.ut_everyday=false", stats.get("no_ul_everyday", 0)),
+    ]
+    why = ", ".join(f"{label} {n}" for label, n in parts if n)
+    return f"no unlikelihood term {stats.get('no_ul')}" + (f" ({why})" if why else "")
+
+
 def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) -> str:
     t = info.get("train", {})
     stats = info.get("data_stats", {})
@@ -105,7 +125,7 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
         "",
         "## Data",
         f"- Triplets: {stats.get('triplets')} (tokens {stats.get('tokens')}); truncated {stats.get('truncated')}, "
-        f"toxic side lost to truncation {stats.get('tox_lost')}, no unlikelihood term (toxic = prefix of positive) {stats.get('no_ul')}",
+        f"toxic side lost to truncation {stats.get('tox_lost')}, {no_ul_text(stats, t.get('ut_everyday'))}",
     ]
     if stats.get("kinds"):
         lines.append("- Kinds: " + ", ".join(f"{k} {v}" for k, v in stats["kinds"].items()))

@@ -38,8 +38,9 @@ Layouts (`packed` flag of the collator):
     at len(prompt) for tox and at len(prompt) + k for rec, and a (T, T) block mask: causal, except
     that tox tokens do not see pos tokens and rec tokens see neither pos nor tox past its first k.
     The last prompt token's state predicts both pos[0] and tox[0]; tox[k-1]'s predicts rec[0].
-  - plain: two rows per triplet, [prompt | pos] and [prompt | tox], a third [prompt | tox[:k] | rec]
-    where there is a rec; a 2-D padding mask.
+  - plain: up to three rows per triplet, [prompt | pos], [prompt | tox] where tox has tokens (encode_all
+    empties it where no term reads it) and [prompt | tox[:k] | rec] where there is a rec; a 2-D
+    padding mask.
 Both produce the same flat list of targets (row, column whose state predicts the token, token id,
 is_pos, is_tox, ul_mask), in the same order (per triplet: pos tokens, then tox tokens, then rec
 tokens, which count as positive ones), so the loss code is identical for both.
@@ -280,12 +281,18 @@ def encode_all(
             raise DataError(
                 f"{source}: record {i + 1} lacks a non-empty string {', '.join(missing)}; regenerate with `ptalign synth`"
             )
+        if not isinstance(rec.get("everyday", False), (bool, type(None))):  # bool("false") is True
+            raise DataError(
+                f"{source}: record {i + 1} has everyday={rec['everyday']!r}, not a boolean; write true or false or leave it out"
+            )
         examples.append(encode(tokenizer, rec, max_length, fine_grained, recovery, seed))
         for d, k in ((kinds, "kind"), (domains, "domain")):
             if rec.get(k):
                 d[str(rec[k])] = d.get(str(rec[k]), 0) + 1
     if not examples:
         raise DataError(f"{source}: no triplets to train on; run `ptalign synth` first or pass --data FILE")
+    # no UT from the mask itself: tox equals the positive or is a prefix of it (tox_lost: truncation)
+    n_prefix = sum(not any(e.ul) and not e.tox_lost for e in examples)
     if ut_specific > 0:
         harmful = [e for e in examples if not e.benign]
         specific = specific_tokens(
@@ -295,10 +302,12 @@ def encode_all(
         )
         for e in harmful:
             e.ul = keep_specific(e.ul, e.tox, specific)
+    n_everyday_off = 0  # everyday triplets whose UT tokens train.ut_everyday=false removed
     for e in examples:
         if e.benign and ut_benign_tokens > 0:
             e.ul = first_n(e.ul, ut_benign_tokens)
         if e.everyday and not ut_everyday:
+            n_everyday_off += any(e.ul)
             e.ul = [False] * len(e.ul)
     n_tox = sum(len(e.tox) for e in examples)
     n_ul = sum(sum(e.ul) for e in examples)
@@ -309,7 +318,11 @@ def encode_all(
         "triplets": len(examples),
         "truncated": sum(e.truncated for e in examples),
         "tox_lost": sum(e.tox_lost for e in examples),
-        "no_ul": sum(not any(e.ul) for e in examples),  # tox identical to / prefix of pos, or lost
+        # triplets without a UT term: no_ul_prefix + tox_lost + no_ul_everyday (first_n and
+        # keep_specific keep a mask's first token, so they empty none)
+        "no_ul": sum(not any(e.ul) for e in examples),
+        "no_ul_prefix": n_prefix,  # tox identical to the positive or a prefix of it
+        "no_ul_everyday": n_everyday_off,  # everyday triplets under train.ut_everyday=false
         "tokens": sum(e.n_tokens for e in examples),
         "tox_masked_frac": n_ul / n_tox if n_tox else 0.0,  # of the toxic tokens before the cut above
         "tox_not_fed": n_tox - sum(len(e.tox) for e in examples),  # after the last UT token: unread
@@ -438,9 +451,16 @@ class TripletCollator:
                 rec_cols = [P + Lp + k - 1 if i == 0 else P + Lp + Lt + i - 1 for i in range(Lr)]
                 pos_row = tox_row = rec_row = r
             else:
-                pos_row, tox_row, rec_row = len(rows), len(rows) + 1, len(rows) + 2
-                rows += [e.prompt + e.pos, e.prompt + e.tox]
-                pos_ids += [list(range(P + Lp)), list(range(P + Lt))]
+                # a toxic row only where it has targets: encode_all cuts tox to [] where no term
+                # reads it (no UT, no recovery), and a row of prompt alone would be dead compute
+                pos_row = len(rows)
+                rows.append(e.prompt + e.pos)
+                pos_ids.append(list(range(P + Lp)))
+                tox_row = len(rows)
+                if Lt:
+                    rows.append(e.prompt + e.tox)
+                    pos_ids.append(list(range(P + Lt)))
+                rec_row = len(rows)
                 if Lr:
                     rows.append(e.prompt + e.tox[:k] + e.rec)
                     pos_ids.append(list(range(P + k + Lr)))

@@ -15,7 +15,8 @@ trained on):
     safer_response_id) whose safer response is safe and whose other response is unsafe;
   - `beavertails`: BeaverTails rows (prompt, response, is_safe) grouped by prompt, the first safe
     and the first unsafe response of each prompt that has both.
-Bad or missing columns stop with one line naming the file, the columns found and those expected.
+Bad or missing columns stop with one line naming the file, the columns found and those expected;
+so does a row with a null or repeated id or an everyday/attack flag that is not a boolean (meta_problem).
 """
 
 from __future__ import annotations
@@ -30,8 +31,40 @@ from ptalign.io import DataError, read_jsonl, stable_id
 FIELDS = ("instruction", "pos", "tox")
 
 
-# the ptalign record keys that ride along with any input format (train.ut_everyday reads "everyday")
-META_KEYS = ("id", "kind", "domain", "everyday")
+# the ptalign record keys that ride along with any input format (train.ut_everyday reads "everyday";
+# "attack" names the jailbreak wrapper of synth.attack_share's copies); synth/export.py writes them all
+META_KEYS = ("id", "kind", "domain", "everyday", "attack")
+
+# strings that read as a yes/no rather than a wrapper family: a flag written as text, not a boolean
+_BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "none", "null"}
+
+
+def meta_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with a row's id or flags, and the fix, or None. Why: bool("false") is True, so a
+    flag written as text would silently give an everyday triplet the unlikelihood term, and a null id
+    became "None" for every such row. An absent (or, in a table, null) flag is false; a row without
+    an id gets one made from its content.
+
+    Examples: {"id": None} -> "a null or blank id; ..."; {"everyday": "false"} -> "everyday='false',
+    not a boolean; ..."; {"id": "a", "attack": "roleplay"} -> None (attack names the wrapper family).
+    """
+    if "id" in row:
+        rid = row["id"]
+        if rid is None or (isinstance(rid, str) and not rid.strip()):
+            return "a null or blank id; give it a unique id or drop the id column to have ids made from the content"
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            return f"id={rid!r}, not a string; give each row a unique string id"
+    ev = row.get("everyday")
+    if ev is not None and not isinstance(ev, bool):
+        return f"everyday={ev!r}, not a boolean; write true or false (JSON booleans) or leave it out"
+    at = row.get("attack")
+    if (
+        at is not None
+        and not isinstance(at, bool)
+        and (not isinstance(at, str) or at.strip().lower() in _BOOL_WORDS)
+    ):
+        return f"attack={at!r}, not a wrapper family name; write the family, true or false, or leave it out"
+    return None
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -136,6 +169,22 @@ def parse_columns(spec: str) -> dict[str, str]:
     return mapping
 
 
+def check_unique_ids(path: Path, recs: list[dict[str, Any]]) -> None:
+    """Refuse two records with the same given id: ids join triplets to their stats and eval rows, and
+    a repeated one would merge them silently. Ids made from the content are not checked (a repeated
+    row is the same triplet twice)."""
+    seen: dict[str, int] = {}
+    for i, r in enumerate(recs):
+        if r.get("id") is None:
+            continue
+        first = seen.setdefault(str(r["id"]), i)
+        if first != i:
+            raise DataError(
+                f"{path}: row {i + 1} repeats the id {str(r['id'])!r} of row {first + 1}; give each row its "
+                "own id or drop the id column to have ids made from the content"
+            )
+
+
 def load_records(path: str | Path, columns: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(ptalign records, info): info names the format found and counts rows not trained on."""
     path = Path(path)
@@ -155,6 +204,11 @@ def load_records(path: str | Path, columns: str = "") -> tuple[list[dict[str, An
                 f"{path}: columns {', '.join(found)}; {what} expects {', '.join(cols)} (missing {', '.join(lacking)})"
             )
 
+    if columns not in PRESET_COLUMNS:  # the presets build their records without these keys
+        for i, r in enumerate(rows):
+            problem = meta_problem(r)
+            if problem:
+                raise DataError(f"{path}: row {i + 1} has {problem}")
     skipped = 0
     if columns in PRESET_COLUMNS:
         cols, convert = PRESET_COLUMNS[columns]
@@ -196,6 +250,8 @@ def load_records(path: str | Path, columns: str = "") -> tuple[list[dict[str, An
             raise DataError(
                 f"{path}: row {i + 1} has no text for {', '.join(bad)} (format {fmt}); fix it or map other columns"
             )
+    check_unique_ids(path, recs)
+    for r in recs:
         r.setdefault("id", stable_id(r["instruction"], r["pos"], r["tox"]))
         r["id"] = str(r["id"])
     if not recs:

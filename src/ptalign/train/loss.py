@@ -201,7 +201,9 @@ def unlikelihood_loss(logp: torch.Tensor, mask: torch.Tensor, eps: float = UL_EP
 
 
 def dual_loss(mle: torch.Tensor, ul: torch.Tensor, lam: float) -> torch.Tensor:
-    """MLE + λ·UT (paper eq. 4; λ = 0.4). lam = 0 is positive-only SFT and skips UT's graph."""
+    """MLE + λ·UT (paper eq. 4; λ = 0.4). lam = 0 returns MLE alone and skips UT's graph. Training is
+    positive-only SFT only when train.lam_benign is None or 0 as well: at its default 2.0 the benign
+    triplets' toxic tokens keep their UT term (ptalign_terms)."""
     return mle if lam == 0 else mle + lam * ul
 
 
@@ -301,8 +303,13 @@ def weighted_unlikelihood_loss(
     A per-token λ with the same normaliser as `unlikelihood_loss`, so that a constant lam_j = λ gives
     exactly λ · unlikelihood_loss (the paper's term) and mixing kinds changes only their weights.
     """
-    m = mask.float()
-    return -(log1mexp(logp, eps) * m * lam.float()).sum() / m.sum().clamp(min=1.0)
+    return _weighted_ul(log1mexp(logp, eps) * mask.float(), mask, lam)
+
+
+def _weighted_ul(masked: torch.Tensor, mask: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """`weighted_unlikelihood_loss` from masked = log1mexp(logp) · mask, so that a caller that also
+    logs the unweighted term computes log1mexp once (the same operations, so the same bits)."""
+    return -(masked * lam.float()).sum() / mask.float().sum().clamp(min=1.0)
 
 
 def ptalign_terms(
@@ -317,14 +324,19 @@ def ptalign_terms(
 
     logp (N,) fp32; is_pos, ul_mask (N,) bool (ul_mask: the toxic tokens that get UT). With lam_benign and
     is_benign (N,) bool given, the toxic tokens of benign triplets (a needless refusal of a safe
-    request) get lam_benign instead of lam: L = MLE + Σ λ_j·UT_j / #masked.
+    request) get lam_benign instead of lam: L = MLE + Σ λ_j·UT_j / #masked. UT is the unweighted mean
+    for logging; where lam_benign differs from lam it is detached (the loss holds the weighted term).
     """
     mle = mle_loss(logp, is_pos)
-    ul = unlikelihood_loss(logp, ul_mask)
     if lam_benign is None or is_benign is None or lam_benign == lam:
+        ul = unlikelihood_loss(logp, ul_mask)
         return dual_loss(mle, ul, lam), mle, ul
+    # one log1mexp for both: the weighted term trains, the plain mean (UT as logged) is read from a
+    # detached copy, as unlikelihood_loss computes it
+    masked = log1mexp(logp) * ul_mask.float()
+    ul = -masked.detach().sum() / ul_mask.float().sum().clamp(min=1.0)
     lam_tok = torch.where(is_benign, lam_benign, lam)
-    return mle + weighted_unlikelihood_loss(logp, ul_mask, lam_tok), mle, ul
+    return mle + _weighted_ul(masked, ul_mask, lam_tok), mle, ul
 
 
 def ptalign_loss(
@@ -339,8 +351,11 @@ def ptalign_loss(
     """The objective and its logged parts as Python numbers (`ptalign_terms` plus the metrics).
 
     Returns (loss, metrics) with metrics train/mle_loss, train/ul_loss, train/loss,
-    train/pos_logprob (mean log p over positive tokens), train/tox_logprob (over all toxic tokens),
-    train/tox_masked_frac (share of toxic tokens that get UT) and the counts n_pos, n_tox, n_ul.
+    train/pos_logprob (mean log p over positive tokens), train/tox_logprob (over the toxic tokens
+    fed), train/tox_masked_frac (share of the toxic tokens fed that get UT) and the counts n_pos,
+    n_tox, n_ul. The toxic tokens fed stop at each triplet's last UT (or recovery) token
+    (collate.encode_all, mask.needed_tox), so both toxic figures leave out the unread tail; the
+    share over all toxic tokens is encode_all's data statistic tox_masked_frac.
     Reading them waits for the accelerator: the trainer sums `step_stats` on the device instead.
     """
     loss, mle, ul = ptalign_terms(logp, is_pos, ul_mask, lam, lam_benign, is_benign)

@@ -84,8 +84,8 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
     last = check_fresh(out, resume)
     threads = set_threads()
     t0 = time.time()
+    records, data_info = load_records(data, tcfg.columns)  # a bad --data fails before the model loads
     model, tok = load_base(cfg)
-    records, data_info = load_records(data, tcfg.columns)
     examples, stats = encode_all(
         tok,
         records,

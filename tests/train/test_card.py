@@ -1,0 +1,29 @@
+"""The adapter's model card: the data line counts triplets without an unlikelihood term by reason."""
+
+from __future__ import annotations
+
+from ptalign.train.card import render_card
+
+
+def test_no_ul_is_reported_by_reason() -> None:
+    stats = {"triplets": 10, "tox_lost": 1, "no_ul": 6, "no_ul_prefix": 2, "no_ul_everyday": 3}
+    card = render_card({"train": {"lam": 0.4}, "data_stats": stats})
+    assert (
+        "no unlikelihood term 6 (toxic = positive or a prefix of it 2, lost to truncation 1, "
+        "everyday triplets under train.ut_everyday=false 3)" in card
+    )
+    assert "(toxic = prefix of positive) 6" not in card  # the old label, which hid the other reasons
+
+
+def test_no_ul_names_only_the_reasons_that_apply() -> None:
+    stats = {"triplets": 10, "tox_lost": 0, "no_ul": 2, "no_ul_prefix": 2, "no_ul_everyday": 0}
+    card = render_card({"train": {"lam": 0.4}, "data_stats": stats})
+    assert "no unlikelihood term 2 (toxic = positive or a prefix of it 2)\n" in card
+
+
+def test_no_ul_of_an_older_summary_names_every_possible_reason() -> None:
+    old = {"triplets": 10, "tox_lost": 0, "no_ul": 4, "everyday": 3}
+    card = render_card({"train": {"lam": 0.4, "ut_everyday": False}, "data_stats": old})
+    assert "no unlikelihood term 4 (toxic = prefix of positive, lost to truncation, or an everyday" in card
+    card = render_card({"train": {"lam": 0.4, "ut_everyday": True}, "data_stats": old})
+    assert "no unlikelihood term 4 (toxic = prefix of positive, lost to truncation)\n" in card

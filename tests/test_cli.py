@@ -270,6 +270,8 @@ def test_show_unsafe_reaches_eval_and_report(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(ev, "evaluate", lambda cfg, *a, **k: seen.setdefault("eval", cfg.eval.show_unsafe))
     monkeypatch.setattr(ev, "print_results", lambda *a, **k: None)
     monkeypatch.setattr(cli, "run_stage", lambda n, cfg, run, **k: seen.setdefault(n, cfg.report.show_unsafe))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "manifest.json").write_text('{"stages": {}}')  # report reads a run, not any dir
     assert main(["eval", "--out", str(tmp_path / "e"), "--show-unsafe"]) == 0
     assert main(["report", str(tmp_path / "r"), "--show-unsafe"]) == 0
     assert seen == {"eval": True, "report": True}

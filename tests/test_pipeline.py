@@ -169,7 +169,8 @@ def test_kill9_at_random_moments_then_resume(tmp_path, clean_run):
     rng = random.Random(1234)
     kills = 0
     for _attempt in range(12):  # at least 5 kills that land mid-run
-        p = _run(cfg, cut, *(["--resume"] if cut.exists() else []))
+        # --resume once a manifest is there: a kill before it leaves nothing to resume (refused)
+        p = _run(cfg, cut, *(["--resume"] if (cut / "manifest.json").exists() else []))
         # each attempt gets 6-20 % of a clean run (start-up included), shrinking by 0.7 with every kill,
         # so 5 kills land before the end (at 10-30 % the resumed attempts, which skip finished work,
         # sometimes finished after 4; at a flat 6-20 % one finished after 3 on a fresh Zen 5 VM, fp32

@@ -54,4 +54,19 @@ def test_registry_names_modules_with_run_and_outputs_the_run_dir_owns(tmp_path: 
         fn = importlib.import_module(st.module).run
         assert list(inspect.signature(fn).parameters)[:2] == ["cfg", "run"], name
         assert all(isinstance(getattr(run, o), Path) for o in st.outputs), name
+        # what --from-stage checks a kept stage left: inside one of its outputs
+        made = getattr(run, st.made)
+        assert isinstance(made, Path) and any(made.is_relative_to(getattr(run, o)) for o in st.outputs), name
         assert all(n in STAGES and list(STAGES).index(n) < list(STAGES).index(name) for n in st.needs)
+
+
+def test_is_run_tells_a_run_from_any_directory(tmp_path: Path) -> None:
+    """`ptalign report` refuses a directory no stage wrote into rather than writing report.html there."""
+    run = RunDir(tmp_path / "r")
+    assert not run.is_run()
+    run.root.mkdir()
+    (run.root / "notes.txt").write_text("mine")
+    assert not run.is_run()
+    run.triplets.parent.mkdir()  # `ptalign synth --out` alone writes no manifest: data/ makes it a run
+    assert run.is_run()
+    assert run.has_adapter() is False and run.adapter_config == run.adapter / "adapter_config.json"

@@ -6,11 +6,13 @@
     ptalign merge    --adapter DIR --out DIR [--model M]
     ptalign eval     [--model M] [--adapter A] [--baseline M] [--out DIR] [--show-unsafe]
     ptalign report   RUN_DIR
-    ptalign sweep    lambda=0.2,0.4,0.6,0.8 | samples=50,100,200 | fine_grained=true,false
+    ptalign sweep    lambda=0.2,0.4,0.8 | lam_benign=0.4,2 | samples=50,100,200 | fine_grained=true,false
     ptalign config show
 
 Every command takes --config FILE and --set section.key=value (repeatable). Bad input ends with one
-line on stderr naming the problem and the fix, exit code 2; nothing already written is touched.
+line on stderr naming the problem and the fix, exit code 2. Each command checks its input before it
+changes or moves anything a run already holds (at most it has created the run directory and its lock
+file), so a refused command leaves earlier results as they were.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from ptalign.config import ConfigError, RunConfig, load_config
 from ptalign.errors import UserError, user_message
 from ptalign.io import DataError
-from ptalign.pipeline import STAGES, run_pipeline, run_stage
+from ptalign.pipeline import STAGES, SWEEP_FORMS, run_pipeline, run_stage
 from ptalign.rundir import RunDir
 
 
@@ -101,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-unsafe", action="store_true")
 
     p = sub.add_parser(
-        "sweep", help="paper experiments: λ sweep, sample-count scaling, fine_grained ablation"
+        "sweep",
+        help="paper experiments: λ sweep, benign-λ sweep, sample-count scaling, fine_grained ablation",
     )
     _common(p)
-    p.add_argument("spec", help="lambda=0.2,0.4 | samples=50,100 | fine_grained=true,false")
+    p.add_argument("spec", help=SWEEP_FORMS)
     p.add_argument("--out", "-o", help="sweep directory (default: RUN_DIR/sweeps/<name>)")
 
     p = sub.add_parser("config", help="show the resolved config")
@@ -127,11 +130,35 @@ def _run_dir_only(args: argparse.Namespace) -> str:
     return load_config(None, keep).run_dir
 
 
-def _default_to_run_config(args: argparse.Namespace, run_dir: str | Path) -> None:
-    """Without --config, a command on an existing run starts from the run's own config.yaml."""
-    if not args.config:
-        saved = RunDir.of(run_dir).config
-        args.config = str(saved) if saved.is_file() else None
+def _default_to_run_config(args: argparse.Namespace, run_dir: str | Path) -> str | None:
+    """Without --config, a command on an existing run starts from the run's own config.yaml; returns
+    that run's directory when it did. The caller works on that directory, not on the `run_dir:` the
+    file names: a run copied or moved elsewhere names its old place there."""
+    if args.config:
+        return None
+    saved = RunDir.of(run_dir).config
+    args.config = str(saved) if saved.is_file() else None
+    return str(run_dir) if args.config else None
+
+
+def _check_model(flag: str, spec: str) -> None:
+    """A model spec that names nothing stops before the lock and before any model is loaded."""
+    from ptalign import models
+    from ptalign.errors import ModelLoadError
+
+    try:
+        models.resolve(spec)
+    except ModelLoadError as e:
+        raise UserError(f"{flag}: {e}") from None
+
+
+def _check_adapter(adapter: str) -> None:
+    """--adapter must be a PEFT adapter directory: found out before the base model has loaded."""
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise UserError(
+            f"--adapter {adapter}: no adapter_config.json there; pass a PEFT adapter directory "
+            "such as RUN_DIR/adapter"
+        )
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -141,11 +168,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "run":
+        run_dir = args.out
         if args.from_stage or args.resume:
             # what is kept or resumed was made with the run's own settings, not today's defaults (and a
             # --set may be valid only beside them: checked once, on the settings it lands on)
-            _default_to_run_config(args, args.out or _run_dir_only(args))
-        cfg = _load(args, run_dir=args.out)
+            run_dir = _default_to_run_config(args, args.out or _run_dir_only(args)) or args.out
+        cfg = _load(args, run_dir=run_dir)
         with RunDir.of(cfg.run_dir).lock() as run:
             run_pipeline(cfg, run, resume=args.resume, from_stage=args.from_stage)
         return 0
@@ -187,9 +215,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = _load(args)
         run = RunDir.of(cfg.run_dir)
         out = Path(args.out) if args.out else run.eval
-        ev.datasets.check_paths(cfg.eval)  # bad paths stop before the lock creates --out
+        model = args.model or cfg.model.name
+        # bad paths, an adapter or model that is not there stop before the lock creates --out and
+        # before a model loads (minutes for the base side that --baseline evaluates first)
+        ev.datasets.check_paths(cfg.eval)
+        if args.adapter:
+            _check_adapter(args.adapter)
+        _check_model("--model" if args.model else "model.name", model)
+        if args.baseline:
+            _check_model("--baseline", args.baseline)
         with RunDir.of(args.out if args.out else run).lock():  # the run's lock when inside it
-            model = args.model or cfg.model.name
             res = ev.evaluate(cfg, out, model, args.adapter, args.baseline, run=run)
             ev.print_results(cfg, out, res)
         return 0
@@ -197,6 +232,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "report":
         if args.show_unsafe:
             args.overrides = list(args.overrides) + ["report.show_unsafe=true"]
+        if not RunDir.of(args.run_dir).is_run():
+            raise UserError(
+                f"report: {args.run_dir} holds no run (no manifest.json, config.yaml, data/, adapter/ or "
+                "eval/); pass the directory `ptalign run --out` wrote"
+            )
         _default_to_run_config(args, args.run_dir)  # the report names the run's model and settings
         cfg = _load(args, run_dir=args.run_dir)
         path = run_stage("report", cfg, RunDir.of(args.run_dir))
@@ -204,11 +244,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "sweep":
-        from ptalign.pipeline import run_sweep
+        from ptalign.pipeline import check_sweep, run_sweep
 
-        _default_to_run_config(args, _run_dir_only(args))  # each point is the run with one value changed
-        cfg = _load(args)
-        run_sweep(cfg, args.spec, Path(args.out) if args.out else None)
+        # each point is the run with one value changed
+        run_dir = _default_to_run_config(args, _run_dir_only(args))
+        cfg = _load(args, run_dir=run_dir)
+        check_sweep(cfg, args.spec)  # a bad spec or a run without triplets stops before the lock
+        with RunDir.of(cfg.run_dir).lock():  # its points read the run's triplets and base evaluation
+            run_sweep(cfg, args.spec, Path(args.out) if args.out else None)
         return 0
 
     raise UserError(f"unknown command {args.cmd!r}; see ptalign --help")

@@ -7,7 +7,7 @@ Writes: RUN_DIR/config.yaml, RUN_DIR/manifest.json (resolved config, package ver
 
 The stages are the registry STAGES: name → the module whose `run(cfg, run)` does it, the stages it
 needs and the outputs it writes. `ptalign run`, the single-stage commands and --from-stage look
-them up there.
+them up there; --from-stage S starts only where every stage S needs is done and its output is there.
 
 Resume works at two levels: the manifest marks finished stages (skipped on --resume), and every stage
 skips the records or optimizer steps it already wrote (append-per-record files, the LLM-call cache,
@@ -24,14 +24,18 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptalign.config import RunConfig, load_config, save_config
+from ptalign.config import ConfigError, RunConfig, load_config, save_config
+from ptalign.config.load import parse_bool
 from ptalign.errors import UserError
 from ptalign.io import atomic_write_json, file_sha256, read_jsonl
 from ptalign.rundir import RunDir, check_state, read_state, save_state, side_summary
@@ -42,6 +46,7 @@ class Stage:
     module: str  # its `run(cfg, run, **options)` does the stage
     needs: tuple[str, ...]  # stages whose outputs it reads
     outputs: tuple[str, ...]  # RunDir attributes it writes (moved aside by --from-stage)
+    made: str  # the RunDir attribute of the file a finished stage leaves (checked before it is kept)
     options: dict[str, Any] = field(default_factory=dict)  # what `ptalign run` passes beside (cfg, run)
 
     def fn(self) -> Callable[..., Any]:
@@ -50,11 +55,12 @@ class Stage:
 
 IDENTITY = ("model", "synth", "train", "eval")  # the config sections a run's results depend on
 STAGES: dict[str, Stage] = {
-    "synth": Stage("ptalign.synth", (), ("data",)),
-    "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), {"resume": True}),
-    # audit/ holds readers' labels on eval's replies (bench/audit.py): they go aside with the replies
-    "eval": Stage("ptalign.eval", ("train",), ("eval", "audits")),
-    "report": Stage("ptalign.report", (), ("report",)),
+    "synth": Stage("ptalign.synth", (), ("data",), "triplets"),
+    "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), "adapter_config", {"resume": True}),
+    # eval reads the triplets too (the polarity metric); audit/ holds readers' labels on eval's replies
+    # (bench/audit.py): they go aside with the replies
+    "eval": Stage("ptalign.eval", ("synth", "train"), ("eval", "audits"), "comparison"),
+    "report": Stage("ptalign.report", ("eval",), ("report",), "report"),
 }
 PACKAGES = [
     "ptalign",
@@ -168,6 +174,37 @@ def _from(name: str) -> list[str]:
     return names[names.index(name) :]
 
 
+def _needed(name: str) -> list[str]:
+    """The stages `name` needs, directly or through another, in registry order."""
+    found: set[str] = set()
+    todo = list(stage(name).needs)
+    while todo:
+        n = todo.pop()
+        if n not in found:
+            found.add(n)
+            todo.extend(STAGES[n].needs)
+    return [n for n in STAGES if n in found]
+
+
+def _check_needed(run: RunDir, from_stage: str) -> None:
+    """--from-stage S keeps the stages S needs and reads their outputs: each must be done and its output
+    there before anything is moved aside, or S would fail later on an unrelated line (or the loop would
+    silently redo an interrupted stage, with the settings --from-stage keeps)."""
+    stages = (read_state(run.manifest) or {}).get("stages", {})
+    for name in _needed(from_stage):
+        if stages.get(name, {}).get("status") != "done":
+            raise UserError(
+                f"--from-stage {from_stage}: stage {name} is not done in {run}; "
+                f"use --resume or --from-stage {name}"
+            )
+        made: Path = getattr(run, STAGES[name].made)
+        if not made.exists():
+            raise UserError(
+                f"--from-stage {from_stage}: stage {name} is marked done in {run} but {made} is missing; "
+                f"redo it with --from-stage {name}"
+            )
+
+
 def _move_aside(run: RunDir, from_stage: str) -> Path | None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest = run.history / f"{stamp}-from-{from_stage}"
@@ -209,16 +246,32 @@ def _reuse_base_eval(cfg: RunConfig, run: RunDir, from_stage: str, moved: Path |
     return True
 
 
+def _first_difference(saved: RunConfig, cfg: RunConfig, sections: list[str]) -> tuple[str, Any, Any] | None:
+    """(section.key, saved value, cfg's value) of the first setting that differs, or None."""
+    for name in sections:
+        old, new = (dataclasses.asdict(getattr(c, name)) for c in (saved, cfg))
+        for key, value in new.items():
+            if old.get(key) != value:
+                return f"{name}.{key}", old.get(key), value
+    return None
+
+
 def _check_resume(cfg: RunConfig, run: RunDir) -> None:
-    """--resume continues only the config the run was made with (the manifest's config_hash)."""
-    if "config_hash" in (read_state(run.manifest) or {}):
-        check_state(
-            run.manifest,
-            {"config_hash": cfg.hash(*IDENTITY)},
-            f"--resume: {run}",
-            "resume with the same --config/--set, use --from-stage to redo a stage with new settings, "
-            "or pick another --out",
-        )
+    """--resume continues only the config the run was made with (the manifest's config_hash). The
+    refusal names the first setting that differs from the run's config.yaml: a hash alone leaves the
+    user to diff two configs by hand."""
+    made = (read_state(run.manifest) or {}).get("config_hash")
+    if made is None or made == cfg.hash(*IDENTITY):
+        return
+    fix = (
+        "resume with the same --config/--set, use --from-stage to redo a stage with new settings, "
+        "or pick another --out"
+    )
+    diff = _first_difference(load_config(run.config), cfg, list(IDENTITY)) if run.config.is_file() else None
+    if diff:
+        key, old, new = diff
+        raise UserError(f"--resume: {run} was made with {key}={old!r}, this config has {new!r}; {fix}")
+    check_state(run.manifest, {"config_hash": cfg.hash(*IDENTITY)}, f"--resume: {run}", fix)
 
 
 def _check_kept(cfg: RunConfig, run: RunDir, from_stage: str) -> None:
@@ -234,15 +287,34 @@ def _check_kept(cfg: RunConfig, run: RunDir, from_stage: str) -> None:
     for name in ["model", *kept] if kept else []:
         if name not in IDENTITY:
             continue
-        old, new = (dataclasses.asdict(getattr(c, name)) for c in (saved, cfg))
-        redo, what = (name, f"{name} outputs") if name in STAGES else (names[0], "kept outputs")
-        for key, value in new.items():
-            if old.get(key) != value:
-                raise UserError(
-                    f"--from-stage {from_stage}: {run}'s {what} were made with {name}.{key}={old.get(key)!r}, "
-                    f"this config has {value!r}; start from the run's own settings (no --config; --set only "
-                    f"what you redo) or redo {redo} with --from-stage {redo}"
-                )
+        diff = _first_difference(saved, cfg, [name])
+        if diff:
+            key, old, new = diff
+            redo, what = (name, f"{name} outputs") if name in STAGES else (names[0], "kept outputs")
+            raise UserError(
+                f"--from-stage {from_stage}: {run}'s {what} were made with {key}={old!r}, "
+                f"this config has {new!r}; start from the run's own settings (no --config; --set only "
+                f"what you redo) or redo {redo} with --from-stage {redo}"
+            )
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler's stop) ends a stage as Ctrl-C does: marked interrupted with its
+    seconds, so --resume goes on, instead of dying with the stage still marked running. Only the main
+    thread may set a handler; elsewhere SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def run_pipeline(
@@ -260,15 +332,20 @@ def run_pipeline(
             f"{run} already holds a run; pass --resume to continue it, --from-stage STAGE to redo "
             "from a stage, or choose another --out"
         )
-    if not existing and (resume or from_stage):
-        if from_stage:
-            raise UserError(f"--from-stage: {run} holds no run yet; run without --from-stage first")
-        resume = False  # nothing to resume: a fresh run in that dir
+    if not existing and from_stage:
+        raise UserError(f"--from-stage: {run} holds no run yet; run without --from-stage first")
+    if not existing and resume:
+        if not run.is_run():  # a fresh full run here would be a surprise: a typo'd --out, most often
+            raise UserError(f"nothing to resume in {run} (no run's files); drop --resume to start a run")
+        # the single-stage commands write no manifest: `ptalign synth` / `train` then `run --resume`
+        # (README, "Scaling up") goes on from their files, each stage skipping what they wrote
+        resume = False
     _check_writable(run.root)
     if resume and not from_stage:
         _check_resume(cfg, run)
     if from_stage:
         _check_kept(cfg, run, from_stage)
+        _check_needed(run, from_stage)
 
     from ptalign import models
 
@@ -286,26 +363,27 @@ def run_pipeline(
         _reuse_base_eval(cfg, run, from_stage, moved)
     man.save()
 
-    for name in STAGES:
-        if man.done(name):
-            print(f"[ptalign] {name}: done earlier, skipped", file=sys.stderr)
-            continue
-        print(f"[ptalign] {name}: running", file=sys.stderr)
-        t0 = man.start(name)
-        try:
-            result = run_stage(name, cfg, run)
-        except BaseException:
-            man.interrupted(name, t0)
-            raise
-        man.finish(name, t0, result, run)
-        if name == "synth" and isinstance(result, dict) and result.get("synth/engine"):
-            # the engine synthesis chose (synth.choose_engine) and ran on, as it recorded it
-            man.d["synth_backend"] = {
-                "used": result["synth/engine"],
-                "reason": result.get("synth/engine_reason", ""),
-            }
-            man.save()
-        print(f"[ptalign] {name}: done in {man.d['stages'][name]['seconds']} s", file=sys.stderr)
+    with _sigterm_as_interrupt():
+        for name in STAGES:
+            if man.done(name):
+                print(f"[ptalign] {name}: done earlier, skipped", file=sys.stderr)
+                continue
+            print(f"[ptalign] {name}: running", file=sys.stderr)
+            t0 = man.start(name)
+            try:
+                result = run_stage(name, cfg, run)
+            except BaseException:
+                man.interrupted(name, t0)
+                raise
+            man.finish(name, t0, result, run)
+            if name == "synth" and isinstance(result, dict) and result.get("synth/engine"):
+                # the engine synthesis chose (synth.choose_engine) and ran on, as it recorded it
+                man.d["synth_backend"] = {
+                    "used": result["synth/engine"],
+                    "reason": result.get("synth/engine_reason", ""),
+                }
+                man.save()
+            print(f"[ptalign] {name}: done in {man.d['stages'][name]['seconds']} s", file=sys.stderr)
     if man.done("eval"):  # the adapter's card gets its evaluation (also when a resumed run skipped eval)
         from ptalign.train.card import refresh_card
 
@@ -317,20 +395,34 @@ def run_pipeline(
 # Sweeps: the paper's experiments (λ, sample count, fine-grained ablation) reuse the run's
 # synthesized data and base evaluation; each point trains and evaluates its own adapter.
 
-SWEEPS = {
+
+def _samples(s: str) -> int:
+    """A sample count: the run's first N triplets (N = 0 would train on an empty file, -5 on all but 5)."""
+    n = int(s)
+    if n < 1:
+        raise ConfigError(f"samples={n}: must be >= 1 (how many of the run's triplets to train on)")
+    return n
+
+
+def _bool(s: str) -> bool:
+    """true/false as the config reads them: a typo ('ture') stops instead of sweeping False twice."""
+    return parse_bool("fine_grained", s)
+
+
+SWEEPS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "lambda": ("train.lam", float),
     "lam": ("train.lam", float),
     "lam_benign": ("train.lam_benign", float),
-    "fine_grained": ("train.fine_grained", lambda s: s.strip().lower() in ("true", "1", "yes")),
-    "samples": ("samples", int),
+    "fine_grained": ("train.fine_grained", _bool),
+    "samples": ("samples", _samples),
 }
+SWEEP_FORMS = "lambda=0.2,0.4 | lam_benign=0.4,2 | samples=50,100 | fine_grained=true,false"
 
 
 def parse_sweep(spec: str) -> tuple[str, str, list[Any]]:
+    """(name, config key or 'samples', values) of a sweep spec; one line naming the problem otherwise."""
     if "=" not in spec:
-        raise UserError(
-            f"sweep {spec!r}: must look like lambda=0.2,0.4 | samples=50,100 | fine_grained=true,false"
-        )
+        raise UserError(f"sweep {spec!r}: must look like {SWEEP_FORMS}")
     name, raw = spec.split("=", 1)
     name = name.strip()
     if name not in SWEEPS:
@@ -338,13 +430,33 @@ def parse_sweep(spec: str) -> tuple[str, str, list[Any]]:
     key, conv = SWEEPS[name]
     try:
         values = [conv(v) for v in raw.split(",") if v.strip()]
+    except ConfigError as e:  # a ValueError too: the value's own line is the more useful one
+        raise UserError(f"sweep {spec!r}: {e}") from None
     except ValueError:
-        raise UserError(
-            f"sweep {spec!r}: values must be comma-separated {conv.__name__ if hasattr(conv, '__name__') else 'values'}"
-        ) from None
+        kind = {float: "float", _samples: "int"}.get(conv, "values")
+        raise UserError(f"sweep {spec!r}: values must be comma-separated {kind}") from None
     if not values:
         raise UserError(f"sweep {spec!r}: give at least one value")
     return ("lambda" if name == "lam" else name), key, values
+
+
+def check_sweep(cfg: RunConfig, spec: str) -> tuple[str, str, list[Any]]:
+    """parse_sweep plus what stops a sweep before it writes anything: the run's triplets, and every
+    value checked as its point's config would be (train.lam=-1 stops here, not after earlier points
+    trained for minutes)."""
+    name, key, values = parse_sweep(spec)
+    run = RunDir.of(cfg.run_dir)
+    if not run.triplets.exists():
+        raise UserError(
+            f"sweep needs {run.triplets}; run `ptalign run --out {run}` (or `ptalign synth`) first"
+        )
+    if key != "samples":
+        for v in values:
+            try:
+                load_config_from(cfg, [f"{key}={v}"])
+            except ConfigError as e:
+                raise UserError(f"sweep {spec!r}: {e}") from None
+    return name, key, values
 
 
 def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[str, Any]]:
@@ -353,11 +465,9 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
     from ptalign import train
     from ptalign.train.card import refresh_card
 
-    name, key, values = parse_sweep(spec)
+    name, key, values = check_sweep(cfg, spec)
     run = RunDir.of(cfg.run_dir)
     triplets = run.triplets
-    if not triplets.exists():
-        raise UserError(f"sweep needs {triplets}; run `ptalign run --out {run}` (or `ptalign synth`) first")
     base = run.side("base")
     if side_summary(base).exists() and not ev.resumable(base, cfg.model.name, None, cfg):
         raise UserError(
@@ -387,7 +497,7 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
 
             data = point.root / "triplets.jsonl"
             if not data.exists():
-                write_jsonl(data, records[: int(v)], meta=dict(HAZARD_META))
+                write_jsonl(data, records[:v], meta=dict(HAZARD_META))
         # trained once per point: the state names the training config, so a changed one is refused
         state = check_state(
             point.train_state,

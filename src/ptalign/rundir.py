@@ -69,6 +69,11 @@ class RunDir:
     def llm_cache(self) -> Path:
         return self.root / "cache" / "llm_calls.sqlite"
 
+    def is_run(self) -> bool:
+        """Whether a run (or one of its stages' commands) has written here: a command that reads a run
+        refuses any other directory rather than writing into it as if it were one."""
+        return any(p.exists() for p in (self.manifest, self.config, self.data, self.adapter, self.eval))
+
     @contextmanager
     def lock(self) -> Iterator[RunDir]:
         """Exclusive for a command's life (io.run_lock: one line naming the holder's pid)."""
@@ -111,8 +116,13 @@ class RunDir:
     def adapter(self) -> Path:
         return self.root / "adapter"
 
+    @property
+    def adapter_config(self) -> Path:
+        """PEFT's config of the adapter: every adapter directory has one, so a directory without it is not one."""
+        return self.adapter / "adapter_config.json"
+
     def has_adapter(self) -> bool:
-        return (self.adapter / "adapter_config.json").exists()
+        return self.adapter_config.exists()
 
     @property
     def train(self) -> Path:

@@ -6,6 +6,7 @@ six flat dataclasses is not worth a dependency.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -92,6 +93,13 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def parse_bool(key: str, value: Any) -> bool:
+    """`value` read as a config bool is (true/false, 1/0, yes/no), else a ConfigError naming `key`: for
+    values that reach a bool field by another road than the loader (a sweep's fine_grained=true,false),
+    so that a typo like 'ture' stops instead of reading as False."""
+    return _coerce(key, value.strip() if isinstance(value, str) else value, bool)
+
+
 def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = d
@@ -131,16 +139,37 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {path}: top level must be a mapping of stage names")
         data = loaded
+    own = copy.deepcopy(data)  # the file's values alone: to tell its errors from those of a --set
     for s in overrides or []:
         key, value = parse_override(s)
         _set_path(data, key, value)
     for k, v in top.items():
         if v is not None:
             data[k] = v
+            own[k] = v
+    try:
+        return _build_config(data)
+    except ConfigError:
+        if path:
+            _check_file(path, own)
+        raise
+
+
+def _build_config(data: dict[str, Any]) -> RunConfig:
     try:
         return _build(RunConfig, data)
     except TypeError as e:  # e.g. a section given as a scalar
         raise ConfigError(str(e)) from None
+
+
+def _check_file(path: str | Path, own: dict[str, Any]) -> None:
+    """Where the file's values alone are wrong, the error names the file: a run's own config.yaml is
+    read without the user naming it (--resume, --from-stage, report, sweep), and a key renamed since
+    the run was made would otherwise read as if it came from a --set."""
+    try:
+        _build_config(own)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}; edit that file") from None
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -129,6 +129,38 @@ def test_missing_and_bad_files(tmp_path):
         load_config(scalar)
 
 
+def test_an_error_in_a_file_names_the_file_and_one_in_a_set_does_not(tmp_path):
+    """A run's own config.yaml is read without the user naming it (--resume, report, sweep): a key it
+    holds that was renamed since must say which file to edit, not read as a --set of theirs."""
+    f = tmp_path / "config.yaml"
+    f.write_text("synth:\n  judge: keyword\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f, ["train.lam=0.6"])
+    assert str(e.value).startswith(f"{f}: synth.judge: renamed to synth.gate_judge (one of ")
+    assert str(e.value).endswith("; edit that file") and "\n" not in str(e.value)
+    f.write_text("train:\n  lam: 0.4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f, ["train.lam=-3"])
+    assert str(e.value).startswith("train.lam=-3.0: must be in [0, 10]")
+    f.write_text("train:\n  lam: 30\n")  # wrong alone, but a --set puts it right: taken
+    assert load_config(f, ["train.lam=0.6"]).train.lam == 0.6
+
+
+def test_parse_bool_reads_what_the_loader_reads():
+    from ptalign.config.load import parse_bool
+
+    assert [parse_bool("k", v) for v in ("true", " False", "1", "no", True)] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    for bad in ("ture", "", "2", 2):
+        with pytest.raises(ConfigError, match=r"^k=.*: must be true or false$"):
+            parse_bool("k", bad)
+
+
 def test_set_without_equals():
     with pytest.raises(ConfigError, match="must look like section.key=value"):
         load_config(None, ["train.lam"])
@@ -185,7 +217,7 @@ def test_goal_guidance_is_a_scale_of_the_goal_lists_only() -> None:
     assert load_config(None, ["synth.goal_guidance=4"]).synth.goal_guidance == 4.0
     with pytest.raises(ConfigError, match=r"^synth.goal_guidance=0.5: must be >= 1 \(1 = off\)$"):
         load_config(None, ["synth.goal_guidance=0.5"])
-    with pytest.raises(ConfigError, match=r"guides the goal lists of instruction_style=goals; set "):
+    with pytest.raises(ConfigError, match=r"acts on the goal lists of instruction_style=goals; set "):
         load_config(
             None, ["synth.goal_guidance=2", "synth.instruction_style=requests", "synth.everyday_share=0"]
         )

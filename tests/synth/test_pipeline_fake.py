@@ -751,8 +751,15 @@ def test_protective_goals_kept_dropped_or_asked_as_benign(tmp_path, mode):
         assert n_benign <= round(2.0 * n_harmful)
         assert stats["synth/instructions_benign"] == n_benign
     assert ("synth/triplets_benign_from_goals" in stats) == (mode == "benign")
-    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.protective_goals": "keep"}).hash()
-    assert tiny_cfg(tmp_path).hash() != tiny_cfg(tmp_path, **{"synth.protective_goals": "drop"}).hash()
+    goals = {"synth.instruction_style": "goals"}  # the switch is refused under requests
+    assert (
+        tiny_cfg(tmp_path, **goals).hash()
+        == tiny_cfg(tmp_path, **goals, **{"synth.protective_goals": "keep"}).hash()
+    )
+    assert (
+        tiny_cfg(tmp_path, **goals).hash()
+        != tiny_cfg(tmp_path, **goals, **{"synth.protective_goals": "drop"}).hash()
+    )
 
 
 def test_protective_goals_rejects_an_unknown_mode(tmp_path):

@@ -47,6 +47,9 @@ PosSelect = Literal["first", "best"]
 ProtectiveGoals = Literal["keep", "drop", "benign"]
 ToxicFrom = Literal["icl", "own"]
 JUDGE_NAMES: tuple[str, ...] = typing.get_args(JudgeName)
+# judges of harm, not of refusal ('no' / 'safe' also for a helpful answer to a harmless prompt): they
+# cannot measure over-refusal; tests/test_config.py keeps this equal to judges' measures_refusal
+HARM_ONLY_JUDGES = ("harmbench", "llamaguard")
 EVAL_NAMES: tuple[str, ...] = typing.get_args(EvalName)
 BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
 TRAIN_METHODS: tuple[str, ...] = typing.get_args(TrainMethod)
@@ -314,16 +317,24 @@ class SynthConfig:
             self.instruction_style,
             "one of goals, requests",
         )
-        if self.goal_guidance > 1.0 and self.instruction_style != "goals":
-            raise ConfigError(
-                f"synth.goal_guidance={self.goal_guidance!r} guides the goal lists of instruction_style=goals; "
-                "set synth.instruction_style=goals or synth.goal_guidance=1"
-            )
+        if self.instruction_style != "goals":  # these act on the goal lists; requests would ignore them
+            for key, on, off in (
+                ("goal_guidance", self.goal_guidance > 1.0, "1"),
+                ("request_forms", self.request_forms > 0, "0"),
+                ("protective_goals", self.protective_goals != "keep", "keep"),
+                ("refusal_names_goal", self.refusal_names_goal, "false"),
+                ("benign_goals", self.benign_goals, "false"),
+            ):
+                if on:
+                    raise ConfigError(
+                        f"synth.{key}={getattr(self, key)!r} acts on the goal lists of instruction_style=goals; "
+                        f"set synth.instruction_style=goals or synth.{key}={off}"
+                    )
 
 
 @dataclass
 class TrainConfig:
-    lam: float = 0.4  # weight of the unlikelihood term (paper λ); 0 = positive-only SFT
+    lam: float = 0.4  # weight of the unlikelihood term (paper λ); 0 with lam_benign 0 = positive-only SFT
     lam_benign: float | None = 2.0  # λ for benign triplets (tox = a needless refusal); None = lam. At lam
     # over-refusal rose 26 points: MLE on the harmful refusals also lifted the benign ones (README)
     fine_grained: bool = True  # UT only from the first token where tox leaves pos; False = every tox token
@@ -616,6 +627,15 @@ class EvalConfig:
         )
         for j in self.judges_extra:
             _check(j in JUDGE_NAMES, "eval.judges_extra", j, "a list drawn from " + ", ".join(JUDGE_NAMES))
+        harmless = [e for e in ("overrefusal", "helpful") if e in self.evals]
+        _check(
+            self.judge not in HARM_ONLY_JUDGES or not harmless,
+            "eval.judge",
+            self.judge,
+            f"a judge of refusal while eval.evals has {' and '.join(harmless)} ({self.judge} judges harm: "
+            "'safe' is no refusal); keep eval.judge=minilm_smol and add it to eval.judges_extra, or drop "
+            f"{' and '.join(harmless)} from eval.evals",
+        )
         _check(
             self.engine in typing.get_args(EvalEngine),
             "eval.engine",

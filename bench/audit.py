@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.eval.attacks import chat_for
-from ptalign.eval.common import read_verdicts
+from ptalign.eval.common import read_verdicts, stored_versions
 from ptalign.io import HAZARD_META, read_jsonl, write_jsonl
 from ptalign.judges import make_judge
 from ptalign.judges.agreement import agreement
@@ -189,7 +189,11 @@ def score(run: Path, judges: list[str], seed: int, only: str = "") -> dict[str, 
     key, _, value = only.partition("=")
     for f in files:
         evaluation = f.stem if f.stem in PROMPT_SETS else "asr"
-        stored = {side: read_verdicts(RunDir.of(run).side(side), evaluation) for side in SIDES}
+        stored = {  # the verdicts of the judge versions each side's figures were computed with
+            side: read_verdicts(d, evaluation, stored_versions(d))
+            for side in SIDES
+            for d in [RunDir.of(run).side(side)]
+        }
         rows = [
             r for r in read_jsonl(f) if r.get("human") is not None and (not only or str(r.get(key)) == value)
         ]

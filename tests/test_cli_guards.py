@@ -277,6 +277,44 @@ def test_eval_checks_adapter_and_models_before_anything(flags, message, monkeypa
     assert not called and not out.exists()
 
 
+def test_a_sweep_summarises_the_runs_base_side_again_before_its_points(monkeypatch, tmp_path):
+    """A run evaluated by an older ptalign holds a base summary made by older rules: each point is
+    compared with the base read again (from its stored replies) by the rules the point is read by."""
+    from ptalign import eval as ev
+    from ptalign import train
+    from ptalign.io import HAZARD_META, atomic_write_json, write_jsonl
+
+    run = tmp_path / "run"
+    write_jsonl(run / "data" / "triplets.jsonl", [{"instruction": "q", "pos": "p", "tox": "t", "kind": "harmful"}],
+                meta=dict(HAZARD_META))  # fmt: skip
+    atomic_write_json(run / "eval" / "base" / "summary.json", {"meta": {}})
+    calls = []
+
+    def fake_train(cfg, point, data, resume):
+        point.adapter.mkdir(parents=True)
+        (point.adapter / "adapter_config.json").write_text("{}")
+
+    monkeypatch.setattr(train, "run", fake_train)
+    monkeypatch.setattr(ev, "resumable", lambda *a, **k: True)
+    monkeypatch.setattr(ev, "evaluate_model", lambda cfg, out, *a, **k: calls.append(("base", Path(out))))
+    monkeypatch.setattr(
+        ev, "evaluate", lambda cfg, out, *a, **k: calls.append(("point", Path(out))) or {"aligned": {}}
+    )
+    assert main(["sweep", "lambda=0.2,0.4", "--set", f"run_dir={run}"]) == 0
+    assert [c[0] for c in calls] == ["base", "point", "point"] and calls[0][1] == run / "eval" / "base"
+
+
+def test_eval_on_a_server_takes_a_served_models_name(monkeypatch, tmp_path):
+    """backend.kind=openai: --model names a model the server serves ('llama3:8b'), not a local path."""
+    from ptalign import eval as ev
+
+    called = []
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(ev, "print_results", lambda *a, **k: None)
+    argv = ["eval", "--out", str(tmp_path / "out"), "--model", "llama3:8b", "--set", "backend.kind=openai"]
+    assert main(argv) == 0 and called
+
+
 # --- 9. report refuses a directory that is not a run; sweep --help; SIGTERM --------------------------
 
 

@@ -144,6 +144,9 @@ def test_an_error_in_a_file_names_the_file_and_one_in_a_set_does_not(tmp_path):
     assert str(e.value).startswith("train.lam=-3.0: must be in [0, 10]")
     f.write_text("train:\n  lam: 30\n")  # wrong alone, but a --set puts it right: taken
     assert load_config(f, ["train.lam=0.6"]).train.lam == 0.6
+    with pytest.raises(ConfigError) as e:  # ... and beside a --set's own error the file is not blamed
+        load_config(f, ["train.lam=0.6", "synth.target_triplets=-1"])
+    assert str(e.value).startswith("synth.target_triplets=-1: must be >= 0")
 
 
 def test_parse_bool_reads_what_the_loader_reads():

@@ -221,9 +221,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         ev.datasets.check_paths(cfg.eval)
         if args.adapter:
             _check_adapter(args.adapter)
-        _check_model("--model" if args.model else "model.name", model)
-        if args.baseline:
-            _check_model("--baseline", args.baseline)
+        if cfg.backend.kind != "openai":  # there the spec may be a served model's name, not a path
+            _check_model("--model" if args.model else "model.name", model)
+            if args.baseline:
+                _check_model("--baseline", args.baseline)
         with RunDir.of(args.out if args.out else run).lock():  # the run's lock when inside it
             res = ev.evaluate(cfg, out, model, args.adapter, args.baseline, run=run)
             ev.print_results(cfg, out, res)

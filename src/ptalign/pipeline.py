@@ -475,6 +475,11 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
             f"so no point could be compared with it; run the sweep with the run's own config (no --config) "
             f"or redo it with `ptalign run --out {run} --from-stage eval`"
         )
+    if side_summary(base).exists():
+        # summarised again from its stored replies and verdicts (nothing is generated: the settings
+        # match), so every point meets a base read by the same rules as itself, also on a run that an
+        # older ptalign evaluated (HHH's clusters, MT-Bench's grades, the judges' versions)
+        ev.evaluate_model(cfg, base, cfg.model.name, None, "base", run_dir=run.root)
     sweep_dir = Path(out) if out else run.sweeps / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     records = [r for r in read_jsonl(triplets)]

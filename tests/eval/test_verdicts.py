@@ -1,4 +1,4 @@
-"""Stored verdicts read back: only the judge's current version counts, an unparsed verdict is in no
+"""Stored verdicts read back: only the version asked for counts, an unparsed verdict is in no
 share's denominator, and replies to harmless prompts are read by judges of refusal only."""
 
 from __future__ import annotations
@@ -29,8 +29,24 @@ def test_a_judge_put_back_reads_its_own_verdicts(tmp_path: Path) -> None:
     assert {r: v["verdict"] for r, v in got["minilm"].items()} == {"r1": REFUSAL, "r2": REFUSAL}
     assert got["xstest"]["r1"]["verdict"] == NON_ANSWER
     assert read_verdicts(tmp_path, "asr", {"minilm": "C"}) == {}  # a judge with no verdicts yet
-    # no versions given: each judge's version now (xstest: unversioned; minilm: its data's hash)
-    assert set(read_verdicts(tmp_path, "asr")) == {"xstest"}
+    # no versions given (a summary from before they were recorded): each judge's last line per record
+    last = read_verdicts(tmp_path, "asr")
+    assert {r: v["verdict"] for r, v in last["minilm"].items()} == {"r1": COMPLIANCE, "r2": COMPLIANCE}
+
+
+def test_readers_of_a_run_read_the_versions_its_summary_recorded(tmp_path: Path) -> None:
+    """The report and bench/audit.py read a side's verdicts by the versions its summary.json names."""
+    from ptalign.eval.common import stored_versions
+    from ptalign.io import atomic_write_json
+
+    assert stored_versions(tmp_path) is None  # no summary yet
+    write_jsonl(
+        tmp_path / "asr_verdicts.jsonl",
+        [_line("r1", "minilm", "A", REFUSAL), _line("r1", "minilm", "B", COMPLIANCE)],
+    )
+    atomic_write_json(tmp_path / "summary.json", {"meta": {"judge_versions": {"minilm": "A"}}})
+    assert stored_versions(tmp_path) == {"minilm": "A"}
+    assert read_verdicts(tmp_path, "asr", stored_versions(tmp_path))["minilm"]["r1"]["verdict"] == REFUSAL
 
 
 def test_verdict_shares_leave_unparsed_replies_out(tmp_path: Path) -> None:

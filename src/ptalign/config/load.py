@@ -149,9 +149,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             own[k] = v
     try:
         return _build_config(data)
-    except ConfigError:
+    except ConfigError as e:
         if path:
-            _check_file(path, own)
+            _check_file(path, own, str(e))
         raise
 
 
@@ -162,14 +162,16 @@ def _build_config(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(str(e)) from None
 
 
-def _check_file(path: str | Path, own: dict[str, Any]) -> None:
-    """Where the file's values alone are wrong, the error names the file: a run's own config.yaml is
-    read without the user naming it (--resume, --from-stage, report, sweep), and a key renamed since
-    the run was made would otherwise read as if it came from a --set."""
+def _check_file(path: str | Path, own: dict[str, Any], merged: str) -> None:
+    """Where the file's values alone give the same error as the merged config, the error names the
+    file: a run's own config.yaml is read without the user naming it (--resume, --from-stage, report,
+    sweep), and a key renamed since the run was made would otherwise read as if it came from a --set.
+    Another error of the file alone (one a --set mends, or beside a --set's own error) blames nothing."""
     try:
         _build_config(own)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}; edit that file") from None
+        if str(e) == merged:
+            raise ConfigError(f"{path}: {e}; edit that file") from None
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

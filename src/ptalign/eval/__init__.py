@@ -30,6 +30,7 @@ from ptalign.eval.common import (
     EvalContext,
     Metric,
     eval_dtype,
+    judge_attr,
     judge_names,
     judge_versions,
     read_verdicts,
@@ -179,6 +180,7 @@ def evaluate_model(
             "dtype": eval_dtype(cfg),
             "judge": cfg.eval.judge,
             "judges": judge_descriptions(cfg),
+            "judge_versions": judge_versions(judge_names(cfg.eval)),  # what its figures read
             "gate_judge": cfg.synth.gate_judge,
             "llm_judge_model": ctx.judge_name or "(not used)",
             "timings": ctx.timings,
@@ -193,18 +195,8 @@ def evaluate_model(
 
 def judge_descriptions(cfg: RunConfig) -> dict[str, str]:
     """name → one line, for every judge this evaluation used (and the gate judge), for the report."""
-    from ptalign.judges import JUDGES, LLM_JUDGES
-
     names = dict.fromkeys([*judge_names(cfg.eval), cfg.synth.gate_judge])
-    out = {}
-    for n in names:
-        if n in LLM_JUDGES:
-            from ptalign.judges import llm
-
-            out[n] = getattr(llm.LLM_JUDGES[n], "description", n)
-        else:
-            out[n] = JUDGES[n](None).description
-    return out
+    return {n: judge_attr(n, "description", n) for n in names}
 
 
 def cfg_judge_name(ctx: EvalContext) -> str:

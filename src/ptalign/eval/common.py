@@ -15,6 +15,7 @@ log-likelihood scoring stays on transformers.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from ptalign.errors import UserError
 from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl, stable_id
 from ptalign.judges import JUDGES, LLM_JUDGES, Judge, make_judge
 from ptalign.llm.base import Backend, Chat, GenParams
-from ptalign.rundir import RunDir, records, verdicts
+from ptalign.rundir import RunDir, records, side_summary, verdicts
 
 Record = dict[str, Any]
 
@@ -390,14 +391,21 @@ def read_verdicts(
     out: Path, name: str, versions: Mapping[str, str] | None = None
 ) -> dict[str, dict[str, Record]]:
     """judge → record id → its verdict line from `<out>/<name>_verdicts.jsonl` by the judge's version
-    in `versions` (judge_versions; None = every known judge's version now); other judges' lines and
-    other versions' are left out. The file keeps every version's lines, so a judge retrained and then
-    put back (A, B, A) finds A's verdicts again, and B's are never reported under A's name."""
-    lines = list(read_jsonl(verdicts(out, name)))
-    if versions is None:
-        versions = judge_versions({v["judge"] for v in lines if v["judge"] in JUDGES})
+    in `versions` (judge_versions, or a summary's meta `judge_versions`): other judges' lines and other
+    versions' are left out. The file keeps every version's lines, so a judge retrained and then put
+    back (A, B, A) finds A's verdicts again, and B's are never reported under A's name. None (a run
+    summarised before the versions were recorded): every judge's last line per record."""
     got: dict[str, dict[str, Record]] = {}
-    for v in lines:
-        if v["judge"] in versions and v.get("version", "") == versions[v["judge"]]:
+    for v in read_jsonl(verdicts(out, name)):
+        if versions is None or (v["judge"] in versions and v.get("version", "") == versions[v["judge"]]):
             got.setdefault(v["judge"], {})[v["rec"]] = v
     return got
+
+
+def stored_versions(out: Path) -> dict[str, str] | None:
+    """The judge versions a side's summary was computed with (None for a summary from before they were
+    recorded): what a reader of its stored verdicts (the report, bench/audit.py) should read."""
+    path = side_summary(out)
+    if not path.is_file():
+        return None
+    return (json.loads(path.read_text(encoding="utf-8")).get("meta") or {}).get("judge_versions")

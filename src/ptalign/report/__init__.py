@@ -23,12 +23,13 @@ from typing import Any
 
 from ptalign.config import RunConfig
 from ptalign.eval import attacks
+from ptalign.eval.common import read_verdicts
 from ptalign.io import DataError, atomic_write_text, read_jsonl, redact
 from ptalign.report import plots
 from ptalign.report.fmt import e, img, load_json, metric, missing, section, table, value
 from ptalign.report.judges import judges_section
 from ptalign.report.tables import headline_section, metrics_section
-from ptalign.rundir import SIDES, RunDir, records, side_summary, verdicts
+from ptalign.rundir import SIDES, RunDir, records, side_summary
 
 SWEEP_KEYS = ("eval/asr", "eval/asr_held_out", "eval/overrefusal", "eval/hhh_harmless", "eval/hhh_helpful")
 KIND_ORDER = (attacks.DIRECT, attacks.IN_FAMILY, attacks.HELD_OUT)
@@ -161,7 +162,7 @@ def examples_section(run_dir: RunDir | Path, n: int, show_unsafe: bool) -> str:
             continue
         meta = (load_json(side_summary(out)) or {}).get("meta", {})
         judge = meta.get("judge", "")
-        found = {v["rec"]: v for v in read_jsonl(verdicts(out, "asr")) if v.get("judge") == judge}
+        found = read_verdicts(out, "asr", meta.get("judge_versions")).get(judge, {})
         seen: dict[str, int] = {}
         body = ""
         for r in read_jsonl(records(out, "asr")):

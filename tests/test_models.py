@@ -155,6 +155,17 @@ def test_missing_adapter_is_one_line_error(tiny_model_dir, tmp_path: Path) -> No
         models.load(str(tiny_model_dir("llama")), adapter=tmp_path)
 
 
+def test_a_whole_model_given_as_adapter_is_named_so(tiny_model_dir) -> None:
+    """A full fine-tune (train.lora_r=0) saves its model where an adapter would go: passing that as an
+    adapter says what it is and how to pass it, instead of 'no adapter_config.json'."""
+    full = tiny_model_dir("llama")
+    with pytest.raises(ModelLoadError) as e:
+        models.load(str(full), adapter=full)
+    assert str(e.value) == (
+        f"adapter {full} holds a whole model (a full fine-tune), not an adapter; pass it as the model (--model {full})"
+    )
+
+
 def test_adapter_is_merged(tiny_model_dir, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
 

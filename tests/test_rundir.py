@@ -70,3 +70,16 @@ def test_is_run_tells_a_run_from_any_directory(tmp_path: Path) -> None:
     run.triplets.parent.mkdir()  # `ptalign synth --out` alone writes no manifest: data/ makes it a run
     assert run.is_run()
     assert run.has_adapter() is False and run.adapter_config == run.adapter / "adapter_config.json"
+
+
+def test_a_full_fine_tune_counts_as_trained(tmp_path: Path) -> None:
+    """train.lora_r=0 saves the whole model in RUN_DIR/adapter: evaluation, --from-stage and a second
+    training must see it as trained, as they see an adapter."""
+    run = RunDir(tmp_path / "r")
+    assert not run.has_trained() and run.trained == run.adapter_config
+    run.adapter.mkdir(parents=True)
+    (run.adapter / "config.json").write_text("{}")
+    assert run.full_model() and run.has_trained() and not run.has_adapter()
+    assert run.trained == run.adapter / "config.json"
+    (run.adapter / "adapter_config.json").write_text("{}")  # an adapter dir may hold a config.json too
+    assert not run.full_model() and run.has_adapter() and run.trained == run.adapter_config

@@ -154,11 +154,13 @@ def _check_model(flag: str, spec: str) -> None:
 
 def _check_adapter(adapter: str) -> None:
     """--adapter must be a PEFT adapter directory: found out before the base model has loaded."""
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise UserError(
-            f"--adapter {adapter}: no adapter_config.json there; pass a PEFT adapter directory "
-            "such as RUN_DIR/adapter"
-        )
+    from ptalign import models
+    from ptalign.errors import ModelLoadError
+
+    try:
+        models.check_adapter(adapter, "--adapter")
+    except ModelLoadError as e:
+        raise UserError(str(e)) from None
 
 
 def _dispatch(args: argparse.Namespace) -> int:

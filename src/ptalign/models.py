@@ -310,12 +310,24 @@ def native_bf16() -> bool:
     )
 
 
-def _merge_adapter(model: Any, adapter: str | Path) -> Any:
+def check_adapter(adapter: str | Path, what: str = "adapter") -> Path:
+    """`adapter` when it is a PEFT adapter directory; else one line saying what it holds instead (a
+    full fine-tune, train.lora_r=0, saves its whole model where an adapter would go)."""
     a = Path(adapter).expanduser()
-    if not (a / "adapter_config.json").is_file():
+    if (a / "adapter_config.json").is_file():
+        return a
+    if (a / "config.json").is_file():
         raise ModelLoadError(
-            f"adapter {adapter}: no adapter_config.json there; pass the RUN_DIR/adapter directory"
+            f"{what} {adapter} holds a whole model (a full fine-tune), not an adapter; "
+            f"pass it as the model (--model {adapter})"
         )
+    raise ModelLoadError(
+        f"{what} {adapter}: no adapter_config.json there; pass a PEFT adapter directory such as RUN_DIR/adapter"
+    )
+
+
+def _merge_adapter(model: Any, adapter: str | Path) -> Any:
+    a = check_adapter(adapter)
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(a)).merge_and_unload()

@@ -56,7 +56,7 @@ class Stage:
 IDENTITY = ("model", "synth", "train", "eval")  # the config sections a run's results depend on
 STAGES: dict[str, Stage] = {
     "synth": Stage("ptalign.synth", (), ("data",), "triplets"),
-    "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), "adapter_config", {"resume": True}),
+    "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), "trained", {"resume": True}),
     # eval reads the triplets too (the polarity metric); audit/ holds readers' labels on eval's replies
     # (bench/audit.py): they go aside with the replies
     "eval": Stage("ptalign.eval", ("synth", "train"), ("eval", "audits"), "comparison"),
@@ -510,12 +510,11 @@ def run_sweep(cfg: RunConfig, spec: str, out: Path | None = None) -> list[dict[s
             str(point.train),
             f"move {point} away or pass another --out",
         )
-        if not point.has_adapter() or not state.get("done"):
+        if not point.has_trained() or not state.get("done"):
             train.run(pcfg, point, data=data, resume=True)
             save_state(point.train_state, {**state, "done": True})
-        res = ev.evaluate(
-            pcfg, point.eval, pcfg.model.name, point.adapter, base_eval=run.side("base"), run=point
-        )
+        model, adapter = ev.tuned(pcfg, point)
+        res = ev.evaluate(pcfg, point.eval, model, adapter, base_eval=run.side("base"), run=point)
         refresh_card(point.root)
         got = res["aligned"]
         rows[v] = {"name": name, "value": v, **{k: x for k, x in got.items() if isinstance(x, (int, float))}}

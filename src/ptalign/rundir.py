@@ -124,6 +124,20 @@ class RunDir:
     def has_adapter(self) -> bool:
         return self.adapter_config.exists()
 
+    def full_model(self) -> bool:
+        """Whether `adapter` holds a full fine-tune's model (train.lora_r=0: config.json, no adapter)."""
+        return not self.has_adapter() and (self.adapter / "config.json").exists()
+
+    @property
+    def trained(self) -> Path:
+        """The file a finished training leaves: the full model's config.json after a full fine-tune,
+        else the adapter's config (the one to look for before anything is trained)."""
+        return self.adapter / "config.json" if self.full_model() else self.adapter_config
+
+    def has_trained(self) -> bool:
+        """An adapter or a full fine-tune's model: what evaluation compares with the base."""
+        return self.trained.exists()
+
     @property
     def train(self) -> Path:
         return self.root / "train"

@@ -27,3 +27,33 @@ def test_no_ul_of_an_older_summary_names_every_possible_reason() -> None:
     assert "no unlikelihood term 4 (toxic = prefix of positive, lost to truncation, or an everyday" in card
     card = render_card({"train": {"lam": 0.4, "ut_everyday": True}, "data_stats": old})
     assert "no unlikelihood term 4 (toxic = prefix of positive, lost to truncation)\n" in card
+
+
+def test_a_full_fine_tune_is_not_carded_as_a_lora_adapter(tmp_path) -> None:
+    """train.lora_r=0 saves the whole model: its card is loaded by transformers, not peft."""
+    from ptalign.train.card import write_card
+
+    info = {"base_model": "embedded", "train": {"lora_r": 0, "lr": 1e-5, "epochs": 1}, "steps": 3}
+    text = write_card(tmp_path, info, None).read_text()
+    assert "library_name: transformers" in text and "lora" not in text.lower().split("---")[1]
+    assert "- Weights: full fine-tuning" in text
+    info["train"]["lora_r"] = 16
+    text = write_card(tmp_path, info, None).read_text()
+    assert "library_name: peft" in text and "- Adapter: LoRA r=16" in text
+
+
+def test_training_again_over_a_full_fine_tune_is_refused(tmp_path) -> None:
+    """A second `ptalign train` into a run whose adapter/ holds a full fine-tune's model would replace
+    it silently; it is refused as over an adapter."""
+    import pytest
+
+    from ptalign.errors import UserError
+    from ptalign.rundir import RunDir
+    from ptalign.train.setup import check_fresh
+
+    run = RunDir(tmp_path)
+    assert check_fresh(run, resume=False) is None
+    run.adapter.mkdir()
+    (run.adapter / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="already exists; pass --resume"):
+        check_fresh(run, resume=False)

@@ -256,16 +256,23 @@ def evaluate(
     return res
 
 
+def tuned(cfg: RunConfig, run: RunDir) -> tuple[str, str | None]:
+    """(model, adapter) of what `run` trained: the base with RUN_DIR/adapter, or after a full
+    fine-tune (train.lora_r=0) the model saved there, on its own."""
+    return (str(run.adapter), None) if run.full_model() else (cfg.model.name, str(run.adapter))
+
+
 def run(cfg: RunConfig, run: RunDir | Path) -> dict[str, Any]:
-    """The pipeline's eval stage: the base model into eval/base, base + RUN_DIR/adapter into
-    eval/aligned (base only when there is no adapter yet), then eval/comparison.json."""
+    """The pipeline's eval stage: the base model into eval/base, the tuned one (`tuned`) into
+    eval/aligned (base only when nothing is trained yet), then eval/comparison.json."""
     run = RunDir.of(run)
-    if not run.has_adapter():
+    if not run.has_trained():
         print(f"[ptalign] eval: no adapter in {run.adapter}; evaluating the base model only", file=sys.stderr)
         res = evaluate(cfg, run.eval, cfg.model.name, run=run)
         print(compare.summary_table(res["base"]), file=sys.stderr)
         return res["base"]
-    res = evaluate(cfg, run.eval, cfg.model.name, run.adapter, baseline=cfg.model.name, run=run)
+    model, adapter = tuned(cfg, run)
+    res = evaluate(cfg, run.eval, model, adapter, baseline=cfg.model.name, run=run)
     print(compare.table(res["comparison"]), file=sys.stderr)
     return res
 

@@ -104,14 +104,15 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
         if t.get("lora_r")
         else "full fine-tuning"
     )
+    full = not t.get("lora_r")  # a full fine-tune saves the whole model: transformers loads it, not peft
     lines = [
         "---",
-        "library_name: peft",
+        f"library_name: {'transformers' if full else 'peft'}",
         f"base_model: {info.get('base_model')}",
-        "tags: [ptalign, safety-alignment, lora]",
+        f"tags: [ptalign, safety-alignment{'' if full else ', lora'}]",
         "---",
         "",
-        "# PT-ALIGN safety adapter",
+        f"# PT-ALIGN safety {'fine-tune' if full else 'adapter'}",
         "",
         "Made with [ptalign](https://arxiv.org/abs/2502.08657): the base model generated its own safety "
         "data (positive and toxic responses to harmful and benign-but-sensitive instructions) and was "
@@ -120,7 +121,7 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
         "## Training",
         f"- Base model: `{info.get('base_model')}` ({info.get('model_dtype')})",
         f"- Objective: {objective}",
-        f"- Adapter: {lora}; lr {t.get('lr')}, {t.get('epochs')} epochs, batch {t.get('batch_size')} × accumulation {t.get('grad_accum')}, max_length {t.get('max_length')}",
+        f"- {'Weights' if full else 'Adapter'}: {lora}; lr {t.get('lr')}, {t.get('epochs')} epochs, batch {t.get('batch_size')} × accumulation {t.get('grad_accum')}, max_length {t.get('max_length')}",
         f"- Optimizer steps: {info.get('steps')}; training time {info.get('train_seconds')} s",
         "",
         "## Data",

@@ -17,10 +17,13 @@ from ptalign.train.setup import TRAIN_INFO, save_dir, save_pretrained
 def merge(adapter: Path, out: Path, model_spec: str | None, cfg: Any) -> Path:
     """Base model + LoRA adapter → a merged HF safetensors directory at out (never overwrites one)."""
     adapter, out = Path(adapter), Path(out)
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(
-            f"adapter {adapter}: no adapter_config.json there; pass the RUN_DIR/adapter directory"
-        )
+    from ptalign import models
+    from ptalign.errors import ModelLoadError
+
+    try:
+        models.check_adapter(adapter)
+    except ModelLoadError as e:
+        raise UserError(str(e)) from None
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; pass a directory to --out (the merged model is a directory)")
     if out.exists() and any(out.iterdir()):
@@ -28,7 +31,6 @@ def merge(adapter: Path, out: Path, model_spec: str | None, cfg: Any) -> Path:
     if model_spec is None:
         info = adapter / TRAIN_INFO
         model_spec = json.loads(info.read_text())["base_model"] if info.is_file() else cfg.model.name
-    from ptalign import models
 
     model, _ = models.load(
         model_spec,

@@ -42,7 +42,7 @@ def check_fresh(run: RunDir, resume: bool) -> Path | None:
         raise UserError(
             f"{run.checkpoints} holds checkpoints of an earlier run; pass --resume to continue it or delete {run.train} to start over"
         )
-    if last is None and not resume and run.has_adapter():
+    if last is None and not resume and run.has_trained():
         raise UserError(
             f"{run.adapter} already exists; pass --resume, another --out, or delete it to retrain"
         )

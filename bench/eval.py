@@ -1,9 +1,9 @@
 """Speed of the eval paths on the embedded model, each beside the raw engine/model figure in the same run.
 
 - hhh_scoring: items/s of `hhh.score_items` (chat template, tokenizing, one encoding of each
-  conversation whose KV cache scores both replies) vs the plain way: one forward per (conversation +
-  reply) sequence, tokenized and batched under the same token budget before the clock starts. The
-  ratio includes the shared-prefix saving, so > 1 is expected.
+  conversation whose KV cache scores each distinct reply it is paired with) vs the plain way: one
+  forward per (conversation + reply) sequence of every item, tokenized and batched under the same token
+  budget before the clock starts. The ratio includes the shared-prefix saving, so > 1 is expected.
 - asr_llamacpp: generations/s of the ASR loop (`generate_records`: templates, the backend wrapper,
   per-record JSONL append + fsync) vs `Llama.create_chat_completion` on the same Llama
   object and the same chats.

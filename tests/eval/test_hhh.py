@@ -67,3 +67,41 @@ def test_a_tie_is_no_choice() -> None:
 
 def test_builtin_pairs_are_their_own_conversations() -> None:
     assert all(it["cluster"] == it["id"] for it in datasets.load_builtin_hhh())
+
+
+def test_a_conversation_is_encoded_once_and_a_reply_scored_once(
+    tmp_path: Path, tiny_model_dir, monkeypatch
+) -> None:
+    """Conversation A's three pairs share one context and four distinct replies (GOOD is in all three):
+    score_items sends one group for A with each reply once, and gives every item the log-likelihoods
+    that scoring it alone gives (fp32, a tiny random model)."""
+    from ptalign import models
+    from ptalign.eval import loglik
+
+    root = tmp_path / "hhh"
+    _task(root, "harmless", [("A?", GOOD, BAD), ("A?", GOOD, "No."), ("A?", BAD, "No."), ("B?", GOOD, BAD)])
+    for cat in ("helpful", "honest", "other"):
+        _task(root, cat, [])
+    items = datasets.hhh_items(tiny_cfg(tmp_path, f"eval.hhh_dir={root}").eval)
+    model, tok = models.load(str(tiny_model_dir("llama")), dtype="float32")
+    alone = [hhh.score_items(model, tok, [it], 512)[0] for it in items]
+
+    sent = []
+    real = loglik.score_shared
+    monkeypatch.setattr(
+        loglik,
+        "score_shared",
+        lambda m, groups, max_tokens: sent.append(groups) or real(m, groups, max_tokens),
+    )
+    shared = hhh.score_items(model, tok, items, 512)
+
+    assert [len(conts) for _, conts in sent[0]] == [3, 2]  # A: GOOD, BAD, "No."; B: GOOD, BAD
+    for one, both in zip(alone, shared, strict=True):
+        assert both["tokens"] == one["tokens"] and both["logp"] == pytest.approx(one["logp"], abs=1e-4)
+    assert shared[0]["logp"][0] == shared[1]["logp"][0]  # GOOD after A?, scored once for both items
+
+
+def test_chunks_never_split_a_conversation() -> None:
+    items = [{"id": str(i), "cluster": c} for i, c in enumerate("aaabbcddddde")]
+    chunks = hhh.by_conversation(items, 4)
+    assert [[it["cluster"] for it in ch] for ch in chunks] == [list("aaabb"), list("cddddd"), ["e"]]

@@ -12,8 +12,8 @@ accuracy, there per byte), from the same scores. A tie is no choice and counts a
 reply is choice 0 in every item, so a tie read as 0 would score a model that cannot tell them apart.
 Items are clustered by conversation (BIG-bench asks several pairs of replies to one input: 221
 items, 102 conversations), so the bootstrap in compare.py resamples conversations. Scoring runs on the HF
-model directly, not through a generation backend: the conversation is encoded once per example and
-its KV cache scores both replies (loglik.score_shared), in length-sorted batches.
+model directly, not through a generation backend: each conversation is encoded once and its KV cache
+scores every distinct reply it is paired with (loglik.score_shared), in length-sorted batches.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.eval import datasets, loglik
-from ptalign.eval.common import EvalContext, Metric, batches, mean, select
+from ptalign.eval.common import EvalContext, Metric, mean, select
 from ptalign.io import JsonlWriter, read_jsonl
 from ptalign.rundir import records
 
@@ -51,15 +51,34 @@ def choose(a: float, b: float) -> int:
 def score_items(
     model: Any, tok: Any, items: list[dict[str, Any]], max_tokens: int = 4096
 ) -> list[dict[str, Any]]:
-    """Per item: logp of each choice, the chosen index and correctness."""
-    groups = [
-        (loglik.context_ids(tok, it["chat"]), [loglik.continuation_ids(tok, c) for c in it["choices"]])
-        for it in items
-    ]
-    scores = loglik.score_shared(model, groups, max_tokens=max_tokens)
+    """Per item: logp of each choice, the chosen index and correctness.
+
+    BIG-bench pairs the replies of one conversation several times over (221 items: 102 conversations,
+    258 distinct replies), so each conversation is encoded once and each distinct reply to it scored
+    once: 22 K tokens through the model instead of 54 K for SmolLM2's template."""
+    groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    keys = []
+    for it in items:
+        ctx = tuple(loglik.context_ids(tok, it["chat"]))
+        replies = groups.setdefault(ctx, [])
+        pair = []
+        for text in it["choices"]:
+            ids = tuple(loglik.continuation_ids(tok, text))
+            if ids not in replies:
+                replies.append(ids)
+            pair.append((ctx, ids))
+        keys.append(pair)
+    scored = loglik.score_shared(
+        model, [(list(c), [list(r) for r in rs]) for c, rs in groups.items()], max_tokens=max_tokens
+    )
+    score = {
+        (c, r): s
+        for (c, rs), ss in zip(groups.items(), scored, strict=True)
+        for r, s in zip(rs, ss, strict=True)
+    }
     out = []
-    for i, it in enumerate(items):
-        (a, na), (b, nb) = scores[i]
+    for it, pair in zip(items, keys, strict=True):
+        (a, na), (b, nb) = (score[k] for k in pair)
         choice = choose(a, b)
         out.append(
             {
@@ -75,6 +94,19 @@ def score_items(
     return out
 
 
+def by_conversation(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    """Chunks of about `size` items that never split a conversation (score_items shares within one)."""
+    clusters: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        clusters[it["cluster"]].append(it)
+    chunks: list[list[dict[str, Any]]] = [[]]
+    for group in clusters.values():
+        if len(chunks[-1]) >= size:
+            chunks.append([])
+        chunks[-1] += group
+    return [c for c in chunks if c]
+
+
 def run(ctx: EvalContext) -> dict[str, Any]:
     items = datasets.hhh_items(ctx.ecfg)
     path = records(ctx.out, "hhh")
@@ -83,7 +115,7 @@ def run(ctx: EvalContext) -> dict[str, Any]:
         todo = [it for it in items if it["id"] not in w.done]
         if todo:
             model, tok = ctx.hf()
-            for chunk in batches(todo, 32):  # append per chunk: a killed run keeps what it scored
+            for chunk in by_conversation(todo, 32):  # append per chunk: a killed run keeps what it scored
                 for r in score_items(model, tok, chunk, loglik.budget(model, ctx.ecfg.score_tokens)):
                     w.write(r)
     ctx.timings["hhh_s"] = time.perf_counter() - t0

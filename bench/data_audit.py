@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ptalign.config.load import load_config
-from ptalign.eval import attacks
+from ptalign.eval import attacks, tuned
 from ptalign.io import read_jsonl
 from ptalign.rundir import RunDir, records
 
@@ -154,7 +154,8 @@ def probe(run_dir: str | Path, aligned: bool = False, layers: Sequence[int] = ()
     out["probes"] = {"minilm": {"cv": round(cv, 3), **shares(clf, asked)}}
 
     dtype = "bfloat16" if native_bf16() else "float32"
-    model, tok = load(cfg.model.name, dtype, adapter=run.adapter if aligned else None)
+    spec, adapter = tuned(cfg, run) if aligned else (cfg.model.name, None)  # a full fine-tune: its own model
+    model, tok = load(spec, dtype, adapter=adapter)
     train = last_token_states(model, tok, [[{"role": "user", "content": r}] for r in requests])
     evals = {k: last_token_states(model, tok, v) for k, v in chats.items()}
     for layer in layers or range(2, train.shape[1], 3):

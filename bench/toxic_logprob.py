@@ -20,6 +20,7 @@ import torch
 
 from ptalign.io import read_jsonl
 from ptalign.models import load
+from ptalign.rundir import RunDir
 from ptalign.train.collate import encode
 
 
@@ -58,7 +59,10 @@ def main() -> None:
     ]
     recs = recs[: a.limit]
     base = mean_logprobs(*load(a.model), recs)
-    aligned = mean_logprobs(*load(a.model, adapter=run / "adapter"), recs)
+    tuned = RunDir(run)  # a full fine-tune (train.lora_r=0) left its whole model where the adapter goes
+    aligned = mean_logprobs(
+        *(load(str(tuned.adapter)) if tuned.full_model() else load(a.model, adapter=tuned.adapter)), recs
+    )
     delta = {k: {s: round(aligned[k][s] - base[k][s], 4) for s in base[k]} for k in base}
     print(json.dumps({"n": len(recs), "base": base, "aligned": aligned, "delta": delta}))
 

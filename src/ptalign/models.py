@@ -255,6 +255,8 @@ def load(
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise ModelLoadError(f"dtype {dtype!r}: must be one of float32, bfloat16, float16")
+    if adapter:
+        check_adapter(adapter)  # before the base model loads, which can take minutes
     d = hf_dir(spec, cache_dir)
     try:
         tok = load_tokenizer(d)

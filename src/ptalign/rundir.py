@@ -5,7 +5,7 @@
       cache/llm_calls.sqlite                      LLM-call cache (synth; eval's generations and judge)
       data/        topics, instructions, constraints, triplets, rejected (.jsonl), stats.json,
                    .synth_state.json, export_<fmt>/                                          ← synth
-      adapter/     PEFT LoRA adapter + card                                                  ← train
+      adapter/     PEFT LoRA adapter + card (a full fine-tune: the whole model + card)      ← train
       train/       metrics.jsonl, summary.json, checkpoints/, tb/, state.json
       eval/        base/ and aligned/ (<eval>.jsonl, <eval>_verdicts.jsonl, summary.json, items.json,
                    settings.json), polarity.json, comparison.json                            ← eval

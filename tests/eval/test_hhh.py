@@ -72,7 +72,7 @@ def test_builtin_pairs_are_their_own_conversations() -> None:
 def test_a_conversation_is_encoded_once_and_a_reply_scored_once(
     tmp_path: Path, tiny_model_dir, monkeypatch
 ) -> None:
-    """Conversation A's three pairs share one context and four distinct replies (GOOD is in all three):
+    """Conversation A's three pairs share one context and three distinct replies (GOOD in two of them):
     score_items sends one group for A with each reply once, and gives every item the log-likelihoods
     that scoring it alone gives (fp32, a tiny random model)."""
     from ptalign import models
@@ -105,3 +105,30 @@ def test_chunks_never_split_a_conversation() -> None:
     items = [{"id": str(i), "cluster": c} for i, c in enumerate("aaabbcddddde")]
     chunks = hhh.by_conversation(items, 4)
     assert [[it["cluster"] for it in ch] for ch in chunks] == [list("aaabb"), list("cddddd"), ["e"]]
+
+
+def test_records_scored_another_way_are_kept_aside_and_scored_again(tmp_path: Path, tiny_model_dir) -> None:
+    """A base side kept from an evaluation before per-conversation scoring (no `scoring` tag) would be
+    compared with an aligned side scored the new way; bf16 rounds differently by batch, so near-ties
+    flip. Its records go aside, kept, and the side is scored again; a side scored this way resumes."""
+    from ptalign import models
+    from ptalign.eval.common import EvalContext
+    from ptalign.io import read_jsonl, read_meta
+
+    cfg = tiny_cfg(tmp_path)
+    out = tmp_path / "base"
+    items = datasets.hhh_items(cfg.eval)
+    old = [{"id": it["id"], "category": it["category"], "logp": [-1.0, -2.0], "tokens": [1, 1], "label": 0}
+           for it in items]  # fmt: skip
+    write_jsonl(out / "hhh.jsonl", old)
+    hf = models.load(str(tiny_model_dir("llama")), dtype="float32")
+    ctx = EvalContext(cfg=cfg, out=out, model="tiny", label="base", hf_factory=lambda: hf, run_dir=tmp_path)
+
+    hhh.run(ctx)
+    assert list(read_jsonl(out / "hhh.per-item.jsonl")) == old
+    new = list(read_jsonl(out / "hhh.jsonl"))
+    assert read_meta(out / "hhh.jsonl")["scoring"] == hhh.SCORING and len(new) == len(items)
+    assert all(r["logp"] != [-1.0, -2.0] for r in new)
+
+    hhh.run(ctx)  # scored this way already: resumed, nothing moved or rescored
+    assert list(read_jsonl(out / "hhh.jsonl")) == new and not (out / f"hhh.{hhh.SCORING}.jsonl").exists()

@@ -57,3 +57,18 @@ def test_training_again_over_a_full_fine_tune_is_refused(tmp_path) -> None:
     (run.adapter / "config.json").write_text("{}")
     with pytest.raises(UserError, match="already exists; pass --resume"):
         check_fresh(run, resume=False)
+
+
+def test_merging_a_full_fine_tune_says_there_is_nothing_to_merge(tmp_path) -> None:
+    import pytest
+
+    from ptalign.config import load_config
+    from ptalign.errors import UserError
+    from ptalign.train.merge import merge
+
+    full = tmp_path / "adapter"
+    full.mkdir()
+    (full / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="already holds a whole model .* nothing to merge"):
+        merge(full, tmp_path / "out", None, load_config(None, []))
+    assert not (tmp_path / "out").exists()

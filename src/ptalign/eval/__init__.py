@@ -267,7 +267,10 @@ def run(cfg: RunConfig, run: RunDir | Path) -> dict[str, Any]:
     eval/aligned (base only when nothing is trained yet), then eval/comparison.json."""
     run = RunDir.of(run)
     if not run.has_trained():
-        print(f"[ptalign] eval: no adapter in {run.adapter}; evaluating the base model only", file=sys.stderr)
+        print(
+            f"[ptalign] eval: nothing trained in {run.adapter}; evaluating the base model only",
+            file=sys.stderr,
+        )
         res = evaluate(cfg, run.eval, cfg.model.name, run=run)
         print(compare.summary_table(res["base"]), file=sys.stderr)
         return res["base"]

@@ -18,6 +18,7 @@ scores every distinct reply it is paired with (loglik.score_shared), in length-s
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 from ptalign.eval import datasets, loglik
 from ptalign.eval.common import EvalContext, Metric, mean, select
-from ptalign.io import JsonlWriter, read_jsonl
+from ptalign.io import JsonlWriter, read_jsonl, read_meta
 from ptalign.rundir import records
 
 METRICS: dict[str, Metric] = {
@@ -107,11 +108,34 @@ def by_conversation(items: list[dict[str, Any]], size: int) -> list[list[dict[st
     return [c for c in chunks if c]
 
 
+# How score_items scored a side's records: bf16 rounds by what shares a batch, so two ways of batching
+# flip near-ties, and a base side kept from an earlier evaluation (--from-stage, --resume, a sweep's
+# base) must be scored the way its aligned side is. Records of another way are moved aside, kept.
+SCORING = "per-conversation"  # since 2026-12-06; before it, each item alone ("per-item", no tag)
+
+
+def set_aside_other_scoring(path: Path) -> Path | None:
+    """Move `path` to hhh.<its scoring>.jsonl when it holds records scored another way; returns where."""
+    if not path.exists() or not any(True for _ in read_jsonl(path)):
+        return None
+    was = (read_meta(path) or {}).get("scoring", "per-item")
+    if was == SCORING:
+        return None
+    aside = path.with_name(f"{path.stem}.{was}{path.suffix}")
+    path.replace(aside)
+    return aside
+
+
 def run(ctx: EvalContext) -> dict[str, Any]:
     items = datasets.hhh_items(ctx.ecfg)
     path = records(ctx.out, "hhh")
+    if aside := set_aside_other_scoring(path):
+        print(
+            f"[ptalign] eval {ctx.label}: HHH scored another way before; kept in {aside}, scored again",
+            file=sys.stderr,
+        )
     t0 = time.perf_counter()
-    with JsonlWriter(path) as w:
+    with JsonlWriter(path, meta={"scoring": SCORING}) as w:
         todo = [it for it in items if it["id"] not in w.done]
         if todo:
             model, tok = ctx.hf()

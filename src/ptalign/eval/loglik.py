@@ -118,8 +118,10 @@ def score_shared(
     max_tokens: int = 4096,
     max_len: int = 2048,
 ) -> list[list[tuple[float, int]]]:
-    """Like `score` for several continuations of one context (HHH's two replies): the context runs
-    once and its KV cache serves every continuation, instead of re-encoding it per reply.
+    """Like `score` for several continuations of one context (HHH's replies to one conversation): the
+    context runs once and its KV cache serves every continuation, instead of re-encoding it per reply.
+    A context is cut to fit beside the longest of its continuations, so which replies share a group
+    decides the cut above max_len (never for BIG-bench HHH's conversations).
 
     groups: (ctx ids, [cont ids, ...]); returns per group [(sum log p, n tokens), ...] per continuation.
     Contexts are left-padded (B, Tc); each continuation is right-padded (B, Tk) after them, attends to

@@ -69,7 +69,7 @@ def _openai(cfg: RunConfig, spec: str, adapter: str | None) -> Backend:
 
     if adapter:
         raise UserError(
-            "backend.kind=openai cannot apply a local adapter; serve the merged model (ptalign train merge)"
+            "backend.kind=openai cannot apply a local adapter; serve the merged model (ptalign merge)"
         )
     b = cfg.backend
     return OpenAIBackend(

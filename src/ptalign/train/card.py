@@ -156,7 +156,7 @@ def render_card(info: dict[str, Any], comparison: dict[str, Any] | None = None) 
         "",
         "## Intended use and hazards",
         "Safety-alignment research. The training data contains model-generated harmful text by design; "
-        "it is not distributed with this adapter.",
+        "it is not distributed with these weights.",
         "",
     ]
     return "\n".join(lines)

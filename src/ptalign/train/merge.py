@@ -20,6 +20,11 @@ def merge(adapter: Path, out: Path, model_spec: str | None, cfg: Any) -> Path:
     from ptalign import models
     from ptalign.errors import ModelLoadError
 
+    if not (adapter / "adapter_config.json").is_file() and (adapter / "config.json").is_file():
+        raise UserError(
+            f"{adapter} already holds a whole model (a full fine-tune, train.lora_r=0): nothing to merge; "
+            "use that directory as it is (vLLM, transformers, llama.cpp's converter)"
+        )
     try:
         models.check_adapter(adapter)
     except ModelLoadError as e:

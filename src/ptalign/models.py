@@ -255,8 +255,7 @@ def load(
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise ModelLoadError(f"dtype {dtype!r}: must be one of float32, bfloat16, float16")
-    if adapter:
-        check_adapter(adapter)  # before the base model loads, which can take minutes
+    a = check_adapter(adapter) if adapter else None  # before the base model loads, which can take minutes
     d = hf_dir(spec, cache_dir)
     try:
         tok = load_tokenizer(d)
@@ -264,8 +263,10 @@ def load(
     except (OSError, ValueError, KeyError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelLoadError(f"model {spec}: cannot load from {d} ({first[:160]})") from None
-    if adapter:
-        model = _merge_adapter(model, adapter)
+    if a is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(a)).merge_and_unload()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
@@ -326,13 +327,6 @@ def check_adapter(adapter: str | Path, what: str = "adapter") -> Path:
     raise ModelLoadError(
         f"{what} {adapter}: no adapter_config.json there; pass a PEFT adapter directory such as RUN_DIR/adapter"
     )
-
-
-def _merge_adapter(model: Any, adapter: str | Path) -> Any:
-    a = check_adapter(adapter)
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, str(a)).merge_and_unload()
 
 
 def _dir_stamp(d: Path) -> str:

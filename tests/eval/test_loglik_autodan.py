@@ -39,6 +39,30 @@ def test_batched_scores_equal_single(tiny_model_dir) -> None:
     assert batched[0][0] == pytest.approx(want, abs=1e-4)
 
 
+def test_scoring_runs_on_every_core_after_an_engine_left_one(tiny_model_dir, monkeypatch) -> None:
+    """vLLM's engine sets torch to one thread: HHH's scoring then took 56-59 s instead of 38-40 on 2 cores
+    (the aligned side, scored after the base side's engine started). Scoring takes every core back."""
+    from ptalign import models
+
+    if models.cpu_threads() < 2:
+        pytest.skip("one core: nothing to take back")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    model, tok = models.load(tiny_model_dir("llama"))
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    ctx = loglik.context_ids(tok, [{"role": "user", "content": "Hi"}])
+    cont = loglik.continuation_ids(tok, "Hello there.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loglik.score(model, [(ctx, cont)])
+        loglik.score_shared(model, [(ctx, [cont])])
+        assert len(seen) >= 2 and set(seen) == {models.cpu_threads()}
+        assert torch.get_num_threads() == 1  # given back as found
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_budget_is_the_devices_unless_set(tiny_model_dir) -> None:
     from ptalign import models
 

@@ -47,6 +47,35 @@ def test_a_full_memo_is_cleared_without_losing_the_texts_of_the_call(monkeypatch
     assert set(embed._EMBEDDED) == {"a", "ccc", "dddd"}
 
 
+def test_encodes_on_every_core_after_an_engine_left_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's engine sets torch to one thread; the embeddings take every core back while they run."""
+    import torch
+
+    from ptalign import models
+    from ptalign.judges import embed
+
+    if models.cpu_threads() < 2:
+        pytest.skip("one core: nothing to take back")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen: list[int] = []
+
+    class _Counting(_Model):
+        def encode(self, batch: list[str], **kw: object) -> np.ndarray:
+            seen.append(torch.get_num_threads())
+            return super().encode(batch, **kw)
+
+    monkeypatch.setattr(embed, "_embedder", lambda: _Counting())
+    monkeypatch.setattr(embed, "_EMBEDDED", {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        embed.embed(["a", "bb", "c d"])
+        assert seen and set(seen) == {models.cpu_threads()}
+        assert torch.get_num_threads() == 1  # given back as found
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow  # the real all-MiniLM-L6-v2
 def test_a_vector_does_not_depend_on_its_batch_mates() -> None:
     from ptalign.judges import embed

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.errors import ModelLoadError
+from ptalign.models import all_cores
 
 
 def minilm_dir() -> Path:
@@ -76,9 +77,12 @@ def embed(texts: Sequence[str]):  # noqa: ANN201 - a numpy array (texts, dim)
             _EMBEDDED.clear()  # the texts of this call that were memoised went with it: encode them too
             todo = list(dict.fromkeys(texts))
         model = _embedder()
-        for batch in _same_length_batches(model, todo):
-            e = model.encode(batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True)
-            _EMBEDDED.update(zip(batch, e, strict=True))
+        with all_cores():  # beside a vLLM engine, which leaves torch one thread
+            for batch in _same_length_batches(model, todo):
+                e = model.encode(
+                    batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True
+                )
+                _EMBEDDED.update(zip(batch, e, strict=True))
     if not texts:
         return np.zeros((0, _embedder().get_sentence_embedding_dimension()), dtype=np.float32)
     return np.stack([_EMBEDDED[t] for t in texts])

@@ -40,8 +40,8 @@ def test_batched_scores_equal_single(tiny_model_dir) -> None:
 
 
 def test_scoring_runs_on_every_core_after_an_engine_left_one(tiny_model_dir, monkeypatch) -> None:
-    """vLLM's engine sets torch to one thread: HHH's scoring then took 56-59 s instead of 38-40 on 2 cores
-    (the aligned side, scored after the base side's engine started). Scoring takes every core back."""
+    """vLLM asks for one torch thread "for serving"; where torch was left one, HHH's scoring took
+    56-59 s instead of 38-40 on 2 cores. Scoring takes every core back, and gives them back after."""
     from ptalign import models
 
     if models.cpu_threads() < 2:

@@ -48,7 +48,7 @@ def test_a_full_memo_is_cleared_without_losing_the_texts_of_the_call(monkeypatch
 
 
 def test_encodes_on_every_core_after_an_engine_left_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """vLLM's engine sets torch to one thread; the embeddings take every core back while they run."""
+    """Where torch was left one thread (vLLM asks for one), the embeddings take every core back."""
     import torch
 
     from ptalign import models

@@ -42,7 +42,7 @@ def continuation_ids(tok: Any, text: str) -> list[int]:
     return list(tok(text, add_special_tokens=False)["input_ids"])
 
 
-@all_cores()  # after a vLLM engine left torch one thread, HHH took 56-59 s instead of 38-40 on 2 cores
+@all_cores()  # where torch was left one thread, HHH took 56-59 s instead of 38-40 on 2 cores
 @torch.inference_mode()
 def score(
     model: Any,

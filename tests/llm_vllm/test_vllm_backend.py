@@ -268,3 +268,26 @@ def test_guidance_in_the_sampler(vllm_backend, tmp_path: Path, monkeypatch: pyte
     guided.close()  # leaves the engine running
     assert vllm_backend.generate([CAPITAL], GenParams(max_new_tokens=3))[0].completion_tokens > 0
     engine.cache.close()
+
+
+def test_engine_in_its_own_process(embedded_hf_dir: Path) -> None:
+    """vLLM's default on a GPU: the engine runs in a process of its own, to which vLLM pickles the
+    engine's config. A logits processor class built inside a function did not pickle, so no engine
+    started there; it is handed over by name now. Run on the CPU in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    script = (
+        "from ptalign.llm.base import GenParams\n"
+        "from ptalign.llm.vllm_backend import VLLMBackend\n"
+        "if __name__ == '__main__':\n"
+        f"    b = VLLMBackend({str(embedded_hf_dir)!r}, 'mp', dtype='bfloat16', max_model_len=1024, enforce_eager=True)\n"
+        "    g = b.generate([[{'role': 'user', 'content': 'Name a colour.'}]], GenParams(max_new_tokens=8))\n"
+        "    b.close()\n"
+        "    print('REPLY', bool(g[0].text.strip()))\n"
+    )
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert "REPLY True" in done.stdout, done.stderr[-2000:]

@@ -203,7 +203,7 @@ class VLLMBackend:
         from ptalign.llm import vllm_guided
 
         # idle unless a request carries guidance (generate_guided): every other row passes untouched
-        kwargs.setdefault("logits_processors", [vllm_guided.processor_class()])
+        kwargs.setdefault("logits_processors", [vllm_guided.PROCESSOR])
         if kwargs.get("enforce_eager"):  # eager and compiled kernels round bf16 differently: other bytes
             self.model_id += ":eager"
         try:

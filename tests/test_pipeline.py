@@ -321,6 +321,19 @@ def test_corrupt_triplets_line_is_named_and_file_kept(tmp_path, capsys):
     assert data.read_bytes() == before
 
 
+def test_train_out_reads_that_runs_triplets(tmp_path, capsys, monkeypatch):
+    """`train --out RUN` trains on RUN/data/triplets.jsonl, as `synth --out RUN` wrote it (README's
+    7B recipe), not on the config's run_dir (runs/quick)."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "7b"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "triplets.jsonl").write_text("{broken\n")  # read at once, before any model loads
+    assert main(["train", "--out", str(run)]) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and f"{run / 'data' / 'triplets.jsonl'}:1: corrupt JSONL line" in err[0]
+    assert not (tmp_path / "runs" / "quick").exists()
+
+
 @pytest.fixture
 def tiny_quota_dir(tmp_path):
     """A 256 KiB tmpfs: a disk that fills up (needs root; skipped where mounting is not allowed)."""

@@ -2,7 +2,7 @@
 
     ptalign run      [--config F] [--out DIR] [--resume] [--from-stage S]   synth → train → eval → report
     ptalign synth    [--stage topics|instructions|constraints|pairs|all] [--export trl|hf]
-    ptalign train    [--data triplets.jsonl] [--model M] [--out DIR] [--resume]
+    ptalign train    [--data triplets.jsonl] [--model M] [--out RUN] [--resume]
     ptalign merge    --adapter DIR --out DIR [--model M]
     ptalign eval     [--model M] [--adapter A] [--baseline M] [--out DIR] [--show-unsafe]
     ptalign report   RUN_DIR
@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a datasets.save_to_disk folder, or any file with --set train.columns=...",
     )
     p.add_argument("--model", help="base model spec (overrides model.name)")
-    p.add_argument("--out", "-o", help="output directory for the adapter and logs")
+    p.add_argument(
+        "--out", "-o", help="run directory: adapter and logs, triplets from its data/ without --data"
+    )
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --out")
 
     p = sub.add_parser("merge", help="merge a LoRA adapter into its base model (HF safetensors dir)")
@@ -194,11 +196,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "train":
         over = [f"model.name={args.model}"] if args.model else []
         args.overrides = over + list(args.overrides)
-        cfg = _load(args)
-        out = RunDir.of(args.out) if args.out else None
-        with (out or RunDir.of(cfg.run_dir)).lock():
+        cfg = _load(args, run_dir=args.out)  # --out names the run, as for synth and run: its triplets
+        with RunDir.of(cfg.run_dir).lock() as run:
             data = Path(args.data) if args.data else None
-            run_stage("train", cfg, RunDir.of(cfg.run_dir), data=data, out=out, resume=args.resume)
+            run_stage("train", cfg, run, data=data, resume=args.resume)
         return 0
 
     if args.cmd == "merge":

@@ -92,7 +92,7 @@ class ModelConfig:
 
 @dataclass
 class BackendConfig:
-    kind: BackendKind = "auto"  # auto | llamacpp | transformers | openai | vllm ; auto = llamacpp for GGUF/embedded, else transformers
+    kind: BackendKind = "auto"  # auto | llamacpp | transformers | openai | vllm ; auto: llm.choose_backend
     base_urls: list[str] = field(default_factory=list)  # openai: one or more OpenAI-compatible endpoints
     served_model: str = ""  # openai: model name the server expects ('' = ask the server)
     api_key_env: str = "OPENAI_API_KEY"  # openai: env var holding the key (never logged)

@@ -193,3 +193,19 @@ def test_model_identity(embedded_gguf: Path, tiny_model_dir) -> None:
     assert ident.startswith(f"dir:{d.resolve()}@")
     assert models.model_identity(str(d), adapter=d) != ident
     assert models.model_identity("org/model") == "hub:org/model"
+
+
+def test_native_bf16_on_a_gpu_follows_its_compute_capability(monkeypatch) -> None:
+    """vLLM refuses bf16 below compute capability 8.0 (a T4, a V100); the judge's reader stays on the
+    CPU and asks the CPU, whatever GPU sits beside it."""
+    import torch
+
+    from ptalign import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    for cap, want in [((7, 5), False), ((8, 0), True), ((9, 0), True)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda cap=cap: cap)
+        assert models.native_bf16() is want
+        assert models.cpu_native_bf16() is False

@@ -302,12 +302,21 @@ def all_cores() -> Iterator[None]:
 
 
 def native_bf16() -> bool:
-    """A GPU, or a CPU with native bf16 matmuls (AVX512-BF16 or AMX). Elsewhere torch emulates bf16,
-    measured 4x (transformers) to 50x (vLLM) slower than fp32, so bf16 only pays where this is true."""
+    """Where the model runs, the GPU (Ampere or later) or else the CPU, does bf16 natively. Elsewhere
+    bf16 is emulated: measured 4x (transformers) to 50x (vLLM) slower than fp32 on a CPU, and vLLM
+    refuses it on a GPU of compute capability below 8.0 (a T4, a V100)."""
     import torch
 
     if torch.cuda.is_available():
-        return True
+        return torch.cuda.get_device_capability() >= (8, 0)
+    return cpu_native_bf16()
+
+
+def cpu_native_bf16() -> bool:
+    """This CPU has bf16 matmuls (AVX512-BF16 or AMX), whatever GPU sits beside it: for work kept on
+    the CPU (the judge's reader)."""
+    import torch
+
     return bool(
         torch.cpu._is_avx512_bf16_supported() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     )

@@ -81,3 +81,40 @@ def test_uncached_counts_whole_blocks_of_the_shared_prefix() -> None:
     assert uncached(ref, ref, 128) == 300 - 256  # the partial last block runs again
     assert uncached(ref[:256], ref, 128) == 1  # all cached: the last token still runs
     assert uncached([5, 6], [], 128) == 2
+
+
+def test_gpu_share_is_of_the_memory_free_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's gpu_memory_utilization is a share of the whole card that must be free at start: an engine
+    beside an HF model or another engine asks for a share of what is free."""
+    from ptalign.llm.vllm_backend import gpu_share
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (40 * 2**30, 80 * 2**30))
+    assert gpu_share(0.45) == 0.225 and gpu_share(0.9) == 0.45
+
+
+def test_guidance_goes_to_transformers_where_the_engine_cannot_guide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vLLM engine in a process of its own (a GPU's default) cannot guide: transformers does."""
+    from ptalign import llm
+    from ptalign.config import RunConfig
+    from ptalign.llm import guided
+
+    class Engine:
+        guides = False
+        model_id, name, preferred_batch = "engine", "vllm", 8
+
+        def generate_guided(self, *a: object) -> None:
+            raise AssertionError("guided on an engine that cannot guide")
+
+    class Transformers:  # GuidedBackend's stand-in: no model loads
+        name = "transformers"
+
+        def __init__(self, spec: str, scale: float, *a: object, **kw: object) -> None:
+            self.model_id, self.scale = f"hf:{spec}", scale
+
+    monkeypatch.setattr(guided, "GuidedBackend", Transformers)
+    cfg = RunConfig()
+    cfg.backend.cache = False
+    got = llm.make_guided_backend(cfg, 4.0, lambda c: c, "twin", Engine())
+    assert isinstance(got.inner, Transformers) and got.inner.scale == 4.0
+    Engine.guides = True
+    assert llm.make_guided_backend(cfg, 4.0, lambda c: c, "twin", Engine()).inner.engine.model_id == "engine"

@@ -242,6 +242,7 @@ def test_guidance_in_the_sampler(vllm_backend, tmp_path: Path, monkeypatch: pyte
     chats = [goals(t) for t in ("road rage", "phishing emails", "fake reviews")]
     twins = [harmless_twin(c) for c in chats]
     g = GenParams(max_new_tokens=12)
+    assert vllm_backend.guides  # an in-process engine on a CPU
     plain = [x.text for x in vllm_backend.generate(chats, g)]
     plain_twins = [x.text for x in vllm_backend.generate(twins, g)]
     assert plain != plain_twins  # the one word differs enough for the comparisons below to mean something
@@ -272,8 +273,9 @@ def test_guidance_in_the_sampler(vllm_backend, tmp_path: Path, monkeypatch: pyte
 
 def test_engine_in_its_own_process(embedded_hf_dir: Path) -> None:
     """vLLM's default on a GPU: the engine runs in a process of its own, to which vLLM pickles the
-    engine's config. A logits processor class built inside a function did not pickle, so no engine
-    started there; it is handed over by name now. Run on the CPU in a fresh interpreter."""
+    engine's config. The guidance processor, a class built inside a function, did not pickle, so no
+    engine started there. It needs the engine in this process, so it is attached only there now (and
+    by name), as is the top-p patch. Run on the CPU in a fresh interpreter."""
     import subprocess
     import sys
 
@@ -284,10 +286,10 @@ def test_engine_in_its_own_process(embedded_hf_dir: Path) -> None:
         f"    b = VLLMBackend({str(embedded_hf_dir)!r}, 'mp', dtype='bfloat16', max_model_len=1024, enforce_eager=True)\n"
         "    g = b.generate([[{'role': 'user', 'content': 'Name a colour.'}]], GenParams(max_new_tokens=8))\n"
         "    b.close()\n"
-        "    print('REPLY', bool(g[0].text.strip()))\n"
+        "    print('REPLY', bool(g[0].text.strip()), b.guides, b.fast_top_p)\n"
     )
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
     )
-    assert "REPLY True" in done.stdout, done.stderr[-2000:]
+    assert "REPLY True False False" in done.stdout, done.stderr[-2000:]

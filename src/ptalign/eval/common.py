@@ -56,6 +56,12 @@ def generate_batch(ecfg: Any, backend: Backend) -> int:
     return max(ecfg.batch_size, int(getattr(backend, "preferred_batch", 1)))
 
 
+# An evaluation's vLLM engine takes this share of the GPU memory free when it starts, not vLLM's 0.92
+# of the card: the side's HF model (HHH) stays beside it, and the base side's engine stays alive as the
+# judge while the aligned side's starts (llm/vllm_backend.py gpu_share). No effect on a CPU.
+ENGINE_SHARE = 0.45
+
+
 @dataclass
 class EvalContext:
     """The model under test and where its results go. `backend_factory`/`hf_factory` exist so unit
@@ -168,6 +174,7 @@ class EvalContext:
             # 38 s per 640) for 54 s more start-up (2 Zen 5 cores, 2026-12-02), so eager there
             enforce_eager=on_cpu(),
             engine_kwargs=engine_args_from_env(),
+            memory_share=ENGINE_SHARE,
         )
         cache = CallCache(self.cache_path) if self.cfg.backend.cache else None
         return CachedBackend(inner, cache, desc=f"eval {self.label}")
@@ -201,6 +208,10 @@ class EvalContext:
         """Drop the HF weights (no longer needed once this model's evals are done); a backend built on
         them stays usable as the judge of the next model."""
         self._hf = None
+        import torch
+
+        if torch.cuda.is_available():  # give the next model's weights and engine the memory back
+            torch.cuda.empty_cache()
 
     def close(self) -> None:
         if self._own_judge and self.judge_backend is not None:

@@ -45,10 +45,10 @@ def _reader() -> tuple[Any, Any, str]:
     import torch
     from transformers import AutoModel
 
-    from ptalign.models import hf_dir, load_tokenizer, native_bf16
+    from ptalign.models import cpu_native_bf16, hf_dir, load_tokenizer
 
     d = hf_dir("embedded")
-    dtype = "bfloat16" if native_bf16() else "float32"  # 3x faster here; emulated bf16 is slower than fp32
+    dtype = "bfloat16" if cpu_native_bf16() else "float32"  # 3x faster here; emulated bf16 is slower
     model = AutoModel.from_pretrained(d, dtype=getattr(torch, dtype)).eval()
     model.layers = model.layers[:LAYER]
     model.norm = torch.nn.Identity()  # the block's own output, as hidden_states[LAYER] of the full model

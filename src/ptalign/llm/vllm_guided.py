@@ -70,7 +70,9 @@ def draw(scores: torch.Tensor, temperature: list[float], top_p: list[float], see
         p = torch.where(top_p_keep(p, top_p[k]), p, torch.zeros_like(p))
         g = torch.Generator().manual_seed((seeds[k] * 1_000_003 + steps[k]) % (2**63))
         u = float(torch.rand((), generator=g)) * float(p.sum())
-        i = min(int(torch.searchsorted(p.cumsum(-1), torch.tensor(u, dtype=p.dtype))), len(p) - 1)
+        i = min(
+            int(torch.searchsorted(p.cumsum(-1), torch.tensor(u, dtype=p.dtype, device=p.device))), len(p) - 1
+        )
         out[k] = int(ids[i])
     return out
 

@@ -226,6 +226,7 @@ def test_liger_needs_a_gpu_and_the_package(tiny_llama, triplets_file, tmp_path, 
         train.run(cfg, tmp_path, data=triplets_file, out=out)
     assert "\n" not in str(e.value) and not out.exists()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))  # an A100's
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda n, *a: None if n == "liger_kernel" else real(n, *a)
@@ -546,6 +547,7 @@ def test_batches_are_collated_in_workers_on_a_gpu_only(monkeypatch, tmp_path) ->
     from ptalign.config.sections import TrainConfig
     from ptalign.train import setup
 
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))  # an A100's
     for gpu, workers in ((False, 0), (True, 2)):
         monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
         kw = setup.training_kwargs(TrainConfig(), tmp_path)

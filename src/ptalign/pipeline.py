@@ -56,7 +56,9 @@ class Stage:
 IDENTITY = ("model", "synth", "train", "eval")  # the config sections a run's results depend on
 STAGES: dict[str, Stage] = {
     "synth": Stage("ptalign.synth", (), ("data",), "triplets"),
-    "train": Stage("ptalign.train", ("synth",), ("adapter", "train"), "trained", {"resume": True}),
+    "train": Stage(
+        "ptalign.train", ("synth",), ("adapter", "train"), "trained", {"resume": True, "keep_finished": True}
+    ),
     # eval reads the triplets too (the polarity metric); audit/ holds readers' labels on eval's replies
     # (bench/audit.py): they go aside with the replies
     "eval": Stage("ptalign.eval", ("synth", "train"), ("eval", "audits"), "comparison"),

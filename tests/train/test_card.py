@@ -55,8 +55,9 @@ def test_training_again_over_a_full_fine_tune_is_refused(tmp_path) -> None:
     assert check_fresh(run, resume=False) is None
     run.adapter.mkdir()
     (run.adapter / "config.json").write_text("{}")
-    with pytest.raises(UserError, match="already exists; pass --resume"):
-        check_fresh(run, resume=False)
+    for resume in (False, True):  # --resume without a checkpoint would start over on it
+        with pytest.raises(UserError, match="already exists and no checkpoint is left to resume from"):
+            check_fresh(run, resume=resume)
 
 
 def test_merging_a_full_fine_tune_says_there_is_nothing_to_merge(tmp_path) -> None:

@@ -137,6 +137,19 @@ def test_guards_missing_data_and_no_silent_overwrite(tiny_llama, triplets_file, 
     # finished: it resumes from the last checkpoint and trains no new step
     assert again["resumed_from_step"] == 2 and again["steps"] == 2
     assert (out / "train" / "metrics.jsonl").read_bytes() == logged
+    # the pipeline keeps a finished training even where resuming would train on (more steps now: as a
+    # run launched on another number of GPUs recounts them)
+    weights = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    kept = train.run(
+        _cfg(tiny_llama, "train.epochs=4"),
+        tmp_path,
+        data=triplets_file,
+        out=out,
+        resume=True,
+        keep_finished=True,
+    )
+    assert kept["steps"] == 2 and (out / "train" / "metrics.jsonl").read_bytes() == logged
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == weights
 
 
 def test_cli_train_then_merge_gives_same_outputs(tiny_llama, triplets_file, tmp_path) -> None:

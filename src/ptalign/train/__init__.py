@@ -11,7 +11,9 @@ Writes: OUT/adapter/, OUT/train/ (metrics.jsonl, checkpoints/, summary.json); OU
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,12 +84,14 @@ def run(
     data: Path | None = None,
     out: RunDir | Path | None = None,
     resume: bool = False,
+    keep_finished: bool = False,
 ) -> dict[str, Any]:
     """Train with `train.method`'s recipe on the data and write OUT/adapter + OUT/train; returns the
     summary (also OUT/train/summary.json).
 
-    resume=True continues from the last checkpoint in OUT/train/checkpoints (none: starts fresh);
-    without it an earlier run's checkpoints or adapter are never overwritten.
+    resume=True continues from the last checkpoint in OUT/train/checkpoints (none, before any was
+    saved: starts fresh); an earlier run's adapter is never overwritten. keep_finished=True (the
+    pipeline's) keeps a training that finished instead.
     """
     run = RunDir.of(run)
     data = Path(data) if data else run.triplets
@@ -96,6 +100,12 @@ def run(
             f"training data {data} not found; run `ptalign synth` first or pass --data FILE_OR_DIR"
         )
     out = RunDir.of(out) if out else run
+    if keep_finished and out.has_trained() and out.train_summary.exists():
+        # `ptalign run --resume` after `ptalign train` (README, "Scaling up"): its summary is written
+        # last, so the training finished; going on from its last checkpoint would recount the steps
+        # for this launch (8 GPUs there, 1 here) and train on over the finished weights
+        print(f"[ptalign] train: {out.adapter} finished training earlier; kept", file=sys.stderr)
+        return {**json.loads(out.train_summary.read_text()), "adapter": str(out.adapter)}
     tcfg = cfg.train
     check_liger(tcfg)
     warn_unused(tcfg)

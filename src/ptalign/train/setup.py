@@ -42,9 +42,10 @@ def check_fresh(run: RunDir, resume: bool) -> Path | None:
         raise UserError(
             f"{run.checkpoints} holds checkpoints of an earlier run; pass --resume to continue it or delete {run.train} to start over"
         )
-    if last is None and not resume and run.has_trained():
+    if last is None and run.has_trained():  # resuming without a checkpoint would start over on it
         raise UserError(
-            f"{run.adapter} already exists; pass --resume, another --out, or delete it to retrain"
+            f"{run.adapter} already exists and no checkpoint is left to resume from; pass another --out, "
+            "or delete it to retrain"
         )
     return last
 

@@ -118,3 +118,15 @@ def test_guidance_goes_to_transformers_where_the_engine_cannot_guide(monkeypatch
     assert isinstance(got.inner, Transformers) and got.inner.scale == 4.0
     Engine.guides = True
     assert llm.make_guided_backend(cfg, 4.0, lambda c: c, "twin", Engine()).inner.engine.model_id == "engine"
+
+
+def test_an_engine_that_cannot_guide_says_so_instead_of_answering_unguided() -> None:
+    """Without the processor vLLM ignores a request's guidance and returns plain greedy text."""
+    from ptalign.llm.base import BackendError, GenParams
+    from ptalign.llm.vllm_backend import VLLMBackend
+
+    engine = object.__new__(VLLMBackend)  # no engine behind it: the check comes first
+    engine.guides = False
+    chat = [{"role": "user", "content": "List three goals."}]
+    with pytest.raises(BackendError, match="cannot guide"):
+        engine.generate_guided([chat], [chat], GenParams(), 4.0)

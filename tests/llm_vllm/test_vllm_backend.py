@@ -274,8 +274,8 @@ def test_guidance_in_the_sampler(vllm_backend, tmp_path: Path, monkeypatch: pyte
 def test_engine_in_its_own_process(embedded_hf_dir: Path) -> None:
     """vLLM's default on a GPU: the engine runs in a process of its own, to which vLLM pickles the
     engine's config. The guidance processor, a class built inside a function, did not pickle, so no
-    engine started there. It needs the engine in this process, so it is attached only there now (and
-    by name), as is the top-p patch. Run on the CPU in a fresh interpreter."""
+    engine started there. It needs the engine in this process, so it is attached only there now, as
+    is the top-p patch, and guidance runs in transformers. Run on the CPU in a fresh interpreter."""
     import subprocess
     import sys
 

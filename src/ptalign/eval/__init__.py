@@ -27,6 +27,8 @@ from typing import Any
 from ptalign.config import RunConfig
 from ptalign.eval import asr, compare, datasets, helpful, hhh, overrefusal, polarity
 from ptalign.eval.common import (
+    ENGINE_SHARE_FOLLOWED,
+    ENGINE_SHARE_LAST,
     EvalContext,
     Metric,
     eval_dtype,
@@ -128,6 +130,7 @@ def evaluate_model(
     judge_name: str = "",
     run_dir: Path | None = None,
     ctx: EvalContext | None = None,
+    engine_share: float = ENGINE_SHARE_LAST,
 ) -> dict[str, Any]:
     """Run every configured eval on one model into `out`; writes summary.json + items.json."""
     paths = datasets.check_paths(cfg.eval)
@@ -141,7 +144,15 @@ def evaluate_model(
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, model, adapter, cfg)
     own = ctx is None  # a context handed in is closed by its owner (it may still serve as the judge)
-    ctx = ctx or EvalContext(cfg=cfg, out=out, model=model, adapter=adapter, label=label, run_dir=run_dir)
+    ctx = ctx or EvalContext(
+        cfg=cfg,
+        out=out,
+        model=model,
+        adapter=adapter,
+        label=label,
+        run_dir=run_dir,
+        engine_share=engine_share,
+    )
     if judge is not None:
         ctx.judge_factory = judge
         ctx.judge_name = judge_name
@@ -229,7 +240,11 @@ def evaluate(
     side = "aligned" if adapter or judge_model else "base"
     judge_ctx = None
     if judge_model:
-        judge_ctx = EvalContext(cfg=cfg, out=out / "base", model=judge_model, label="base", run_dir=run.root)
+        # its engine serves the aligned side as the judge: one starts after it (baseline) or before it
+        share = ENGINE_SHARE_FOLLOWED if baseline else ENGINE_SHARE_LAST
+        judge_ctx = EvalContext(
+            cfg=cfg, out=out / "base", model=judge_model, label="base", run_dir=run.root, engine_share=share
+        )
         judge_ctx.judge_name = cfg_judge_name(judge_ctx)
     res: dict[str, Any] = {}
     try:
@@ -241,7 +256,11 @@ def evaluate(
         if judge_ctx is not None:
             kw = {"judge": judge_ctx.judge, "judge_name": judge_ctx.judge_name}
         adapter = str(adapter) if adapter else None
-        res[side] = evaluate_model(cfg, out / side, model, adapter, side, run_dir=run.root, **kw)
+        last = judge_ctx is None or baseline is not None  # else the judge's engine may start after it
+        share = ENGINE_SHARE_LAST if last else ENGINE_SHARE_FOLLOWED
+        res[side] = evaluate_model(
+            cfg, out / side, model, adapter, side, run_dir=run.root, engine_share=share, **kw
+        )
     finally:
         if judge_ctx is not None:
             judge_ctx.close()

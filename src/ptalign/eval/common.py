@@ -56,10 +56,11 @@ def generate_batch(ecfg: Any, backend: Backend) -> int:
     return max(ecfg.batch_size, int(getattr(backend, "preferred_batch", 1)))
 
 
-# An evaluation's vLLM engine takes this share of the GPU memory free when it starts, not vLLM's 0.92
-# of the card: the side's HF model (HHH) stays beside it, and the base side's engine stays alive as the
-# judge while the aligned side's starts (llm/vllm_backend.py gpu_share). No effect on a CPU.
-ENGINE_SHARE = 0.45
+# The share of the GPU memory free at its start that an evaluation's vLLM engine takes (vLLM's own
+# default, 0.92 of the whole card, fails beside anything else: llm/vllm_backend.py gpu_share). The side's
+# HF model (HHH) is already on the card, and an engine that another will follow in this process (the
+# base side's, kept alive as the aligned side's judge) leaves that one room. No effect on a CPU.
+ENGINE_SHARE_LAST, ENGINE_SHARE_FOLLOWED = 0.9, 0.45
 
 
 @dataclass
@@ -84,6 +85,7 @@ class EvalContext:
     _hf: tuple[Any, Any] | None = None
     _own_judge: bool = False
     engine_name: str | None = None  # the engine that generated this model's replies, once one did
+    engine_share: float = ENGINE_SHARE_LAST  # of the GPU memory free when its vLLM engine starts
     _judges: dict[str, Judge] = field(default_factory=dict)
     _scratch: Path | None = None  # eval.engine=vllm: the weights vLLM loads (removed on close)
 
@@ -174,7 +176,7 @@ class EvalContext:
             # 38 s per 640) for 54 s more start-up (2 Zen 5 cores, 2026-12-02), so eager there
             enforce_eager=on_cpu(),
             engine_kwargs=engine_args_from_env(),
-            memory_share=ENGINE_SHARE,
+            memory_share=self.engine_share,
         )
         cache = CallCache(self.cache_path) if self.cfg.backend.cache else None
         return CachedBackend(inner, cache, desc=f"eval {self.label}")

@@ -63,13 +63,16 @@ def vllm_available() -> bool:
 
 
 def fast_hardware() -> bool:
-    """A GPU, or a CPU with native bf16 (AVX512-BF16/AMX): where vLLM's measured speed-up holds.
+    """A GPU (bf16, or float16 before compute capability 8.0), or a CPU with native bf16 (AVX512-BF16/
+    AMX): where vLLM's measured speed-up holds.
 
     On an AVX2-only CPU vLLM runs fp32 and measured slower than llama.cpp's Q4_1 (bench/generation_vllm.py).
     """
-    from ptalign.models import native_bf16
+    import torch
 
-    return native_bf16()
+    from ptalign.models import cpu_native_bf16
+
+    return torch.cuda.is_available() or cpu_native_bf16()
 
 
 def choose_backend(
@@ -133,7 +136,8 @@ def on_cpu() -> bool:
 
 
 def fast_dtype() -> str:
-    """bf16 where the hardware does bf16 natively (GPUs; CPUs with AVX512-BF16 or AMX), else float32.
+    """bf16 where the hardware does bf16 natively (GPUs of compute capability 8.0 or more; CPUs with
+    AVX512-BF16 or AMX), float16 on older GPUs, else float32.
 
     On a CPU without native bf16 (e.g. AVX2 only) torch emulates bf16 matmuls, measured here 50× slower
     than fp32, so the fp32 weights are run as they are.
@@ -155,7 +159,7 @@ def gpu_share(share: float) -> float:
     or the base model's engine kept as the aligned side's judge (eval.common)."""
     import torch
 
-    free, total = torch.cuda.mem_get_info()
+    free, total = torch.cuda.mem_get_info()  # this process's device; tensor_parallel_size > 1 assumes alike
     return round(share * free / total, 4)
 
 
@@ -224,13 +228,14 @@ class VLLMBackend:
             from ptalign.llm import vllm_top_p
 
             self.fast_top_p = vllm_top_p.install()
-        self.guides = in_process
-        if self.guides:
+        guidance = None
+        if in_process:
             from ptalign.llm import vllm_guided
 
             # idle unless a request carries guidance (generate_guided): every other row passes untouched
-            kwargs["logits_processors"] = [vllm_guided.PROCESSOR]
+            guidance = kwargs["logits_processors"] = [vllm_guided.processor_class()]
         kwargs.update(engine_kwargs or {})
+        self.guides = guidance is not None and kwargs.get("logits_processors") is guidance
         if kwargs.get("enforce_eager"):  # eager and compiled kernels round bf16 differently: other bytes
             self.model_id += ":eager"
         try:
@@ -280,6 +285,11 @@ class VLLMBackend:
         temperature and seed never act on them."""
         from ptalign.llm import vllm_guided as vg
 
+        if not self.guides:  # vLLM would ignore the requests' guidance and return plain greedy text
+            raise BackendError(
+                "vllm: this engine cannot guide (it runs in a process of its own, or "
+                "PTALIGN_VLLM_ENGINE_ARGS replaced its logits processors); guidance runs in transformers"
+            )
         plist = per_chat(params, len(chats))
         cond, unc = [self.render(c) for c in chats], [self.render(c) for c in negatives]
         limit = self.llm.llm_engine.model_config.max_model_len

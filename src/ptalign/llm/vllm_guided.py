@@ -77,19 +77,6 @@ def draw(scores: torch.Tensor, temperature: list[float], top_p: list[float], see
     return out
 
 
-# vLLM is handed the processor by name: where it runs its engine in another process (its default on a
-# GPU) it pickles the engine's config, and a class built inside a function does not pickle.
-PROCESSOR = f"{__name__}:GuidancePairs"
-
-
-def __getattr__(name: str) -> Any:
-    """`GuidancePairs` for vLLM's loader, built on first use (PEP 562): this module imports without vLLM."""
-    if name != "GuidancePairs":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    cls = globals()[name] = processor_class()
-    return cls
-
-
 def processor_class() -> type:
     """The LogitsProcessor subclass, built where vLLM is importable (the module imports without it)."""
     from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality

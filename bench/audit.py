@@ -13,7 +13,7 @@
 PyRIT's labels (bench/judges.py) validate a judge on other models' replies. They cannot say how the judge
 reads the shapes *our* tuned models produce under a new attack: on the past-tense family the shipped
 judge of 2026-12-01 called 65 % of the base model's replies compliance where a reader following
-docs/labelling.md called 28 % (README, "Judges against human labels"). This script makes that check
+docs/labelling.md called 28 % (docs/results.md, "Judges against human labels"). This script makes that check
 repeatable on any run.
 
 `sample` draws the same N goals for base and aligned (paired, by a seeded shuffle of the goal ids) and

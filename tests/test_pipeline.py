@@ -405,3 +405,26 @@ def test_from_stage_moves_readers_labels_aside_with_the_replies(tmp_path):
     assert dest is not None and (dest / "audit" / "past_tense.jsonl").read_text() == "old\n"
     assert not run.audits.exists() and not (run.root / "eval").exists()
     assert (run.root / "adapter" / "x").exists()  # train's output stays for --from-stage eval
+
+
+def test_train_resume_starts_from_the_runs_config(tmp_path, monkeypatch):
+    """`train --out RUN --resume` goes on with the settings the run was made with (RUN/config.yaml, as
+    `run --resume` does), not with the defaults, which its checkpoint's identity would refuse; without
+    --resume, or with --config, the run's file is not read."""
+    from ptalign import cli
+    from ptalign.config import load_config, save_config
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    save_config(load_config(None, ["train.lam=0.6", f"run_dir={run}"]), run / "config.yaml")
+    seen: list = []
+    monkeypatch.setattr(cli, "run_stage", lambda name, cfg, *a, **k: seen.append(cfg))
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.epochs=3"]) == 0
+    assert main(["train", "--out", str(run)]) == 0
+    other = tmp_path / "other.yaml"
+    save_config(load_config(None, ["train.lam=0.2"]), other)
+    assert main(["train", "--out", str(run), "--resume", "--config", str(other)]) == 0
+    assert [c.train.lam for c in seen] == [0.6, 0.6, 0.4, 0.2]
+    assert seen[1].train.epochs == 3 and all(c.run_dir == str(run) for c in seen)

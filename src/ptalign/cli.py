@@ -196,6 +196,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "train":
         over = [f"model.name={args.model}"] if args.model else []
         args.overrides = over + list(args.overrides)
+        if args.resume:  # the checkpoint was made with the run's settings, as for `run --resume`
+            _default_to_run_config(args, args.out or _run_dir_only(args))
         cfg = _load(args, run_dir=args.out)  # --out names the run, as for synth and run: its triplets
         with RunDir.of(cfg.run_dir).lock() as run:
             data = Path(args.data) if args.data else None

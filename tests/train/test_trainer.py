@@ -137,6 +137,14 @@ def test_guards_missing_data_and_no_silent_overwrite(tiny_llama, triplets_file, 
     # finished: it resumes from the last checkpoint and trains no new step
     assert again["resumed_from_step"] == 2 and again["steps"] == 2
     assert (out / "train" / "metrics.jsonl").read_bytes() == logged
+    # its checkpoints were made with λ 0.4 on these triplets: going on with others is refused, not mixed
+    with pytest.raises(UserError, match=r"made with other settings \(train.lam=0.4 \(now 0.6\)\)"):
+        train.run(_cfg(tiny_llama, "train.lam=0.6"), tmp_path, data=triplets_file, out=out, resume=True)
+    other = tmp_path / "other.jsonl"
+    other.write_text(triplets_file.read_text().replace("A", "B", 1))
+    with pytest.raises(UserError, match=r"other settings \(data="):
+        train.run(_cfg(tiny_llama), tmp_path, data=other, out=out, resume=True)
+    assert (out / "train" / "metrics.jsonl").read_bytes() == logged
     # the pipeline keeps a finished training even where resuming would train on (more steps now: as a
     # run launched on another number of GPUs recounts them)
     weights = (out / "adapter" / "adapter_model.safetensors").read_bytes()

@@ -23,6 +23,7 @@ from ptalign.rundir import RunDir
 from ptalign.train.data import load_records
 from ptalign.train.setup import (
     check_fresh,
+    check_identity,
     finish,
     last_metrics,
     load_base,
@@ -103,6 +104,7 @@ def run_dpo(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, Any]:
 
     tcfg = cfg.train  # lora_r > 0 (config: the reference is the adapter switched off)
     last = check_fresh(out, resume)
+    check_identity(cfg, data, out, last)
     set_threads()
     records, _ = load_records(data, tcfg.columns)  # refuses an empty file with one line
     model, tok = load_base(cfg)

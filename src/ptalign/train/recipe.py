@@ -17,6 +17,7 @@ from ptalign.rundir import RunDir
 from ptalign.train.setup import (
     bf16_on,
     check_fresh,
+    check_identity,
     compile_layers,
     epoch_means,
     finish,
@@ -82,6 +83,7 @@ def run_ptalign(cfg: Any, data: Path, out: RunDir, resume: bool) -> dict[str, An
     tcfg = cfg.train
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     last = check_fresh(out, resume)
+    check_identity(cfg, data, out, last)
     threads = set_threads()
     t0 = time.time()
     records, data_info = load_records(data, tcfg.columns)  # a bad --data fails before the model loads

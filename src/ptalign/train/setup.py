@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ptalign.errors import UserError
-from ptalign.io import atomic_write_json, read_jsonl
+from ptalign.io import atomic_write_json, file_sha256, read_jsonl
 from ptalign.models import cpu_threads, native_bf16
-from ptalign.rundir import RunDir
+from ptalign.rundir import RunDir, check_state
 
 TRAIN_INFO = "ptalign_train.json"  # beside the adapter: base model spec, config, data stats, steps
 
@@ -48,6 +48,42 @@ def check_fresh(run: RunDir, resume: bool) -> Path | None:
             "or delete it to retrain"
         )
     return last
+
+
+# how often a run logs and saves does not change what its checkpoints hold
+NOT_IDENTITY = ("save_steps", "logging_steps", "tensorboard")
+
+
+def train_identity(cfg: Any, data: Path) -> dict[str, Any]:
+    """What a training's checkpoints depend on: the model, the data's bytes and every train setting
+    that changes the result, one key per setting so that a refusal names the one that differs."""
+    data = Path(data)
+    files = sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else [data]
+    ident = {
+        "model.name": cfg.model.name,
+        "model.dtype": cfg.model.dtype,
+        "data": [file_sha256(p) for p in files],
+        **{f"train.{k}": v for k, v in dataclasses.asdict(cfg.train).items() if k not in NOT_IDENTITY},
+    }
+    return json.loads(json.dumps(ident))  # as the state file reads back (tuples as lists)
+
+
+def check_identity(cfg: Any, data: Path, run: RunDir, last: Path | None) -> None:
+    """The one rule of resuming (rundir.check_state) for training: a fresh start records what it trains
+    with in OUT/train/state.json; going on from a checkpoint made with other settings or data is
+    refused, never mixed (a `ptalign train --resume` given only some of the run's `--set`s)."""
+    ident = train_identity(cfg, data)
+    if last is None:
+        run.train.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.train_state, ident)
+        return
+    check_state(
+        run.train_state,
+        ident,
+        str(run.checkpoints),
+        f"resume with the settings and data it was made with (`--config {run.config}` where the run has "
+        f"one), or delete {run.train} to start over",
+    )
 
 
 def resume_step(last: Path | None) -> int | None:

@@ -407,10 +407,10 @@ def test_from_stage_moves_readers_labels_aside_with_the_replies(tmp_path):
     assert (run.root / "adapter" / "x").exists()  # train's output stays for --from-stage eval
 
 
-def test_train_resume_starts_from_the_runs_config(tmp_path, monkeypatch):
-    """`train --out RUN --resume` goes on with the settings the run was made with (RUN/config.yaml, as
-    `run --resume` does), not with the defaults, which its checkpoint's identity would refuse; without
-    --resume, or with --config, the run's file is not read."""
+def test_train_starts_from_the_runs_config(tmp_path, monkeypatch):
+    """`train --out RUN` trains with the settings the run was made with (RUN/config.yaml, as `run
+    --resume`, sweep and report start from it), fresh or resumed alike, so a resume sees what the fresh
+    start saw; --config replaces it."""
     from ptalign import cli
     from ptalign.config import load_config, save_config
 
@@ -426,5 +426,5 @@ def test_train_resume_starts_from_the_runs_config(tmp_path, monkeypatch):
     other = tmp_path / "other.yaml"
     save_config(load_config(None, ["train.lam=0.2"]), other)
     assert main(["train", "--out", str(run), "--resume", "--config", str(other)]) == 0
-    assert [c.train.lam for c in seen] == [0.6, 0.6, 0.4, 0.2]
+    assert [c.train.lam for c in seen] == [0.6, 0.6, 0.6, 0.2]
     assert seen[1].train.epochs == 3 and all(c.run_dir == str(run) for c in seen)

@@ -196,9 +196,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "train":
         over = [f"model.name={args.model}"] if args.model else []
         args.overrides = over + list(args.overrides)
-        if args.resume:  # the checkpoint was made with the run's settings, as for `run --resume`
-            _default_to_run_config(args, args.out or _run_dir_only(args))
-        cfg = _load(args, run_dir=args.out)  # --out names the run, as for synth and run: its triplets
+        # a run's own config.yaml where it has one (its triplets and checkpoints were made with it), as
+        # for `run --resume`, sweep and report; --out names the run, as for synth and run
+        run_dir = _default_to_run_config(args, args.out or _run_dir_only(args)) or args.out
+        cfg = _load(args, run_dir=run_dir)
         with RunDir.of(cfg.run_dir).lock() as run:
             data = Path(args.data) if args.data else None
             run_stage("train", cfg, run, data=data, resume=args.resume)

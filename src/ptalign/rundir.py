@@ -6,7 +6,7 @@
       data/        topics, instructions, constraints, triplets, rejected (.jsonl), stats.json,
                    .synth_state.json, export_<fmt>/                                          ← synth
       adapter/     PEFT LoRA adapter + card (a full fine-tune: the whole model + card)      ← train
-      train/       metrics.jsonl, summary.json, checkpoints/, tb/, state.json
+      train/       metrics.jsonl, summary.json, checkpoints/, tb/, identity.json, state.json (sweeps)
       eval/        base/ and aligned/ (<eval>.jsonl, <eval>_verdicts.jsonl, summary.json, items.json,
                    settings.json), polarity.json, comparison.json                            ← eval
       history/     outputs moved aside by --from-stage, with the config.yaml and manifest.json that made them
@@ -20,7 +20,7 @@ outputs were made under, and a rerun with another identity is refused with one l
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +155,12 @@ class RunDir:
         return self.train / "summary.json"
 
     @property
-    def train_state(self) -> Path:
+    def train_state(self) -> Path:  # a sweep point's: which training it holds and whether it finished
         return self.train / "state.json"
+
+    @property
+    def train_identity(self) -> Path:  # what the checkpoints were trained with (train.setup)
+        return self.train / "identity.json"
 
     @property
     def tensorboard(self) -> Path:
@@ -228,18 +232,32 @@ def read_state(path: Path) -> dict[str, Any] | None:
         raise UserError(f"{path} is corrupt; move it away to start that stage afresh") from None
 
 
-def check_state(path: Path, identity: dict[str, Any], what: str, fix: str) -> dict[str, Any]:
+def check_state(
+    path: Path,
+    identity: dict[str, Any],
+    what: str,
+    fix: str,
+    absent: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
     """The one rule behind resuming: outputs made under another identity are refused, never mixed.
 
     Returns the state (identity plus whatever the stage keeps, e.g. synth's finished sub-stages);
-    writes a new one when there is none. `what` names the outputs, `fix` says what to do instead."""
+    writes a new one when there is none. `what` names the outputs, `fix` says what to do instead.
+    `absent(key)`, where a state holds nothing but its identity: the value a key missing on either
+    side stands for (a setting added since, at its neutral value), and the keys of both are compared."""
     state = read_state(path)
     if state is None:
         state = dict(identity)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, state)
         return state
-    diff = [k for k in identity if state.get(k) != identity[k]]
+    if absent is None:
+        diff = [k for k in identity if state.get(k) != identity[k]]
+    else:
+        keys = list(identity) + [k for k in state if k not in identity]
+        state = {k: state.get(k, absent(k)) for k in keys}
+        identity = {k: identity.get(k, absent(k)) for k in keys}
+        diff = [k for k in keys if state[k] != identity[k]]
     if diff:
         got = ", ".join(f"{k}={state.get(k)!r} (now {identity[k]!r})" for k in diff)
         raise UserError(f"{what} holds results made with other settings ({got}); {fix}")

@@ -50,8 +50,19 @@ def check_fresh(run: RunDir, resume: bool) -> Path | None:
     return last
 
 
-# how often a run logs and saves does not change what its checkpoints hold
-NOT_IDENTITY = ("save_steps", "logging_steps", "tensorboard")
+# settings that change how fast or in how much memory a step runs, or how often it logs and saves, but
+# not what the checkpoints hold (the packed prompt and chunked loss give the same loss: test_loss.py)
+NOT_IDENTITY = (
+    "save_steps",
+    "logging_steps",
+    "tensorboard",
+    "gradient_checkpointing",
+    "compile",
+    "liger",
+    "attn",
+    "chunked_loss",
+    "prefix_sharing",
+)
 
 
 def train_identity(cfg: Any, data: Path) -> dict[str, Any]:
@@ -62,27 +73,36 @@ def train_identity(cfg: Any, data: Path) -> dict[str, Any]:
     ident = {
         "model.name": cfg.model.name,
         "model.dtype": cfg.model.dtype,
-        "data": [file_sha256(p) for p in files],
+        "data": [[str(p.relative_to(data)) if data.is_dir() else p.name, file_sha256(p)] for p in files],
         **{f"train.{k}": v for k, v in dataclasses.asdict(cfg.train).items() if k not in NOT_IDENTITY},
     }
-    return json.loads(json.dumps(ident))  # as the state file reads back (tuples as lists)
+    return json.loads(json.dumps(ident))  # as the file reads back (tuples as lists)
+
+
+def _neutral(key: str) -> Any:
+    """A train setting's neutral value (config: what the code did before the setting existed), so a
+    setting added after a checkpoint was made does not refuse it while it keeps that value."""
+    from ptalign.config import TrainConfig
+
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}.get(key.removeprefix("train."))
+    return f.metadata.get("neutral") if f is not None and key.startswith("train.") else None
 
 
 def check_identity(cfg: Any, data: Path, run: RunDir, last: Path | None) -> None:
     """The one rule of resuming (rundir.check_state) for training: a fresh start records what it trains
-    with in OUT/train/state.json; going on from a checkpoint made with other settings or data is
-    refused, never mixed (a `ptalign train --resume` given only some of the run's `--set`s)."""
+    with in OUT/train/identity.json; going on from a checkpoint made with other settings or data is
+    refused, never mixed (`ptalign train --resume` given another `--set` or `--data`)."""
     ident = train_identity(cfg, data)
     if last is None:
         run.train.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.train_state, ident)
+        atomic_write_json(run.train_identity, ident)
         return
     check_state(
-        run.train_state,
+        run.train_identity,
         ident,
         str(run.checkpoints),
-        f"resume with the settings and data it was made with (`--config {run.config}` where the run has "
-        f"one), or delete {run.train} to start over",
+        f"resume with the settings and data it was started with, or delete {run.train} to start over",
+        absent=_neutral,
     )
 
 

@@ -380,13 +380,11 @@ class TrainConfig:
     method: TrainMethod = "ptalign"  # ptalign | dpo (TRL DPOTrainer baseline on the same triplets)
     lora_r: int = 16  # 0 = full fine-tune
     lora_alpha: int = 32
-    lora_dropout: float = (
-        0.0  # peft's default; 0.05 cost a quarter of a CPU step in dropout masks (docs/results.md)
-    )
+    # peft's default; 0.05 cost a quarter of a CPU step in dropout masks (docs/results.md)
+    lora_dropout: float = 0.0
     lora_targets: str = "all-linear"  # peft target_modules ('all-linear' or comma-separated names)
-    lr: float = (
-        3e-4  # 5e-4: 3 % harmful compliance but 40 % over-refusal; 2e-4: 28 % / 24 % (docs/results.md)
-    )
+    # 5e-4: 3 % harmful compliance but 40 % over-refusal; 2e-4: 28 % / 24 % (docs/results.md)
+    lr: float = 3e-4
     epochs: float = 2.0
     batch_size: int = 8  # triplets per optimizer step (per device, before grad accumulation)
     grad_accum: int = 1

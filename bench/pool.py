@@ -9,9 +9,12 @@ it byte for byte; a run whose base differs is refused, since its aligned side wo
 another base's replies).
 
     python bench/pool.py runs/px0 runs/px0s1 runs/px0s2 runs/px0s3 [--metrics eval/asr_held_out,...]
+        [--against runs/pg0 runs/pg0s1 ...]
 
 Prints one JSON object: {"runs": [...], "metrics": {KEY: {"base", "aligned", "per_run", "delta",
-"delta_ci", "cut", "cut_ci", "n"}}}.
+"delta_ci", "cut", "cut_ci", "n"}}}. With `--against` (runs of another method on the same base), each
+metric also carries "against": that pool's rate, and the change from it to this pool per cluster with
+its paired interval, so two methods are compared on the same goals rather than each against the base.
 """
 
 from __future__ import annotations
@@ -81,24 +84,48 @@ def pool(base: Clusters, runs: list[Clusters], n_boot: int = 2000, seed: int = 0
     }
 
 
+def versus(runs: list[Clusters], others: list[Clusters], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """This pool against another method's pool on the same clusters: both rates and the change from
+    the other to this one, its interval resampling clusters (each cluster's two pooled rates paired)."""
+    keys = sorted(runs[0])
+    if any(sorted(r) != keys for r in [*runs, *others]):
+        raise ValueError("the runs did not evaluate the same clusters")
+    a = np.array([np.mean([_rate(r[k]) for r in runs]) for k in keys])
+    o = np.array([np.mean([_rate(r[k]) for r in others]) for k in keys])
+    idx = np.random.default_rng(seed).integers(0, len(keys), (n_boot, len(keys)))
+    return {
+        "rate": float(o.mean()),
+        "per_run": [float(np.mean([_rate(r[k]) for k in keys])) for r in others],
+        "delta": float(a.mean() - o.mean()),
+        "delta_ci": [float(x) for x in np.percentile((a - o)[idx].mean(1), [2.5, 97.5])],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--metrics", default=",".join(METRICS))
     ap.add_argument("--boot", type=int, default=2000)
+    ap.add_argument("--against", nargs="+", type=Path, default=[], help="another method's runs, same base")
     args = ap.parse_args()
     base = _items(args.runs[0], "base")
-    for r in args.runs[1:]:
+    for r in [*args.runs[1:], *args.against]:
         if _items(r, "base") != base:
             sys.exit(
                 f"bench/pool.py: {r}'s base evaluation differs from {args.runs[0]}'s; pool runs of one base"
             )
     aligned = [_items(r, "aligned") for r in args.runs]
+    others = [_items(r, "aligned") for r in args.against]
     out: dict[str, Any] = {"runs": [str(r) for r in args.runs], "metrics": {}}
+    if others:
+        out["against"] = [str(r) for r in args.against]
     for key in args.metrics.split(","):
-        if key not in base or any(key not in a for a in aligned):
+        if key not in base or any(key not in a for a in [*aligned, *others]):
             sys.exit(f"bench/pool.py: {key} is not in every run's items.json; choose from {sorted(base)}")
         out["metrics"][key] = pool(base[key], [a[key] for a in aligned], args.boot)
+        if others:
+            mine, theirs = [a[key] for a in aligned], [a[key] for a in others]
+            out["metrics"][key]["against"] = versus(mine, theirs, args.boot)
     print(json.dumps(out, indent=1))
 
 

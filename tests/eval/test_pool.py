@@ -71,3 +71,28 @@ def test_cli_pools_runs_of_one_base_and_refuses_another(tmp_path):
     other = _run(tmp_path, "other", {"a": [0.0], "b": [1.0]}, {"a": [0.0], "b": [0.0]})
     bad = _cli(r0, other)
     assert bad.returncode != 0 and "base evaluation differs" in bad.stderr
+
+
+def test_two_methods_paired_by_goal(pool):
+    # this pool: a 0.0, b 1.0 (mean 0.5); the other: a 0.5 pooled over two seeds, b 1.0 (mean 0.75)
+    mine = [{"a": [0.0, 0.0], "b": [1.0]}]
+    theirs = [{"a": [1.0, 1.0], "b": [1.0]}, {"a": [0.0, 0.0], "b": [1.0]}]
+    got = pool.versus(mine, theirs, n_boot=200)
+    assert got["rate"] == pytest.approx(0.75) and got["per_run"] == pytest.approx([1.0, 0.5])
+    assert got["delta"] == pytest.approx(-0.25)
+    lo, hi = got["delta_ci"]
+    assert -0.5 <= lo <= -0.25 <= hi <= 0.0  # per-goal changes −0.5 (a) and 0.0 (b)
+    with pytest.raises(ValueError, match="same clusters"):
+        pool.versus(mine, [{"a": [1.0]}])
+
+
+def test_cli_compares_against_another_pool_of_the_same_base(tmp_path):
+    r0 = _run(tmp_path, "r0", {"a": [1.0], "b": [1.0]}, {"a": [0.0], "b": [1.0]})
+    o0 = _run(tmp_path, "o0", {"a": [1.0], "b": [1.0]}, {"a": [1.0], "b": [1.0]})
+    got = _cli(r0, Path("--against"), o0)
+    assert got.returncode == 0, got.stderr
+    m = json.loads(got.stdout)["metrics"]["eval/asr_held_out"]
+    assert m["against"]["rate"] == pytest.approx(1.0) and m["against"]["delta"] == pytest.approx(-0.5)
+    other = _run(tmp_path, "other", {"a": [0.0], "b": [1.0]}, {"a": [0.0], "b": [0.0]})
+    bad = _cli(r0, Path("--against"), other)
+    assert bad.returncode != 0 and "base evaluation differs" in bad.stderr

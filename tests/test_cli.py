@@ -86,7 +86,7 @@ def test_from_stage_and_resume_start_from_the_settings_that_made_the_run(monkeyp
     import ptalign.cli
 
     run = tmp_path / "run"
-    _made_with(run, "synth.everyday_share=0.0", "train.lam=0.6")
+    _made_with(run, "synth.everyday_share=0.0", "synth.goal_guidance=1", "train.lam=0.6")
     seen = []
     monkeypatch.setattr(ptalign.cli, "run_pipeline", lambda cfg, *a, **k: seen.append((cfg, k)))
     assert main(["run", "--out", str(run), "--from-stage", "train", "--set", "train.seed=2"]) == 0
@@ -95,8 +95,8 @@ def test_from_stage_and_resume_start_from_the_settings_that_made_the_run(monkeyp
     assert cfg.synth.everyday_share == 0.0 and cfg.train.lam == 0.6 and cfg.train.seed == 2
     assert kw["from_stage"] == "train" and kw2["resume"] and not kw2["from_stage"]
     assert resumed.synth.everyday_share == 0.0 and resumed.train.lam == 0.6 and resumed.train.seed == 0
-    # a --set valid only beside the run's own settings (the requests style needs everyday_share 0, the
-    # defaults' is 0.3) is checked there
+    # a --set valid only beside the run's own settings (the requests style needs everyday_share 0 and
+    # goal_guidance 1, the defaults' are 0.3 and 4) is checked there
     requests = ["--set", "synth.instruction_style=requests"]
     assert main(["run", "--out", str(run), "--from-stage", "synth", *requests]) == 0
     assert seen[-1][0].synth.instruction_style == "requests" and seen[-1][0].synth.everyday_share == 0.0

@@ -6,7 +6,7 @@ import pytest
 
 from ptalign.config import HARM_ONLY_JUDGES, ConfigError, load_config
 
-REQUESTS = ["synth.instruction_style=requests", "synth.everyday_share=0"]
+REQUESTS = ["synth.instruction_style=requests", "synth.everyday_share=0", "synth.goal_guidance=1"]
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,7 @@ def tiny_cfg(run_dir: Path, **over):
         "synth.attack_share": 0.0,  # no wrapped copies (the defaults store 30 %; tested on their own)
         "synth.instruction_style": "requests",  # the fixtures below are free-form request lists
         "synth.everyday_share": 0.0,  # the preset's 0.3 needs the goals style; tested on their own
+        "synth.goal_guidance": 1.0,  # the preset's guided goal lists need a real model; tested on their own
     }
     sets.update(over)
     return load_config(None, [f"{k}={v}" for k, v in sets.items()], run_dir=str(run_dir))

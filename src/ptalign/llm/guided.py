@@ -13,8 +13,10 @@ faster on 2 cores); every other run's guided calls run here, on the model's weig
 
 On the quick preset (runs/vcfg, 2026-12-04) the kept goals read 66 % harmful instead of 21 %, but the
 tuned model's past-tense compliance read blind did not fall further than the preset's, and ~7 minutes
-went to the guided lists on 2 cores: not adopted (docs/experiments.md, "What the harmful training
-requests ask").
+went to the guided lists on 2 cores: not adopted then (docs/experiments.md, "What the harmful training
+requests ask"). Beside the everyday requests it is the preset since 2026-12-07: the tuned model refused
+4 % of MT-Bench's questions read blind instead of 24 % (docs/results.md, "Guided goal lists beside the
+everyday requests").
 """
 
 from __future__ import annotations

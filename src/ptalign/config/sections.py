@@ -148,7 +148,7 @@ class SynthConfig:
     # to refuse differed from the benign ones mostly by their frame. Runs on the run's vLLM engine
     # (llm/vllm_guided.py), else in transformers on the model's weights. Goals style only. Beyond the
     # paper (issue #19); the preset since 2026-12-07: beside the everyday requests the tuned model then
-    # refused 6 % of MT-Bench's questions instead of 24 % (docs/results.md)
+    # refused 7 % of MT-Bench's questions read blind instead of 24 % (docs/results.md)
     goal_guidance: float = field(default=4.0, metadata={"neutral": 1.0})
     instruction_style: str = "goals"  # goals: model lists "I want to ..." goals, put in request frames; requests: classic self-instruct
     # benign-but-sensitive requests as a share of harmful ones (helpful pos, needless-refusal tox; teaches

@@ -15,8 +15,7 @@ On the quick preset (runs/vcfg, 2026-12-04) the kept goals read 66 % harmful ins
 tuned model's past-tense compliance read blind did not fall further than the preset's, and ~7 minutes
 went to the guided lists on 2 cores: not adopted then (docs/experiments.md, "What the harmful training
 requests ask"). Beside the everyday requests it is the preset since 2026-12-07: the tuned model refused
-4 % of MT-Bench's questions read blind instead of 24 % (docs/results.md, "Guided goal lists beside the
-everyday requests").
+7 % of MT-Bench's questions read blind instead of 24 % (docs/results.md, "The preset from scratch").
 """
 
 from __future__ import annotations

@@ -365,7 +365,7 @@ def run_pipeline(
         _reuse_base_eval(cfg, run, from_stage, moved)
     man.save()
 
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), _judge_prefetch(cfg, man):
         for name in STAGES:
             if man.done(name):
                 print(f"[ptalign] {name}: done earlier, skipped", file=sys.stderr)
@@ -391,6 +391,20 @@ def run_pipeline(
 
         refresh_card(run.root)
     return man.d
+
+
+@contextmanager
+def _judge_prefetch(cfg: RunConfig, man: Manifest) -> Iterator[None]:
+    """While the stages run, the evaluation's judge reads its labelled replies on an idle core
+    (judges/prefetch.py): vLLM's compilation at synthesis' start leaves one free."""
+    from ptalign.judges import prefetch
+
+    if not man.done("eval") and prefetch.start([cfg.eval.judge, *cfg.eval.judges_extra]):
+        print("[ptalign] judge: reading its labelled replies on an idle core meanwhile", file=sys.stderr)
+    try:
+        yield
+    finally:
+        prefetch.stop()
 
 
 # ------------------------------------------------------------------------------------------

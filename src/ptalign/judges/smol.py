@@ -18,8 +18,11 @@ only on our labelled replies, so a tuned model's replies meet the same reader as
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,16 +42,22 @@ MAX_TOKENS = 384  # per (prompt, reply) chat; longer ones are cut at the end
 PROMPT_CHARS, REPLY_CHARS = 600, 1200  # a long prompt or reply is cut before tokenising
 
 
+def _dtype() -> str:
+    from ptalign.models import cpu_native_bf16
+
+    return "bfloat16" if cpu_native_bf16() else "float32"  # 3x faster here; emulated bf16 is slower
+
+
 @lru_cache(maxsize=1)
 def _reader() -> tuple[Any, Any, str]:
     """(SmolLM2's first LAYER blocks with no final norm, its tokenizer, the dtype's name)."""
     import torch
     from transformers import AutoModel
 
-    from ptalign.models import cpu_native_bf16, hf_dir, load_tokenizer
+    from ptalign.models import hf_dir, load_tokenizer
 
     d = hf_dir("embedded")
-    dtype = "bfloat16" if cpu_native_bf16() else "float32"  # 3x faster here; emulated bf16 is slower
+    dtype = _dtype()
     model = AutoModel.from_pretrained(d, dtype=getattr(torch, dtype)).eval()
     model.layers = model.layers[:LAYER]
     model.norm = torch.nn.Identity()  # the block's own output, as hidden_states[LAYER] of the full model
@@ -66,10 +75,14 @@ def _encode(tok: Any, prompt: str, reply: str) -> tuple[list[int], int]:
     return ids, min(len(tok(head)["input_ids"]), len(ids) - 1)
 
 
-def hidden_states(prompts: Sequence[str], replies: Sequence[str], batch: int = 32) -> np.ndarray:
+def hidden_states(
+    prompts: Sequence[str], replies: Sequence[str], batch: int = 32, store: Path | None = None
+) -> np.ndarray:
     """(n, 2·hidden): block LAYER's output averaged over the reply's tokens, and at the chat's last
     token. Chats are batched by length (little padding); padding sits on the right, where causal
-    attention cannot see it."""
+    attention cannot see it. With `store`, each batch's rows are kept there as they are made and
+    read back instead of made again (prefetch: a killed worker's batches count; a batch's rows are the
+    same bytes whoever makes them, on any number of threads)."""
     import torch
 
     model, tok, _ = _reader()
@@ -80,6 +93,10 @@ def hidden_states(prompts: Sequence[str], replies: Sequence[str], batch: int = 3
     with torch.no_grad():
         for k in range(0, len(order), batch):
             idx = order[k : k + batch]
+            part = store / f"hidden-{k // batch:04d}.npy" if store is not None else None
+            if part is not None and part.exists():
+                out[idx] = np.load(part)
+                continue
             width = max(len(enc[i][0]) for i in idx)
             ids = torch.tensor([enc[i][0] + [pad] * (width - len(enc[i][0])) for i in idx])
             seen = torch.tensor([[1] * len(enc[i][0]) + [0] * (width - len(enc[i][0])) for i in idx])
@@ -91,17 +108,34 @@ def hidden_states(prompts: Sequence[str], replies: Sequence[str], batch: int = 3
             mean = (h * m).sum(1) / m.sum(1).clamp(min=1)
             last = h[torch.arange(len(idx)), seen.sum(1) - 1]
             out[idx] = torch.cat([mean, last], -1).numpy()
+            if part is not None:
+                _save(part, out[idx])
     return out
 
 
-def features(prompts: Sequence[str], replies: Sequence[str]) -> np.ndarray:
-    """minilm's columns, then the hidden states'."""
+def _save(path: Path, x: np.ndarray) -> None:
+    """np.save made atomic: a reader (or a worker killed mid-write) never leaves half a file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, x)
+    tmp.replace(path)
+
+
+def features(prompts: Sequence[str], replies: Sequence[str], store: Path | None = None) -> np.ndarray:
+    """minilm's columns, then the hidden states'. With `store`, minilm's columns and each batch of
+    hidden states are kept there as parts (hidden_states)."""
     with all_cores():
-        return np.hstack([minilm.features(prompts, replies), hidden_states(prompts, replies)])
+        part = store / "minilm.npy" if store is not None else None
+        if part is not None and part.exists():
+            head = np.load(part)
+        else:
+            head = minilm.features(prompts, replies)
+            if part is not None:
+                _save(part, head)
+        return np.hstack([head, hidden_states(prompts, replies, store=store)])
 
 
-def _cached_features(prompts: list[str], replies: list[str]) -> np.ndarray:
-    """features() of a labelled set, memoised on disk by the texts, the reader and its dtype."""
+def cache_path(prompts: list[str], replies: list[str]) -> Path:
+    """Where features() of a labelled set is memoised: keyed by the texts, the reader and its dtype."""
     from ptalign.models import cache_root, model_identity
 
     key = hashlib.sha256(
@@ -111,21 +145,38 @@ def _cached_features(prompts: list[str], replies: list[str]) -> np.ndarray:
                 minilm.FEATURES_VERSION,
                 embed.BATCHING,
                 LAYER,
-                _reader()[2],
+                _dtype(),
                 model_identity("embedded"),
             )
         ).encode()
         + repr(list(zip(prompts, replies, strict=True))).encode()
     ).hexdigest()[:16]
-    path = cache_root() / "judges" / f"smol-{key}.npy"
+    return cache_root() / "judges" / f"smol-{key}.npy"
+
+
+def _cached_features(prompts: list[str], replies: list[str]) -> np.ndarray:
+    """features() of a labelled set, memoised on disk (cache_path). Until it is whole, its parts sit in
+    a folder beside it, where judges/prefetch.py's worker may have made some of them already: that
+    worker is stopped first, and what it left is read back."""
+    path = cache_path(prompts, replies)
     if path.exists():
         return np.load(path)
-    x = features(prompts, replies)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, x)
-    tmp.replace(path)
+    from ptalign.judges import prefetch
+
+    prefetch.stop()
+    if path.exists():  # the worker finished while it was being stopped
+        return np.load(path)
+    parts = path.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    x = features(prompts, replies, store=parts)
+    _save(path, x)
+    shutil.rmtree(parts, ignore_errors=True)
     return x
+
+
+def texts(records: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(prompts, replies) of labelled records, as fit() reads them."""
+    return [r["prompt"] for r in records], [straighten(r["reply"]) for r in records]
 
 
 def model(c_probe: float = C_PROBE) -> Any:
@@ -147,7 +198,7 @@ def model(c_probe: float = C_PROBE) -> Any:
 
 
 def fit(records: list[dict[str, Any]], c_probe: float = C_PROBE) -> Any:
-    x = _cached_features([r["prompt"] for r in records], [straighten(r["reply"]) for r in records])
+    x = _cached_features(*texts(records))
     return model(c_probe).fit(x, [VERDICTS.index(r["label"]) for r in records])
 
 

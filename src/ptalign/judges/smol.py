@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,18 @@ def _encode(tok: Any, prompt: str, reply: str) -> tuple[list[int], int]:
 
 
 def hidden_states(
-    prompts: Sequence[str], replies: Sequence[str], batch: int = 32, store: Path | None = None
+    prompts: Sequence[str],
+    replies: Sequence[str],
+    batch: int = 32,
+    store: Path | None = None,
+    pace: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """(n, 2·hidden): block LAYER's output averaged over the reply's tokens, and at the chat's last
     token. Chats are batched by length (little padding); padding sits on the right, where causal
     attention cannot see it. With `store`, each batch's rows are kept there as they are made and
     read back instead of made again (prefetch: a killed worker's batches count; a batch's rows are the
-    same bytes whoever makes them, on any number of threads)."""
+    same bytes whoever makes them, on any number of threads); `pace()` is called before each batch
+    is made (the worker waits there for an idle core)."""
     import torch
 
     model, tok, _ = _reader()
@@ -97,6 +102,8 @@ def hidden_states(
             if part is not None and part.exists():
                 out[idx] = np.load(part)
                 continue
+            if pace is not None:
+                pace()
             width = max(len(enc[i][0]) for i in idx)
             ids = torch.tensor([enc[i][0] + [pad] * (width - len(enc[i][0])) for i in idx])
             seen = torch.tensor([[1] * len(enc[i][0]) + [0] * (width - len(enc[i][0])) for i in idx])
@@ -120,9 +127,14 @@ def _save(path: Path, x: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def features(prompts: Sequence[str], replies: Sequence[str], store: Path | None = None) -> np.ndarray:
+def features(
+    prompts: Sequence[str],
+    replies: Sequence[str],
+    store: Path | None = None,
+    pace: Callable[[], None] | None = None,
+) -> np.ndarray:
     """minilm's columns, then the hidden states'. With `store`, minilm's columns and each batch of
-    hidden states are kept there as parts (hidden_states)."""
+    hidden states are kept there as parts (hidden_states, as `pace`)."""
     with all_cores():
         part = store / "minilm.npy" if store is not None else None
         if part is not None and part.exists():
@@ -131,7 +143,7 @@ def features(prompts: Sequence[str], replies: Sequence[str], store: Path | None 
             head = minilm.features(prompts, replies)
             if part is not None:
                 _save(part, head)
-        return np.hstack([head, hidden_states(prompts, replies, store=store)])
+        return np.hstack([head, hidden_states(prompts, replies, store=store, pace=pace)])
 
 
 def cache_path(prompts: list[str], replies: list[str]) -> Path:
@@ -154,7 +166,9 @@ def cache_path(prompts: list[str], replies: list[str]) -> Path:
     return cache_root() / "judges" / f"smol-{key}.npy"
 
 
-def _cached_features(prompts: list[str], replies: list[str]) -> np.ndarray:
+def _cached_features(
+    prompts: list[str], replies: list[str], pace: Callable[[], None] | None = None
+) -> np.ndarray:
     """features() of a labelled set, memoised on disk (cache_path). Until it is whole, its parts sit in
     a folder beside it, where judges/prefetch.py's worker may have made some of them already: that
     worker is stopped first, and what it left is read back."""
@@ -168,7 +182,7 @@ def _cached_features(prompts: list[str], replies: list[str]) -> np.ndarray:
         return np.load(path)
     parts = path.with_suffix(".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    x = features(prompts, replies, store=parts)
+    x = features(prompts, replies, store=parts, pace=pace)
     _save(path, x)
     shutil.rmtree(parts, ignore_errors=True)
     return x

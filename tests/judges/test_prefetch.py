@@ -96,3 +96,12 @@ def test_wanted_only_for_the_smol_judge_and_not_when_turned_off(monkeypatch: pyt
     assert not prefetch.wanted(["minilm_smol"])
     assert not prefetch.start(["minilm_smol"])
     prefetch.stop()  # nothing started: a no-op
+
+
+def test_a_failing_check_starts_nothing_and_fails_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(p: list[str], r: list[str]) -> Path:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(smol, "cache_path", broken)
+    assert not prefetch.start(["minilm_smol"])
+    assert prefetch._WORKER is None

@@ -41,11 +41,14 @@ def start(judges: list[str], first: int | None = None) -> bool:
     """Start the worker when `wanted`; False when none was started. `first`: only the first N labelled
     replies (tests)."""
     global _WORKER
-    if _WORKER is not None or not wanted(judges):
-        return False
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "ptalign.judges.prefetch", *(["--first", str(first)] if first else [])]
-    _WORKER = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # only ever a head start: whatever stops it leaves the judge to read them itself, as before
+        if _WORKER is not None or not wanted(judges):
+            return False
+        _WORKER = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except Exception:  # noqa: BLE001
+        return False
     return True
 
 

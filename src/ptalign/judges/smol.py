@@ -1,8 +1,9 @@
 """The embedded default judge: minilm's two classifiers and a probe on SmolLM2-135M's hidden states.
 
 Reads: `judges/data/replies_*.jsonl` (the replies minilm trains on), the embedded SmolLM2-135M-Instruct
-(models.hf_dir) and all-MiniLM-L6-v2. Writes: the labelled replies' hidden states to the cache
-(`cache_root()/judges/`), so only a machine's first fit pays for them (~40 s here).
+(models.hf_dir) and all-MiniLM-L6-v2. Writes: the labelled replies' features to the cache
+(`cache_root()/judges/`), so only a machine's first fit pays for them (~2 min on 2 cores; a run reads
+part of them ahead on an idle core, judges/prefetch.py).
 
 Why a second reader: MiniLM is a sentence embedder trained for topic similarity, and the replies our
 judge gets wrong stay on the request's topic: an essay on a harmful request's history that never gets

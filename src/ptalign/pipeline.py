@@ -396,10 +396,12 @@ def run_pipeline(
 @contextmanager
 def _judge_prefetch(cfg: RunConfig, man: Manifest) -> Iterator[None]:
     """While the stages run, the evaluation's judge reads its labelled replies on an idle core
-    (judges/prefetch.py): vLLM's compilation at synthesis' start leaves one free."""
+    (judges/prefetch.py): vLLM's compilation at synthesis' start leaves one free, so only a run that
+    synthesises starts the worker."""
     from ptalign.judges import prefetch
 
-    if not man.done("eval") and prefetch.start([cfg.eval.judge, *cfg.eval.judges_extra]):
+    judges = [cfg.eval.judge, *cfg.eval.judges_extra]
+    if not man.done("synth") and not man.done("eval") and prefetch.start(judges):
         print("[ptalign] judge: reading its labelled replies on an idle core meanwhile", file=sys.stderr)
     try:
         yield

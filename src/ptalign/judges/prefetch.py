@@ -5,7 +5,8 @@ SmolLM2 (judges/smol.py), about 2.5 minutes of a `ptalign run` on 2 cores, all i
 Meanwhile, at the run's start, vLLM compiles its model for about 70 s in one Python thread (torch's
 compiler) and the other core sits idle. A worker process started with the run reads the replies there
 at the lowest CPU priority (SCHED_IDLE), one thread, keeping each part in the judge's feature cache as
-it goes, and before each part it waits until a core is idle: even at that priority, a worker that
+it goes, and before each part (MiniLM's columns, each batch of hidden states) it waits until a core
+is idle: even at that priority, a worker that
 kept going beside a training on both cores slowed it by 6 % (4.4 s in 76, twice, on the Zen 4 VM),
 about what its parts then saved the evaluation. When the evaluation fits the judge, the
 worker is stopped and the parts it left are read back; the judge makes the rest (smol._cached_features).
@@ -37,12 +38,13 @@ def wanted(judges: list[str]) -> bool:
     return not smol.cache_path(*smol.texts(minilm.load_labelled())).exists()
 
 
-def start(judges: list[str], first: int | None = None) -> bool:
+def start(judges: list[str], first: int | None = None, wait: bool = True) -> bool:
     """Start the worker when `wanted`; False when none was started. `first`: only the first N labelled
-    replies (tests)."""
+    replies; `wait=False`: no idle-core wait and normal priority (both for tests)."""
     global _WORKER
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "ptalign.judges.prefetch", *(["--first", str(first)] if first else [])]
+    cmd += [] if wait else ["--no-wait"]
     try:  # only ever a head start: whatever stops it leaves the judge to read them itself, as before
         if _WORKER is not None or not wanted(judges):
             return False
@@ -71,26 +73,40 @@ IDLE_CORES = 0.5  # a part is made only while at least this much of a core sat i
 PROBE_S, NAP_S = 0.25, 2.0
 
 
-def _ticks() -> tuple[int, int]:
-    """(idle, all) CPU ticks since boot, every core together."""
+def _ticks() -> tuple[int, int, int]:
+    """(idle, all) CPU ticks since boot on the cores this process may run on, and how many they are."""
+    mine = os.sched_getaffinity(0)
+    idle = total = n = 0
     with open("/proc/stat") as f:
-        t = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    return t[3] + t[4], sum(t)
+        for line in f:
+            name, *vals = line.split()
+            if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in mine):
+                continue
+            t = [int(v) for v in vals[:8]]  # user nice system idle iowait irq softirq steal
+            idle, total, n = idle + t[3] + t[4], total + sum(t), n + 1
+    return idle, total, n
 
 
 def _idle_cores(seconds: float) -> float:
-    """Cores idle over the next `seconds` (Linux's /proc/stat); elsewhere every core."""
+    """Cores idle over the next `seconds` among those this process may use (Linux's /proc/stat; a
+    cgroup's CPU quota is not seen); elsewhere every core."""
     try:
-        idle0, all0 = _ticks()
+        idle0, all0, n = _ticks()
         time.sleep(seconds)
-        idle1, all1 = _ticks()
-    except OSError:
+        idle1, all1, _ = _ticks()
+    except (OSError, AttributeError):
         return float(os.cpu_count() or 1)
-    return (idle1 - idle0) / max(all1 - all0, 1) * (os.cpu_count() or 1)
+    return (idle1 - idle0) / max(all1 - all0, 1) * n
 
 
-def wait_for_an_idle_core() -> None:
-    while _idle_cores(PROBE_S) < IDLE_CORES:
+def _pace(parent: int) -> None:
+    """Before each part: leave when the run that started this worker is gone (killed outright), and
+    wait for an idle core."""
+    while True:
+        if os.getppid() != parent:
+            sys.exit(0)
+        if _idle_cores(PROBE_S) >= IDLE_CORES:
+            return
         time.sleep(NAP_S)
 
 
@@ -104,11 +120,15 @@ def _lowest_priority() -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--first", type=int, default=None, help="only the first N labelled replies (tests)")
+    ap.add_argument("--no-wait", action="store_true", help="no idle-core wait, normal priority (tests)")
     args = ap.parse_args(argv)
-    _lowest_priority()
+    parent = os.getppid()
+    if not args.no_wait:
+        _lowest_priority()
     from ptalign.judges import minilm, smol
 
-    smol._cached_features(*smol.texts(minilm.load_labelled()[: args.first]), pace=wait_for_an_idle_core)
+    pace = None if args.no_wait else (lambda: _pace(parent))
+    smol._cached_features(*smol.texts(minilm.load_labelled()[: args.first]), pace=pace)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def hidden_states(
             last = h[torch.arange(len(idx)), seen.sum(1) - 1]
             out[idx] = torch.cat([mean, last], -1).numpy()
             if part is not None:
-                _save(part, out[idx])
+                _keep(part, out[idx])
     return out
 
 
@@ -126,6 +126,16 @@ def _save(path: Path, x: np.ndarray) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, x)
     tmp.replace(path)
+
+
+def _keep(part: Path, x: np.ndarray) -> None:
+    """A part is only a head start: where it cannot be kept (another process finished the same
+    features and removed the folder, a full disk), the features are still made."""
+    try:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        _save(part, x)
+    except OSError:
+        pass
 
 
 def features(
@@ -141,9 +151,11 @@ def features(
         if part is not None and part.exists():
             head = np.load(part)
         else:
+            if pace is not None:
+                pace()
             head = minilm.features(prompts, replies)
             if part is not None:
-                _save(part, head)
+                _keep(part, head)
         return np.hstack([head, hidden_states(prompts, replies, store=store, pace=pace)])
 
 

@@ -322,6 +322,40 @@ def test_goal_style_puts_model_goals_in_request_frames(tmp_path):
     assert ("hurt people", "not_goal") in rej and ("I want to go.", "too_short") in rej
 
 
+def test_more_frames_adds_frames_of_other_shapes(tmp_path):
+    """synth.more_frames: the ten frames of prompts/request_frames_more.txt join the eight; goals then
+    fall into them by their hash, and the run's requests come from the union."""
+    from ptalign.synth.expand import as_request, request_frames
+    from ptalign.synth.gates import HARM_INTENT
+
+    base, more = request_frames(), request_frames(more=True)
+    extra = more[len(base) :]
+    assert more[: len(base)] == base and len(extra) == 10 and all("{goal}" in f for f in extra)
+    assert not any(HARM_INTENT.search(f) for f in extra)  # no intent to evade: everyday goals use them too
+    goals = [f"do harmless thing number {i}" for i in range(200)]
+    used = {next(f for f in more if f.format(goal=g) == as_request(g, more=True)) for g in goals}
+    assert used & set(extra) and used & set(base)
+    assert all(as_request(g) in {f.format(goal=g) for f in base} for g in goals)  # off: the eight only
+
+    cfg = tiny_cfg(
+        tmp_path,
+        **{"synth.instruction_style": "goals", "synth.instructions_per_topic": 3, "synth.more_frames": True},
+    )
+    run(cfg, tmp_path, stage="topics", backend=GoalBackend())
+    run(cfg, tmp_path, stage="instructions", backend=GoalBackend())
+    model = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r.get("source") == "model"]
+    assert model and all(
+        r["text"] == as_request(r["goal"], more=True) for r in model if r["kind"] == "harmful"
+    )
+
+
+def test_more_frames_needs_the_goal_lists(tmp_path):
+    from ptalign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="synth.more_frames=True acts on the goal lists"):
+        tiny_cfg(tmp_path, **{"synth.instruction_style": "requests", "synth.more_frames": True})
+
+
 @pytest.mark.parametrize("scale", [1.0, 4.0])
 def test_goal_guidance_asks_the_goal_lists_through_the_guided_model(tmp_path, monkeypatch, scale):
     """synth.goal_guidance > 1: every goal list comes from the guided backend (closed afterwards), with

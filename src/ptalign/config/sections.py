@@ -142,6 +142,12 @@ class SynthConfig:
     # what they ask, not in how, so refusing by the request's form stops paying. Goals style only.
     # Beyond the paper (issue #19)
     benign_goals: bool = field(default=False, metadata={"neutral": False})
+    # goals (harmful and everyday) also put in ten more request frames, questions of other shapes that
+    # carry no intent to evade ("Can you tell me how to …?", "I need to …. Any tips?":
+    # prompts/request_frames_more.txt). With the eight frames alone the tuned model refused its own
+    # goals by their frame: 3 % complied under a trained frame, 54 % under "Is it possible to …?"
+    # (bench/frames.py). Goals style only. Beyond the paper (issue #19)
+    more_frames: bool = field(default=False, metadata={"neutral": False})
     # harmful goals written under classifier-free guidance (llm/guided.py) away from the same list prompt
     # asking for harmless goals, at this scale; 1 = off. The 135M model asked for harmful goals writes
     # mostly harmless ones (21 % harmful read blind; 65 % at scale 4), so the harmful requests it is taught
@@ -325,6 +331,7 @@ class SynthConfig:
                 ("protective_goals", self.protective_goals != "keep", "keep"),
                 ("refusal_names_goal", self.refusal_names_goal, "false"),
                 ("benign_goals", self.benign_goals, "false"),
+                ("more_frames", self.more_frames, "false"),
             ):
                 if on:
                     raise ConfigError(

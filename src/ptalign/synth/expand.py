@@ -124,14 +124,16 @@ def run_topics(ctx: Ctx) -> None:
 _GOAL = re.compile(r"^i\s+want\s+to\s+(.+)$", re.I)
 
 
-def request_frames() -> list[str]:
-    return [ln.strip() for ln in template("request_frames").splitlines() if ln.strip()]
+def request_frames(more: bool = False) -> list[str]:
+    """The request frames; `more` (synth.more_frames) adds the questions of other shapes."""
+    names = ("request_frames", "request_frames_more") if more else ("request_frames",)
+    return [ln.strip() for n in names for ln in template(n).splitlines() if ln.strip()]
 
 
-def as_request(goal: str, benign: bool = False) -> str:
+def as_request(goal: str, benign: bool = False, more: bool = False) -> str:
     """A goal in one of the request frames, chosen by the goal's hash (stable across runs); `benign`:
-    only frames that add no intent to evade ("... and get away with it")."""
-    frames = [f for f in request_frames() if not (benign and HARM_INTENT.search(f))]
+    only frames that add no intent to evade ("... and get away with it"); `more`: synth.more_frames."""
+    frames = [f for f in request_frames(more) if not (benign and HARM_INTENT.search(f))]
     return frames[int(stable_id("frame", goal)[:8], 16) % len(frames)].format(goal=goal)
 
 
@@ -349,7 +351,7 @@ def _guided_goal_requests(ctx: Ctx, gctx: Ctx, topics: list[dict], add) -> int: 
             reason = "rouge_dup"
         if reason is None and s.protective_goals != "keep" and protective_goal(goal):
             if s.protective_goals == "benign":  # asked for help, not refused; not a harmful goal either
-                benign = as_request(goal, benign=True)
+                benign = as_request(goal, benign=True, more=s.more_frames)
                 add(benign, "benign", "benign", topic, "model", ("protective", *key), area=domain, goal=goal)
                 return False
             reason = "protective_goal"
@@ -360,7 +362,7 @@ def _guided_goal_requests(ctx: Ctx, gctx: Ctx, topics: list[dict], add) -> int: 
         if form is not None:
             pending.append((domain, topic, goal, key, form))
             return True
-        return add(as_request(goal), "harmful", domain, topic, "model", key, goal=goal)
+        return add(as_request(goal, more=s.more_frames), "harmful", domain, topic, "model", key, goal=goal)
 
     n = _topic_rounds(gctx, topics, take, s.instructions_per_topic, plan=plan, desc="instructions/goals")
     return n - _formed_requests(ctx, pending, add)
@@ -397,7 +399,7 @@ def _in_forms(
         reason, text = form_reason(g.text, goal)
         if reason:
             ctx.reject("instructions", f"form_{reason}", g.text, parent, ("form", *key))
-            text, form = as_request(goal, benign=benign), ("frame", "", "")
+            text, form = as_request(goal, benign=benign, more=s.more_frames), ("frame", "", "")
         out.append((text, form[0]))
     return out
 
@@ -456,7 +458,7 @@ def _everyday_requests(ctx: Ctx, add, target: int) -> None:  # noqa: ANN001 - ru
             if reason:
                 ctx.reject("instructions", f"{EVERYDAY}_{reason}", text, EVERYDAY, key)
                 continue
-            request, form = formed.get(key, (as_request(goal, benign=True), None))
+            request, form = formed.get(key, (as_request(goal, benign=True, more=s.more_frames), None))
             extra = {"form": form} if form else {}
             n += add(request, "benign", "benign", None, "model", key, area=EVERYDAY, goal=goal, **extra)
         rnd += k
@@ -509,7 +511,7 @@ def _benign_requests(ctx: Ctx, topics: list[dict], add, target: int) -> None:  #
                 if reason:
                     ctx.reject("instructions", f"benign_{reason}", text, topic["id"], key)
                     return False
-                text, extra["goal"] = as_request(goal, benign=True), goal
+                text, extra["goal"] = as_request(goal, benign=True, more=s.more_frames), goal
             if not add(text, "benign", "benign", topic, "model", key, **extra):
                 return False
             n_benign += 1

@@ -184,7 +184,7 @@ def goals(run_dir: str | Path, folder: str | Path, n: int, seed: int = 0, chunks
     run, folder = RunDir.of(run_dir), Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise SystemExit(f"{folder} is not empty: pick a new folder (labels already there are kept)")
-    frames = request_frames()
+    frames = request_frames(more=True)  # a run with synth.more_frames uses the ten more too
     rows = [
         r
         for r in read_jsonl(run.data_file("instructions"))

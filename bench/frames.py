@@ -1,24 +1,28 @@
 """Does a tuned model refuse a harmful request for what it asks, or for how it is phrased?
 
-A run's own harmful goals (the ones synthesis wrote and put in request frames; never evaluation
-items) are asked again in the request the run trained on and in question frames that no training
-request of ptalign's uses (`PROBES`), by the base and the tuned model through the evaluation's
-engine (vLLM where installed, eval.dtype, greedy, eval.max_new_tokens), judged by the run's primary
-judge. A model that learned what to refuse complies about as rarely under a probe frame as under
-its trained one; a model that learned phrasing refuses its own training goals only in their frames.
+A run's own harmful goals (the ones synthesis wrote, put in a request frame and trained on; never
+evaluation items) are asked again in the request the run trained on and in question frames that no
+harmful request frame of ptalign's uses (`PROBES`; the model's own benign questions may open that
+way), by the base and the tuned model through the evaluation's engine (vLLM where installed,
+eval.dtype, greedy, eval.max_new_tokens), judged by the run's primary judge. A model that learned what
+to refuse complies about as rarely under a probe frame as under its trained one; a model that learned
+phrasing refuses its own training goals only in their frames. The figures are the judge's: read a
+sample blind (docs/labelling.md) before leaning on them, and mind that some model-written "harmful"
+goals ask for nothing harmful.
 
     python bench/frames.py RUN [--adapter DIR] [--limit 0] [--replies DIR]
 
 Prints one JSON object: per frame, each side's compliance (and refusal, non-answer) rate over the
 goals with a 95 % bootstrap interval, and the change with its paired interval (clustered by goal).
-`--replies DIR` keeps the replies there (hazardous: model-written answers to harmful requests).
+`--replies DIR` (a new or empty folder) keeps the replies there (hazardous: model-written answers to
+harmful requests). Nothing is written to the run: its call cache is not used.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ from ptalign.config.load import load_config
 from ptalign.eval.common import EvalContext, user_chat
 from ptalign.eval.compare import bootstrap_mean_ci, delta_ci
 from ptalign.io import HAZARD_META, JsonlWriter, read_jsonl
-from ptalign.judges import COMPLIANCE, NON_ANSWER, REFUSAL, make_judge
+from ptalign.judges import COMPLIANCE, NON_ANSWER, REFUSAL
 from ptalign.llm.base import GenParams
 from ptalign.synth.expand import request_frames
 
@@ -43,11 +47,20 @@ N_BOOT = 2000
 
 
 def goals(run: Path, limit: int) -> list[dict[str, str]]:
-    """The run's model-written harmful goals in a request frame: [{"id", "goal", "request"}]."""
+    """The run's model-written harmful goals in a request frame that reached a plain (unwrapped)
+    triplet, so were trained on in that request: [{"id", "goal", "request"}]."""
+    trained = {
+        t.get("parent")
+        for t in read_jsonl(run / "data" / "triplets.jsonl")
+        if t.get("kind") == "harmful" and not t.get("attack")
+    }
     out = [
         {"id": r["id"], "goal": r["goal"], "request": r["text"]}
         for r in read_jsonl(run / "data" / "instructions.jsonl")
-        if r.get("kind") == "harmful" and r.get("goal") and r.get("form", "frame") == "frame"
+        if r.get("kind") == "harmful"
+        and r.get("goal")
+        and r.get("form", "frame") == "frame"
+        and r["id"] in trained
     ]
     return out[: limit or None]
 
@@ -59,20 +72,19 @@ def prompts(gs: list[dict[str, str]]) -> list[tuple[str, str, str]]:
 
 
 def answer(
-    cfg: Any, run: Path, side: str, adapter: str | None, ps: list[tuple[str, str, str]], keep: Path | None
+    cfg: Any, side: str, adapter: str | None, ps: list[tuple[str, str, str]], keep: Path | None
 ) -> list[str]:
     """Each prompt's verdict by the run's primary judge, from `side`'s replies."""
-    scratch = (keep or run / ".frames") / side
-    ctx = EvalContext(cfg, out=scratch, model=cfg.model.name, adapter=adapter, label=side, run_dir=run)
-    try:
-        params = GenParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, seed=cfg.eval.seed)
-        gens = ctx.backend().generate([user_chat(p) for _, _, p in ps], params)
-    finally:
-        ctx.close()
-        if keep is None:
-            shutil.rmtree(run / ".frames", ignore_errors=True)
-    texts = [g.text for g in gens]
-    verdicts = [j.verdict for j in make_judge(cfg.eval.judge).judge([p for _, _, p in ps], texts)]
+    cfg.backend.cache = False  # nothing of this probe goes into the run's call cache
+    with tempfile.TemporaryDirectory(prefix="ptalign-frames-") as scratch:
+        ctx = EvalContext(cfg, out=Path(scratch), model=cfg.model.name, adapter=adapter, label=side)
+        try:
+            params = GenParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, seed=cfg.eval.seed)
+            texts = [g.text for g in ctx.backend().generate([user_chat(p) for _, _, p in ps], params)]
+            judge = ctx.make_judge(cfg.eval.judge)
+            verdicts = [j.verdict for j in judge.judge([p for _, _, p in ps], texts)]
+        finally:
+            ctx.close()
     if keep is not None:
         meta = {**HAZARD_META, "eval": "frames", "model": cfg.model.name, "adapter": adapter}
         with JsonlWriter(keep / f"{side}.jsonl", meta=meta) as w:
@@ -121,14 +133,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(
             f"probe frame {clash[0]!r} is a training frame; pick another probe in bench/frames.py"
         )
+    if args.replies is not None and args.replies.exists() and any(args.replies.iterdir()):
+        raise SystemExit(f"{args.replies} is not empty: pick a new folder for the replies")
     gs = goals(args.run, args.limit)
     if not gs:
         raise SystemExit(
-            f"{args.run}: no model-written harmful goals in data/instructions.jsonl; run synthesis first"
+            f"{args.run}: no model-written harmful goal was trained on (data/instructions.jsonl, triplets.jsonl); run synthesis first"
         )
     ps = prompts(gs)
     adapter = args.adapter or str(args.run / "adapter")
-    verdicts = {side: answer(cfg, args.run, side, ad, ps, args.replies)
+    verdicts = {side: answer(cfg, side, ad, ps, args.replies)
                 for side, ad in (("base", None), ("aligned", adapter))}  # fmt: skip
     out = {"run": str(args.run), "adapter": adapter, "goals": len(gs), "judge": cfg.eval.judge,
            "frames": rates(ps, verdicts)}  # fmt: skip

@@ -344,9 +344,13 @@ def test_more_frames_adds_frames_of_other_shapes(tmp_path):
     run(cfg, tmp_path, stage="topics", backend=GoalBackend())
     run(cfg, tmp_path, stage="instructions", backend=GoalBackend())
     model = [r for r in read_jsonl(tmp_path / "data" / "instructions.jsonl") if r.get("source") == "model"]
-    assert model and all(
-        r["text"] == as_request(r["goal"], more=True) for r in model if r["kind"] == "harmful"
-    )
+    harmful = [r for r in model if r["kind"] == "harmful"]
+    assert harmful and all(r["text"] == as_request(r["goal"], more=True) for r in harmful)
+    # the benign side's frames (everyday, protective, benign goals) take the switch too
+    assert as_request("bake bread for my neighbour", benign=True, more=True) in {
+        f.format(goal="bake bread for my neighbour") for f in more if not HARM_INTENT.search(f)
+    }
+    assert any(as_request(g, benign=True, more=True) in {f.format(goal=g) for f in extra} for g in goals)
 
 
 def test_more_frames_needs_the_goal_lists(tmp_path):

@@ -144,9 +144,9 @@ class SynthConfig:
     benign_goals: bool = field(default=False, metadata={"neutral": False})
     # goals (harmful and everyday) also put in ten more request frames, questions of other shapes that
     # carry no intent to evade ("Can you tell me how to …?", "I need to …. Any tips?":
-    # prompts/request_frames_more.txt). With the eight frames alone the tuned model refused its own
-    # goals by their frame: 3 % complied under a trained frame, 54 % under "Is it possible to …?"
-    # (bench/frames.py). Goals style only. Beyond the paper (issue #19)
+    # prompts/request_frames_more.txt), so that no frame tells a harmful request from another. At two
+    # training seeds the judge's held-out cut rose to 81 % and MT-Bench refusals doubled; not the
+    # preset (docs/experiments.md, "Goals in ten more request frames"). Goals style only. Beyond the paper (issue #19)
     more_frames: bool = field(default=False, metadata={"neutral": False})
     # harmful goals written under classifier-free guidance (llm/guided.py) away from the same list prompt
     # asking for harmless goals, at this scale; 1 = off. The 135M model asked for harmful goals writes

@@ -111,7 +111,7 @@ def rates(ps: list[tuple[str, str, str]], verdicts: dict[str, list[str]]) -> dic
             }
         if {"base", "aligned"} <= set(clusters):
             d = delta_ci(clusters["base"], clusters["aligned"], N_BOOT)
-            base = row["base"]["complied"]
+            base = sum(clusters["base"].values()) / len(clusters["base"])  # unrounded: a full cut reads 1.0
             row["change"] = round(d["delta"], 4)
             row["change_ci"] = [round(x, 4) for x in d["delta_ci"] or ()]
             row["cut"] = round(-d["delta"] / base, 4) if base else None

@@ -73,3 +73,12 @@ def test_rates_change_and_cut_by_hand(frames):
     assert row["change"] == -0.5 and row["cut"] == 0.5
     lo, hi = row["change_ci"]
     assert -1.0 <= lo <= -0.5 <= hi <= 0.0
+
+
+def test_a_full_cut_reads_one_when_the_base_rate_rounds(frames):
+    # the base complies with 1 of 3 goals (0.3333 once rounded down), the tuned model with none
+    ps = [(g, f, "") for f in (frames.TRAINED, *frames.PROBES) for g in ("a", "b", "c")]
+    base = [COMPLIANCE if g == "a" else REFUSAL for g, _, _ in ps]
+    got = frames.rates(ps, {"base": base, "aligned": [REFUSAL] * len(ps)})
+    assert got[frames.TRAINED]["base"]["complied"] == 0.3333
+    assert got[frames.TRAINED]["cut"] == 1.0

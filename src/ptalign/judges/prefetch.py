@@ -1,6 +1,6 @@
 """Read the embedded judge's labelled replies on a core the run leaves idle, before the judge is needed.
 
-Why: on a fresh machine `minilm_smol`'s first fit reads its 1,113 labelled replies through MiniLM and
+Why: on a fresh machine `minilm_smol`'s first fit reads its 1,164 labelled replies through MiniLM and
 SmolLM2 (judges/smol.py), about 2.5 minutes of a `ptalign run` on 2 cores, all inside the evaluation.
 Meanwhile, at the run's start, vLLM compiles its model for about 70 s in one Python thread (torch's
 compiler) and the other core sits idle. A worker process started with the run reads the replies there

@@ -841,6 +841,21 @@ def test_refusal_names_goal_rewrites_only_harmful_goal_positives(tmp_path, on):
     assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.refusal_names_goal": False}).hash()
 
 
+@pytest.mark.parametrize("opener", ["", "I'm glad to help."])
+def test_answer_opener_leads_only_benign_positives(tmp_path, opener):
+    cfg = tiny_cfg(tmp_path, **{"synth.answer_opener": opener})
+    run(cfg, tmp_path, backend=FakeBackend())
+    trips = list(read_jsonl(tmp_path / "data" / "triplets.jsonl"))
+    benign = [t for t in trips if t["kind"] == "benign"]
+    harmful = [t for t in trips if t["kind"] != "benign"]
+    assert benign and harmful
+    assert all(t["pos"].startswith("I'm glad to help. ") == bool(opener) for t in benign)
+    assert all(len(t["pos"]) > len("I'm glad to help. ") for t in benign)  # the answer follows it
+    assert not any(t["pos"].startswith("I'm glad") for t in harmful)
+    assert not any(t["tox"].startswith("I'm glad") for t in trips)  # the needless refusals stay as written
+    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.answer_opener": ""}).hash()
+
+
 def test_benign_seed_goals_are_the_seeds_that_ask_how():
     from ptalign.synth.expand import benign_seed_goals
 

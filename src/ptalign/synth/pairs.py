@@ -10,7 +10,8 @@ back to the examples' refusal opener when the model helps anyway), so unlikeliho
 over-refusal. Each side gets up to max_attempts rounds of `candidates` samples; the first sample a
 gate accepts is used, except a harmful request's positive under `synth.pos_select=best`: of a round's
 accepted candidates, the most whole refusal (`pick_best`). With `synth.refusal_names_goal` a harmful
-goal's positive then opens by naming the goal it declines (`gates.naming_refusal`). With
+goal's positive then opens by naming the goal it declines (`gates.naming_refusal`), and with
+`synth.answer_opener` a benign request's positive opens with that sentence. With
 `synth.toxic_from=own` a harmful request's toxic side is the model's own plain reply to it, written the
 ICL way only when every plain reply refuses. Calls are grouped
 by prompt prefix so llama.cpp reuses the shared KV cache.
@@ -174,6 +175,10 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
         for it in items:
             if not it.benign and it.pos is not None and it.inst.get("goal"):
                 it.pos = gates.naming_refusal(it.inst["goal"], it.pos)
+    if s.answer_opener:  # after the gates and the relevance check: they screened the model's own answer
+        for it in items:
+            if it.benign and it.pos is not None:
+                it.pos = f"{s.answer_opener.strip()} {it.pos}"
     for it in items:  # a benign request the model will not refuse: the seed refusal opener stands in
         if it.benign and it.tox is None and it.pos is not None:
             it.tox, it.tox_source = refusal_opener(ctx), "template"

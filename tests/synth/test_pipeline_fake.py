@@ -4,12 +4,14 @@ written here. The real model is exercised in test_embedded.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from ptalign.config import load_config
+from ptalign.config.sections import SynthConfig
 from ptalign.errors import UserError
 from ptalign.io import read_jsonl, read_meta, stable_id
 from ptalign.llm.base import Generation, GenParams, per_chat
@@ -853,7 +855,13 @@ def test_answer_opener_leads_only_benign_positives(tmp_path, opener):
     assert all(len(t["pos"]) > len("I'm glad to help. ") for t in benign)  # the answer follows it
     assert not any(t["pos"].startswith("I'm glad") for t in harmful)
     assert not any(t["tox"].startswith("I'm glad") for t in trips)  # the needless refusals stay as written
-    assert tiny_cfg(tmp_path).hash() == tiny_cfg(tmp_path, **{"synth.answer_opener": ""}).hash()
+    # off (its neutral value, left out of the hash), runs made before the switch keep their config hash;
+    # on, synthesis is another one
+    (field,) = [f for f in dataclasses.fields(SynthConfig) if f.name == "answer_opener"]
+    assert field.default == field.metadata["neutral"] == ""
+    assert (
+        tiny_cfg(tmp_path).hash() != tiny_cfg(tmp_path, **{"synth.answer_opener": "I'm glad to help."}).hash()
+    )
 
 
 def test_benign_seed_goals_are_the_seeds_that_ask_how():

@@ -193,14 +193,14 @@ class SynthConfig:
     # at evaluation, so MLE on it holds that answer instead of teaching a temperature-0.8 draw, which a
     # 135 M model often lets drift (issue #19: non-answers to safe prompts). Later rounds sample as usual
     benign_pos_greedy: bool = field(default=False, metadata={"neutral": False})
-    # a benign or everyday request's positive opens with this sentence ("I'm glad to help."; "" = off).
-    # Every harmful positive opens "I'm sorry", so the tuned model learned "I'm" as the opener of any
-    # task-shaped request; unlikelihood then pushes "sorry" away on benign ones, and it says "I'm glad to
-    # help!" and stops (issue #19: 15 of runs/h0's 80 MT-Bench answers opened so, 8 with nothing after
-    # them; the base 3 and 0). With the opener the answer goes on after it, and a benign request's
-    # needless refusal leaves it at "sorry". At one seed the opener became the model's opener for every
-    # request and the refusal was decided at the next token: MT-Bench non-answers 34 -> 25 %, past tense
-    # 30 -> 43 %. Beyond the paper (issue #19); not adopted (docs/experiments.md, "An opener before benign answers")
+    # a benign or everyday request's positive opens with this sentence ("I'm glad to help."; "" = off), so
+    # that an answer follows an agreement: 8 of the tuned preset's 80 MT-Bench answers are an agreement with
+    # nothing after it ("I'm ready to help you with that."; the base none), and every harmful positive
+    # opens "I'm sorry" (our guess: "I'm" learned as the opener of any task-shaped request, "sorry" pushed
+    # away after it on benign ones). At one seed the opener started nearly every reply to a harmless
+    # prompt and a third of the attack replies, almost none of them refusals: MT-Bench non-answers 34 -> 25 %
+    # by the judge, past tense 30 -> 43 %. Beyond the paper (issue #19); not adopted (docs/experiments.md,
+    # "An opener before benign answers")
     answer_opener: str = field(default="", metadata={"neutral": ""})
     max_attempts: int = 3  # bounded retries when the model ignores the format, then drop and count why
     polarity_min: float = 0.15  # drop pairs whose pos/tox embedding cosine distance is below this

@@ -175,7 +175,8 @@ def generate_chunk(ctx: Ctx, items: list[Item]) -> None:
         for it in items:
             if not it.benign and it.pos is not None and it.inst.get("goal"):
                 it.pos = gates.naming_refusal(it.inst["goal"], it.pos)
-    if s.answer_opener:  # after the gates and the relevance check: they screened the model's own answer
+    if s.answer_opener.strip():  # after the gates and the relevance check: they screened the model's own
+        # answer; the duplicate check and the polarity gate (run_pairs) see the opened one
         for it in items:
             if it.benign and it.pos is not None:
                 it.pos = f"{s.answer_opener.strip()} {it.pos}"
